@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Numeric code is compiled with optimisation even in debug builds: the tests run real forward and
+/// backward passes, and unoptimised Swift loops are 20-50x slower than the BLAS calls around them.
+let optimisedNumerics: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
+let package = Package(
+    name: "newsd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "newsd", targets: ["newsd"]),
+        .library(name: "NewsdModel", targets: ["NewsdModel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+        .target(name: "NewsdModel", dependencies: ["CBLAS", "CCrypto"],
+                swiftSettings: optimisedNumerics),
+        .target(name: "NewsdCore"),
+        .executableTarget(name: "newsd", dependencies: [
+            "NewsdModel", "NewsdCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "NewsdCoreTests", dependencies: ["NewsdCore"]),
+        .testTarget(name: "NewsdModelTests", dependencies: ["NewsdModel", "NewsdCore"],
+                    resources: [.copy("Fixtures")],
+                    swiftSettings: optimisedNumerics),
+    ]
+)

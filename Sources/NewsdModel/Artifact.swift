@@ -1,0 +1,246 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reference to the base checkpoint a trained student builds on.
+public struct BaseReference: Codable, Sendable, Equatable {
+    /// Directory of the checkpoint when the artifact was written (a hint; see `Artifact.load`).
+    public var path: String
+    /// SHA-256 of its `model.safetensors`: a different base is refused.
+    public var weightsSHA256: String
+    /// Its architecture.
+    public var config: BertConfig
+}
+
+/// The description of a trained student, stored as `manifest.json` in the artifact directory.
+public struct ArtifactManifest: Codable, Sendable, Equatable {
+    /// Format identifier; a loader refuses formats it does not know.
+    public var format: String = Artifact.format
+    /// When it was written (ISO 8601).
+    public var createdAt: String
+    /// Class names in logit order.
+    public var labels: [String]
+    /// The base checkpoint.
+    public var base: BaseReference
+    /// Tokenizer settings used in training.
+    public var tokenizer: TokenizerSettings
+    /// SHA-256 of the vocabulary file.
+    public var vocabularySHA256: String
+    /// Layers whose weights the artifact carries (the others come from the base).
+    public var trainedLayers: [Int]
+    /// Whether the artifact carries the embeddings.
+    public var trainedEmbeddings: Bool
+    /// The training configuration.
+    public var training: TrainingConfiguration
+    /// Training-set size and label counts.
+    public var trainingExamples: Int
+    /// Validation metrics (uncalibrated ECE, calibrated ECE, accuracy, macro-F1...), by name.
+    public var metrics: [String: Double]
+    /// Softmax temperature fitted on validation data.
+    public var temperature: Float
+    /// SHA-256 of every other file of the artifact, by file name.
+    public var files: [String: String]
+    /// SHA-256 of this manifest's canonical JSON with `checksum` empty: the artifact's identity.
+    public var checksum: String = ""
+}
+
+/// Trained-student artifacts: a directory with `manifest.json`, `weights.safetensors` (the head
+/// and the tensors that differ from the base), `vocab.txt` and `config.json`. Written atomically
+/// (temporary directory, fsync, rename); loading verifies every checksum before building anything.
+public enum Artifact {
+    /// The format this code writes and reads.
+    public static let format = "newsd-student/1"
+
+    /// Canonical JSON of a manifest (sorted keys): the bytes its checksum covers.
+    static func canonical(_ m: ArtifactManifest) throws -> Data {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return try e.encode(m)
+    }
+
+    /// Writes `model` (trained on `base`) to `directory`, replacing an existing artifact there.
+    @discardableResult
+    public static func write(directory: URL, base: Checkpoint, weights: EncoderWeights, head: ClassifierHead,
+                             labels: [String], trainedLayers: [Int], trainedEmbeddings: Bool,
+                             training: TrainingConfiguration, trainingExamples: Int, metrics: [String: Double],
+                             temperature: Float) throws -> ArtifactManifest {
+        let fm = FileManager.default
+        let parent = directory.deletingLastPathComponent()
+        let tmp = parent.appendingPathComponent(".\(directory.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        do {
+            try fm.createDirectory(at: parent, withIntermediateDirectories: true)
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+        } catch { throw ModelError.writeFailed(tmp.path, reason: "\(error)") }
+        defer { try? fm.removeItem(at: tmp) }
+
+        var tensors = weights.namedTensors(embeddings: trainedEmbeddings, layers: trainedLayers)
+        tensors.merge(head.namedTensors) { a, _ in a }
+        let weightsData = try SafeTensors.encode(tensors, metadata: ["format": format])
+        let vocab = try readFile(base.directory.appendingPathComponent("vocab.txt"))
+        let configData = try readFile(base.directory.appendingPathComponent("config.json"))
+        let files = ["weights.safetensors": weightsData, "vocab.txt": vocab, "config.json": configData]
+        for (name, data) in files { try writeSynced(data, to: tmp.appendingPathComponent(name)) }
+        let iso = ISO8601DateFormatter()
+        var manifest = ArtifactManifest(
+            createdAt: iso.string(from: Date()), labels: labels,
+            base: BaseReference(path: base.directory.path, weightsSHA256: base.weightsChecksum, config: base.config),
+            tokenizer: base.tokenizer.settings, vocabularySHA256: SHA256.hex(of: vocab),
+            trainedLayers: trainedLayers, trainedEmbeddings: trainedEmbeddings, training: training,
+            trainingExamples: trainingExamples, metrics: metrics, temperature: temperature,
+            files: files.mapValues { SHA256.hex(of: $0) })
+        manifest.checksum = SHA256.hex(of: try canonical(manifest))
+        try writeSynced(try canonical(manifest), to: tmp.appendingPathComponent("manifest.json"))
+        try fsyncPath(tmp)
+        // Swap in: move an existing artifact aside, rename the new one into place, then delete the old.
+        let old = parent.appendingPathComponent(".\(directory.lastPathComponent).old-\(getpid())")
+        let hadOld = fm.fileExists(atPath: directory.path)
+        if hadOld { guard rename(directory.path, old.path) == 0 else { throw ModelError.writeFailed(directory.path, reason: String(cString: strerror(errno))) } }
+        guard rename(tmp.path, directory.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if hadOld { _ = rename(old.path, directory.path) }
+            throw ModelError.writeFailed(directory.path, reason: reason)
+        }
+        try fsyncPath(parent)
+        if hadOld { try? fm.removeItem(at: old) }
+        return manifest
+    }
+
+    /// Reads and verifies an artifact's manifest and file checksums (no weights are built).
+    public static func verifiedManifest(directory: URL) throws -> ArtifactManifest {
+        let manifestURL = directory.appendingPathComponent("manifest.json")
+        let data = try readFile(manifestURL)
+        let manifest: ArtifactManifest
+        do { manifest = try JSONDecoder().decode(ArtifactManifest.self, from: data) } catch {
+            throw ModelError.invalidFile(manifestURL.path, reason: "not a newsd artifact manifest: \(error)")
+        }
+        guard manifest.format == format else {
+            throw ModelError.unsupported("\(manifestURL.path): artifact format \(manifest.format) (this newsd reads \(format))")
+        }
+        var unsigned = manifest
+        unsigned.checksum = ""
+        let actual = SHA256.hex(of: try canonical(unsigned))
+        guard actual == manifest.checksum else {
+            throw ModelError.checksumMismatch(manifestURL.path, expected: manifest.checksum, actual: actual)
+        }
+        for name in ["weights.safetensors", "vocab.txt", "config.json"] {
+            guard let expected = manifest.files[name] else {
+                throw ModelError.invalidFile(manifestURL.path, reason: "lists no checksum for \(name)")
+            }
+            let url = directory.appendingPathComponent(name)
+            let got = SHA256.hex(of: try readFile(url))
+            guard got == expected else { throw ModelError.checksumMismatch(url.path, expected: expected, actual: got) }
+        }
+        guard !manifest.labels.isEmpty, Set(manifest.labels).count == manifest.labels.count else {
+            throw ModelError.invalidFile(manifestURL.path, reason: "labels \(manifest.labels) are empty or repeated")
+        }
+        guard manifest.temperature.isFinite, manifest.temperature > 0 else {
+            throw ModelError.invalidFile(manifestURL.path, reason: "temperature \(manifest.temperature) is not positive")
+        }
+        return manifest
+    }
+
+    /// Loads a model from an artifact directory, or from a bare base checkpoint directory (encoder
+    /// only, untrained head). The base is looked up at `baseDirectory`, else `NEWSD_BASE_MODEL_DIR`,
+    /// else the path recorded in the manifest, and must have the recorded checksum. Nothing is
+    /// returned unless every check passes.
+    public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int) throws -> StudentModel {
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: directory.appendingPathComponent("manifest.json").path) {
+            guard fm.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) else {
+                throw ModelError.missingFile(directory.appendingPathComponent("manifest.json").path,
+                                             underlying: "neither a newsd artifact (manifest.json) nor a base checkpoint (model.safetensors)")
+            }
+            return StudentModel(base: try CheckpointCache.shared.checkpoint(directory), threads: threads)
+        }
+        let manifest = try verifiedManifest(directory: directory)
+        let candidates = [baseDirectory?.path, ProcessInfo.processInfo.environment["NEWSD_BASE_MODEL_DIR"], manifest.base.path].compactMap { $0 }
+        guard let basePath = candidates.first(where: { fm.fileExists(atPath: $0 + "/model.safetensors") }) else {
+            throw ModelError.missingFile(manifest.base.path, underlying: "base checkpoint of \(directory.path) not found (looked in \(candidates))")
+        }
+        let base = try CheckpointCache.shared.checkpoint(URL(fileURLWithPath: basePath))
+        guard base.weightsChecksum == manifest.base.weightsSHA256 else {
+            throw ModelError.checksumMismatch(basePath + "/model.safetensors", expected: manifest.base.weightsSHA256, actual: base.weightsChecksum)
+        }
+        guard base.config == manifest.base.config else {
+            throw ModelError.invalidFile(basePath + "/config.json", reason: "architecture differs from the one \(directory.path) was trained on")
+        }
+        let vocabURL = directory.appendingPathComponent("vocab.txt")
+        let tokenizer = try WordPieceTokenizer(vocabularyFile: vocabURL, settings: manifest.tokenizer)
+        let weightsURL = directory.appendingPathComponent("weights.safetensors")
+        let tensors = try SafeTensors.read(weightsURL)
+        let c = base.config
+        let expectedNames = Set(base.weights.namedTensors(embeddings: manifest.trainedEmbeddings, layers: manifest.trainedLayers).keys)
+            .union(["classifier.weight", "classifier.bias"])
+        guard Set(tensors.keys) == expectedNames else {
+            let missing = expectedNames.subtracting(tensors.keys).sorted(), extra = Set(tensors.keys).subtracting(expectedNames).sorted()
+            throw ModelError.invalidFile(weightsURL.path, reason: "tensors do not match the manifest (missing \(missing.prefix(3)), unexpected \(extra.prefix(3)))")
+        }
+        guard manifest.trainedLayers.allSatisfy({ (0..<c.numLayers).contains($0) }) else {
+            throw ModelError.invalidFile(directory.appendingPathComponent("manifest.json").path, reason: "trained layers \(manifest.trainedLayers) outside 0..<\(c.numLayers)")
+        }
+        var encoderTensors = tensors
+        encoderTensors["classifier.weight"] = nil
+        encoderTensors["classifier.bias"] = nil
+        let weights = try EncoderWeights(config: c, tensors: encoderTensors, path: weightsURL.path, requireAll: false, base: base.weights,
+                                         sharing: Set(manifest.trainedLayers), sharingEmbeddings: manifest.trainedEmbeddings)
+        let cls = manifest.labels.count
+        guard let w = tensors["classifier.weight"], w.shape == [cls, c.hiddenSize],
+              let b = tensors["classifier.bias"], b.shape == [cls] else {
+            throw ModelError.invalidFile(weightsURL.path, reason: "classifier head is not [\(cls), \(c.hiddenSize)] + [\(cls)] for labels \(manifest.labels)")
+        }
+        let head = ClassifierHead(classes: cls, hidden: c.hiddenSize, parameters: FloatBuffer(w.values + b.values))
+        guard (w.values + b.values).allSatisfy(\.isFinite) else {
+            throw ModelError.invalidFile(weightsURL.path, reason: "classifier head has non-finite values")
+        }
+        return StudentModel(labels: manifest.labels, tokenizer: tokenizer, weights: weights, head: head,
+                            temperature: manifest.temperature, threads: threads, manifest: manifest, baseChecksum: base.weightsChecksum)
+    }
+
+    static func readFile(_ url: URL) throws -> Data {
+        do { return try Data(contentsOf: url) } catch { throw ModelError.missingFile(url.path, underlying: "\(error)") }
+    }
+
+    static func writeSynced(_ data: Data, to url: URL) throws {
+        let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw ModelError.writeFailed(url.path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        try data.withUnsafeBytes { raw in
+            var off = 0
+            while off < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 { if errno == EINTR { continue }; throw ModelError.writeFailed(url.path, reason: String(cString: strerror(errno))) }
+                off += n
+            }
+        }
+        guard fsync(fd) == 0 else { throw ModelError.writeFailed(url.path, reason: "fsync: \(String(cString: strerror(errno)))") }
+    }
+
+    static func fsyncPath(_ url: URL) throws {
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw ModelError.writeFailed(url.path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        _ = fsync(fd)
+    }
+}
+
+/// Loaded base checkpoints, by directory, size and modification time: a daemon swapping models
+/// loads and hashes its 90 MB base once, not at every swap.
+public final class CheckpointCache: @unchecked Sendable {
+    /// The process-wide cache.
+    public static let shared = CheckpointCache()
+    private let lock = NSLock()
+    private var entries: [String: (stamp: String, checkpoint: Checkpoint)] = [:]
+
+    /// The checkpoint in `directory`, loaded once while its weights file is unchanged.
+    public func checkpoint(_ directory: URL) throws -> Checkpoint {
+        let weights = directory.appendingPathComponent("model.safetensors").path
+        let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
+        let stamp = "\(attributes?[.size] ?? 0)-\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
+        lock.lock(); defer { lock.unlock() }
+        if let e = entries[directory.standardizedFileURL.path], e.stamp == stamp { return e.checkpoint }
+        let c = try Checkpoint(directory: directory)
+        entries[directory.standardizedFileURL.path] = (stamp, c)
+        return c
+    }
+}

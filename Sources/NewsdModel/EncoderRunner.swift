@@ -1,0 +1,111 @@
+import Dispatch
+import Foundation
+
+/// Per-thread buffers for inference: one set of layer activations reused by every layer, and two
+/// hidden-state buffers used in turn as a layer's input and output.
+final class InferenceWorkspace {
+    let activations = LayerActivations(saveForBackward: false)
+    var hiddenA = Scratch(), hiddenB = Scratch()
+}
+
+/// Runs a frozen encoder over many token sequences: length-sorted batches, each split into one
+/// sub-batch per thread. Calls are serialised (the workspaces are per runner, not per call).
+public final class EncoderRunner: @unchecked Sendable {
+    /// The weights served; never mutated.
+    public let weights: EncoderWeights
+    /// Worker threads per batch.
+    public let threads: Int
+    private let workspaces: [InferenceWorkspace]
+    private let lock = NSLock()
+
+    /// A runner over `weights` with `threads` worker threads (at least 1).
+    public init(weights: EncoderWeights, threads: Int) {
+        _ = BLAS.configured
+        self.weights = weights
+        self.threads = max(1, threads)
+        workspaces = (0..<max(1, threads)).map { _ in InferenceWorkspace() }
+    }
+
+    /// Mean-pooled encoder outputs, one `[H]` vector per sequence, in input order.
+    public func pooled(_ sequences: [[Int32]], batchSize: Int) -> [[Float]] {
+        let h = weights.config.hiddenSize
+        var result = [[Float]](repeating: [], count: sequences.count)
+        result.withUnsafeMutableBufferPointer { out in
+        run(sequences, layers: weights.config.numLayers, batchSize: batchSize) { index, shape, bi, hidden in
+            var v = [Float](repeating: 0, count: h)
+            let len = shape.lengths[bi]
+            for t in 0..<len { let row = hidden + (bi * shape.t + t) * h; for i in 0..<h { v[i] += row[i] } }
+            let inv = 1 / Float(max(len, 1))
+            for i in 0..<h { v[i] *= inv }
+            out[index] = v
+        }
+        }
+        return result
+    }
+
+    /// Hidden states after the first `layers` layers (0 = embeddings), `[length * H]` per sequence.
+    func hiddenStates(_ sequences: [[Int32]], layers: Int, batchSize: Int) -> [[Float]] {
+        let h = weights.config.hiddenSize
+        var result = [[Float]](repeating: [], count: sequences.count)
+        result.withUnsafeMutableBufferPointer { out in
+            run(sequences, layers: layers, batchSize: batchSize) { index, shape, bi, hidden in
+                out[index] = Array(UnsafeBufferPointer(start: hidden + bi * shape.t * h, count: shape.lengths[bi] * h))
+            }
+        }
+        return result
+    }
+
+    /// Sorts by length, cuts batches, runs sub-batches on the threads, and hands each sequence's
+    /// padded output rows to `emit(originalIndex, shape, rowInBatch, hidden)`. `emit` runs on
+    /// worker threads but for distinct indices only.
+    private func run(_ sequences: [[Int32]], layers: Int, batchSize: Int,
+                     emit: (Int, BatchShape, Int, ConstFloatPointer) -> Void) {
+        lock.lock(); defer { lock.unlock() }
+        let order = sequences.indices.sorted { sequences[$0].count < sequences[$1].count }
+        let batch = max(1, batchSize)
+        var start = 0
+        while start < order.count {
+            let end = min(order.count, start + batch)
+            let members = Array(order[start..<end])
+            let parts = min(threads, members.count)
+            let per = (members.count + parts - 1) / parts
+            withoutActuallyEscaping(emit) { emit in
+                let emitBox = UnsafeSendable(emit)
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    let lo = part * per, hi = min(members.count, lo + per)
+                    guard lo < hi else { return }
+                    let sub = Array(members[lo..<hi])
+                    self.forward(sub.map { sequences[$0] }, layers: layers, workspace: self.workspaces[part]) { shape, bi, hidden in
+                        emitBox.value(sub[bi], shape, bi, hidden)
+                    }
+                }
+            }
+            start = end
+        }
+    }
+
+    /// Embeddings and the first `layers` layers of one padded sub-batch, on the calling thread.
+    func forward(_ batch: [[Int32]], layers: Int, workspace ws: InferenceWorkspace,
+                 body: (BatchShape, Int, ConstFloatPointer) -> Void) {
+        let c = weights.config, h = c.hiddenSize
+        let t = min(batch.map(\.count).max() ?? 1, c.maxPositions)
+        let shape = BatchShape(b: batch.count, t: t, lengths: batch.map { min($0.count, t) })
+        var ids = [Int32](repeating: 0, count: shape.n)
+        for (bi, seq) in batch.enumerated() { for (j, id) in seq.prefix(t).enumerated() { ids[bi * t + j] = id } }
+        var x = ws.hiddenA.pointer(shape.n * h), y = ws.hiddenB.pointer(shape.n * h)
+        var noDropout = Dropout(rate: 0, rng: SeededGenerator(seed: 0))
+        Transformer.embeddingsForward(c, weights.embeddings, ids: ids, shape: shape, out: x, saved: nil, dropout: &noDropout)
+        if layers > 0 { ws.activations.prepare(c, shape, dropout: false) }
+        for l in 0..<layers {
+            Transformer.layerForward(c, weights.layers[l], x: x, out: y, a: ws.activations, shape: shape, dropout: &noDropout)
+            swap(&x, &y)
+        }
+        for bi in 0..<shape.b { body(shape, bi, x) }
+    }
+}
+
+/// Carries a non-Sendable value into `concurrentPerform`, whose iterations touch disjoint state.
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

@@ -1,0 +1,82 @@
+import Foundation
+
+/// The outcome of a fine-tuning run: the trained student (already calibrated) and its figures.
+public struct FineTuneResult: Sendable {
+    /// The trained, calibrated model, ready to serve.
+    public var model: StudentModel
+    /// Mean training loss per epoch.
+    public var epochLosses: [Double]
+    /// Validation metrics before calibration (nil without validation data).
+    public var validationUncalibrated: EvaluationMetrics?
+    /// Validation metrics with the fitted temperature.
+    public var validation: EvaluationMetrics?
+    /// The fitted temperature.
+    public var temperature: Float
+    /// Wall-clock seconds of the whole run (caching, training, calibration).
+    public var seconds: Double
+    /// Artifact metrics by name, as stored in the manifest.
+    public var metrics: [String: Double]
+}
+
+/// One complete fine-tuning run: train on examples, score the validation split, fit the
+/// temperature on it, and assemble the servable model. Writing the artifact is separate.
+public enum FineTune {
+    /// Runs training. `validation` holds token ids and true label indices (may be empty: the
+    /// temperature then stays 1).
+    public static func run(base: Checkpoint, labels: [String], training examples: [TrainingExample],
+                           validation: [(ids: [Int32], label: Int)], configuration: TrainingConfiguration,
+                           servingThreads: Int? = nil,
+                           progress: (TrainingProgress) -> Void = { _ in }) throws -> FineTuneResult {
+        let start = Date()
+        let trainer = try Trainer(base: base.weights, classes: labels.count, configuration: configuration)
+        let losses = try trainer.train(examples, progress: progress)
+        let weights = trainer.weights
+        let head = trainer.trainedHead
+        var temperature: Float = 1
+        var before: EvaluationMetrics?, after: EvaluationMetrics?
+        var metrics: [String: Double] = ["train_examples": Double(examples.count), "final_train_loss": losses.last ?? 0]
+        if !validation.isEmpty {
+            let runner = EncoderRunner(weights: weights, threads: configuration.threads)
+            let logits = runner.pooled(validation.map(\.ids), batchSize: 32).map(head.logits)
+            let truth = validation.map(\.label)
+            before = EvaluationMetrics(probabilities: logits.map { softmax($0) }, truth: truth, labels: labels)
+            temperature = Calibration.fitTemperature(logits: logits, truth: truth)
+            after = EvaluationMetrics(probabilities: logits.map { softmax($0, temperature: temperature) }, truth: truth, labels: labels)
+            if let before, let after {
+                metrics["validation_examples"] = Double(validation.count)
+                metrics["validation_accuracy"] = after.accuracy
+                metrics["validation_macro_f1"] = after.macroF1
+                metrics["validation_ece_uncalibrated"] = before.expectedCalibrationError
+                metrics["validation_ece"] = after.expectedCalibrationError
+                metrics["validation_nll_uncalibrated"] = before.negativeLogLikelihood
+                metrics["validation_nll"] = after.negativeLogLikelihood
+                for (label, m) in after.perClass { metrics["validation_f1_\(label)"] = m.f1; metrics["validation_recall_\(label)"] = m.recall }
+            }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        metrics["train_seconds"] = seconds
+        metrics["temperature"] = Double(temperature)
+        let model = StudentModel(labels: labels, tokenizer: base.tokenizer, weights: weights, head: head, temperature: temperature,
+                                 threads: servingThreads ?? configuration.threads, manifest: nil, baseChecksum: base.weightsChecksum)
+        return FineTuneResult(model: model, epochLosses: losses, validationUncalibrated: before, validation: after,
+                              temperature: temperature, seconds: seconds, metrics: metrics)
+    }
+
+    /// Writes a fine-tuned model as an artifact and returns it reloaded from disk (so what is
+    /// returned is exactly what other hosts will load).
+    public static func save(_ result: FineTuneResult, trainer configuration: TrainingConfiguration, base: Checkpoint,
+                            to directory: URL, threads: Int) throws -> StudentModel {
+        let m = result.model
+        let trainedLayers: [Int]
+        switch configuration.trainable {
+        case .head: trainedLayers = []
+        case .all: trainedLayers = Array(0..<base.config.numLayers)
+        case let .top(k): trainedLayers = Array((base.config.numLayers - k)..<base.config.numLayers)
+        }
+        try Artifact.write(directory: directory, base: base, weights: m.runner.weights, head: m.head, labels: m.labels,
+                           trainedLayers: trainedLayers, trainedEmbeddings: configuration.trainable == .all,
+                           training: configuration, trainingExamples: Int(result.metrics["train_examples"] ?? 0),
+                           metrics: result.metrics, temperature: result.temperature)
+        return try Artifact.load(directory: directory, baseDirectory: base.directory, threads: threads)
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+
+/// One classification with its uncertainty.
+public struct Prediction: Sendable, Codable, Equatable {
+    /// The winning label.
+    public var label: String
+    /// Index of `label` in the model's label list.
+    public var labelIndex: Int
+    /// Calibrated class probabilities, in the model's label order.
+    public var probabilities: [Float]
+    /// Top-1 minus top-2 probability (0 = undecided, 1 = certain).
+    public var margin: Float
+    /// Entropy of `probabilities` in nats.
+    public var entropy: Float
+
+    /// Derives label, margin and entropy from probabilities.
+    public init(probabilities: [Float], labels: [String]) {
+        let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }
+        labelIndex = order.first ?? 0
+        label = labels.isEmpty ? "" : labels[labelIndex]
+        self.probabilities = probabilities
+        margin = order.count > 1 ? probabilities[order[0]] - probabilities[order[1]] : 1
+        entropy = -probabilities.reduce(0) { $0 + ($1 > 0 ? $1 * logf($1) : 0) }
+    }
+}
+
+/// The linear classification head: logits[C] = W[C, H] pooled[H] + b[C].
+public struct ClassifierHead: Sendable {
+    /// Number of classes C.
+    public let classes: Int
+    /// Input width H.
+    public let hidden: Int
+    /// W (C*H floats) then b (C floats).
+    let parameters: FloatBuffer
+
+    /// A head with weights drawn from N(0, 0.02) and zero bias (deterministic for `seed`).
+    public init(classes: Int, hidden: Int, seed: UInt64) {
+        self.classes = classes
+        self.hidden = hidden
+        parameters = FloatBuffer(count: classes * hidden + classes)
+        var rng = SeededGenerator(seed: seed ^ 0x4845_4144)
+        for i in 0..<(classes * hidden) { parameters.pointer[i] = 0.02 * rng.nextGaussian() }
+    }
+
+    init(classes: Int, hidden: Int, parameters: FloatBuffer) {
+        self.classes = classes
+        self.hidden = hidden
+        self.parameters = parameters
+    }
+
+    /// logits[B, C] for pooled[B, H].
+    func logits(pooled: ConstFloatPointer, rows: Int, into out: FloatPointer) {
+        Kernels.linearForward(y: out, x: pooled, w: parameters.pointer, b: parameters.pointer + classes * hidden,
+                              n: rows, inDim: hidden, outDim: classes)
+    }
+
+    /// Logits of one pooled vector.
+    public func logits(_ pooled: [Float]) -> [Float] {
+        var out = [Float](repeating: 0, count: classes)
+        pooled.withUnsafeBufferPointer { p in out.withUnsafeMutableBufferPointer { logits(pooled: p.baseAddress!, rows: 1, into: $0.baseAddress!) } }
+        return out
+    }
+
+    var namedTensors: [String: NamedTensor] {
+        let n = classes * hidden
+        return ["classifier.weight": NamedTensor(shape: [classes, hidden], values: Array(UnsafeBufferPointer(start: parameters.pointer, count: n))),
+                "classifier.bias": NamedTensor(shape: [classes], values: Array(UnsafeBufferPointer(start: parameters.pointer + n, count: classes)))]
+    }
+}
+
+/// Softmax of `logits / temperature`.
+public func softmax(_ logits: [Float], temperature: Float = 1) -> [Float] {
+    let t = max(temperature, 1e-3)
+    let m = logits.max() ?? 0
+    let e = logits.map { expf(($0 - m) / t) }
+    let s = e.reduce(0, +)
+    return e.map { $0 / s }
+}
+
+/// A servable student: tokenizer, encoder, head, labels and calibration temperature. Thread-safe
+/// for concurrent `predict` calls (they are serialised on the encoder's workspaces).
+public final class StudentModel: @unchecked Sendable {
+    /// Class names, in logit order.
+    public let labels: [String]
+    /// The tokenizer the model was trained with.
+    public let tokenizer: WordPieceTokenizer
+    /// The encoder and its worker threads.
+    public let runner: EncoderRunner
+    /// The classification head.
+    public let head: ClassifierHead
+    /// Softmax temperature fitted on validation data (1 = uncalibrated).
+    public let temperature: Float
+    /// The artifact this model came from, if any (nil for a bare base checkpoint).
+    public let manifest: ArtifactManifest?
+    /// The base checkpoint's weight checksum.
+    public let baseChecksum: String
+
+    /// Assembles a model from parts.
+    public init(labels: [String], tokenizer: WordPieceTokenizer, weights: EncoderWeights, head: ClassifierHead,
+                temperature: Float, threads: Int, manifest: ArtifactManifest?, baseChecksum: String) {
+        self.labels = labels
+        self.tokenizer = tokenizer
+        self.runner = EncoderRunner(weights: weights, threads: threads)
+        self.head = head
+        self.temperature = temperature
+        self.manifest = manifest
+        self.baseChecksum = baseChecksum
+    }
+
+    /// A base checkpoint with an untrained (random, seeded) head: for benchmarks and cold start.
+    public convenience init(base: Checkpoint, labels: [String] = ["negative", "neutral", "positive"], threads: Int, seed: UInt64 = 0) {
+        self.init(labels: labels, tokenizer: base.tokenizer, weights: base.weights,
+                  head: ClassifierHead(classes: labels.count, hidden: base.config.hiddenSize, seed: seed),
+                  temperature: 1, threads: threads, manifest: nil, baseChecksum: base.weightsChecksum)
+    }
+
+    /// Version string: the artifact's checksum prefix, or "base" for a bare checkpoint.
+    public var version: String { manifest.map { String($0.checksum.prefix(12)) } ?? "base" }
+
+    /// Token ids of every text.
+    public func encode(_ texts: [String]) -> [[Int32]] { texts.map(tokenizer.encode) }
+
+    /// Raw (uncalibrated) logits for token sequences.
+    public func logits(ids: [[Int32]], batchSize: Int = 32) -> [[Float]] {
+        runner.pooled(ids, batchSize: batchSize).map(head.logits)
+    }
+
+    /// Calibrated predictions for texts, in input order.
+    public func predict(_ texts: [String], batchSize: Int = 32) -> [Prediction] {
+        logits(ids: encode(texts), batchSize: batchSize).map {
+            Prediction(probabilities: softmax($0, temperature: temperature), labels: labels)
+        }
+    }
+}

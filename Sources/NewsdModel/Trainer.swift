@@ -1,0 +1,389 @@
+import Dispatch
+import Foundation
+
+/// Which parameters fine-tuning updates.
+public enum TrainableScope: Sendable, Equatable, CustomStringConvertible, Codable {
+    /// Only the classification head (the encoder's pooled outputs are computed once and cached).
+    case head
+    /// The top K layers and the head (the frozen lower layers' outputs are computed once and cached).
+    case top(Int)
+    /// Everything, embeddings included.
+    case all
+
+    /// Parses `head`, `top:K` or `all`.
+    public init(parsing text: String) throws {
+        switch text {
+        case "head": self = .head
+        case "all": self = .all
+        default:
+            guard text.hasPrefix("top:"), let k = Int(text.dropFirst(4)), k > 0 else {
+                throw ModelError.invalidArgument("trainable scope \"\(text)\": expected head, top:K (K > 0) or all")
+            }
+            self = .top(k)
+        }
+    }
+
+    /// `head`, `top:K` or `all`.
+    public var description: String {
+        switch self { case .head: return "head"; case .all: return "all"; case let .top(k): return "top:\(k)" }
+    }
+
+    /// Encodes as its description.
+    public func encode(to encoder: Encoder) throws { var c = encoder.singleValueContainer(); try c.encode(description) }
+    /// Decodes from its description.
+    public init(from decoder: Decoder) throws { try self.init(parsing: try decoder.singleValueContainer().decode(String.self)) }
+}
+
+/// Fine-tuning hyper-parameters. Defaults are those measured to reach ~0.93 accuracy on the
+/// financial-news task with MiniLM-L6 (top-2 layers, 4 epochs, batch 16, lr 1e-4).
+public struct TrainingConfiguration: Codable, Sendable, Equatable {
+    /// Passes over the training data. Default 4.
+    public var epochs: Int = 4
+    /// Peak AdamW learning rate. Default 1e-4.
+    public var learningRate: Float = 1e-4
+    /// Examples per optimiser step. Default 16.
+    public var batchSize: Int = 16
+    /// Seed of initialisation, shuffling and dropout. Default 42.
+    public var seed: UInt64 = 42
+    /// Worker threads. Default 2. Results are deterministic for a given seed and thread count.
+    public var threads: Int = 2
+    /// Parameters updated. Default top:2.
+    public var trainable: TrainableScope = .top(2)
+    /// Share of steps with linearly rising learning rate; the rest decays linearly to 0. Default 0.1.
+    public var warmupFraction: Float = 0.1
+    /// Decoupled weight decay on weight matrices (not biases or LayerNorm). Default 0.01.
+    public var weightDecay: Float = 0.01
+    /// Dropout on hidden states, attention probabilities and the pooled vector. Default 0.1.
+    public var dropout: Float = 0.1
+    /// Global gradient-norm clipping threshold (0 = off). Default 1.0.
+    public var maxGradientNorm: Float = 1.0
+    /// Share of the data held out for validation and temperature fitting. Default 0.1.
+    public var validationFraction: Double = 0.1
+
+    /// The defaults.
+    public init() {}
+
+    /// Checks ranges, naming the bad value.
+    public func validate() throws {
+        guard epochs > 0 else { throw ModelError.invalidArgument("epochs \(epochs) must be > 0") }
+        guard learningRate > 0, learningRate.isFinite else { throw ModelError.invalidArgument("learning rate \(learningRate) must be > 0") }
+        guard batchSize > 0 else { throw ModelError.invalidArgument("batch size \(batchSize) must be > 0") }
+        guard threads > 0 else { throw ModelError.invalidArgument("threads \(threads) must be > 0") }
+        guard (0..<1).contains(dropout) else { throw ModelError.invalidArgument("dropout \(dropout) must be in [0, 1)") }
+        guard (0..<1).contains(validationFraction) else { throw ModelError.invalidArgument("validation fraction \(validationFraction) must be in [0, 1)") }
+        guard (0...1).contains(warmupFraction) else { throw ModelError.invalidArgument("warm-up fraction \(warmupFraction) must be in [0, 1]") }
+    }
+}
+
+/// One training example: token ids and a target distribution over the classes (one-hot for a hard
+/// label, the vote shares for a soft label).
+public struct TrainingExample: Sendable {
+    /// Token ids including `[CLS]` and `[SEP]`.
+    public var ids: [Int32]
+    /// Target probabilities, summing to 1.
+    public var target: [Float]
+    /// Creates an example.
+    public init(ids: [Int32], target: [Float]) { self.ids = ids; self.target = target }
+}
+
+/// Progress of a training run, reported after every step.
+public struct TrainingProgress: Sendable {
+    /// Current epoch, from 1.
+    public var epoch: Int
+    /// Total epochs.
+    public var epochs: Int
+    /// Steps done.
+    public var step: Int
+    /// Total steps.
+    public var steps: Int
+    /// Mean loss over the current epoch so far.
+    public var loss: Double
+    /// Examples per second since the start of the optimisation.
+    public var examplesPerSecond: Double
+    /// Seconds since the start.
+    public var elapsed: Double
+    /// Estimated seconds left.
+    public var remaining: Double
+}
+
+/// A parameter block being trained, with its AdamW moments and per-thread gradients.
+final class TrainableBlock {
+    let parameters: FloatBuffer
+    let decayed: [Range<Int>]
+    let m: FloatBuffer, v: FloatBuffer
+    let gradients: [FloatBuffer]   // one per thread; [0] holds the sum after reduction
+
+    init(parameters: FloatBuffer, decayed: [Range<Int>], threads: Int) {
+        self.parameters = parameters
+        self.decayed = decayed
+        m = FloatBuffer(count: parameters.count)
+        v = FloatBuffer(count: parameters.count)
+        gradients = (0..<threads).map { _ in FloatBuffer(count: parameters.count) }
+    }
+}
+
+/// Per-thread training buffers.
+final class TrainingWorkspace {
+    var layers: [LayerActivations] = []
+    let embeddings = EmbeddingActivations()
+    var input = Scratch(), dOut = Scratch(), dX = Scratch(), pooled = Scratch(), poolMask = Scratch()
+    var dPooled = Scratch(), logits = Scratch(), embeddingScratch = Scratch()
+    var gradients = LayerGradientScratch()
+    var loss: Double = 0
+}
+
+/// Fine-tunes a classifier on an encoder: AdamW with linear warm-up and decay, dropout, gradient
+/// clipping, soft or hard targets, deterministic for a seed and thread count. Training works on
+/// copies: the weights it was given keep serving unchanged.
+public final class Trainer: @unchecked Sendable {
+    /// The hyper-parameters.
+    public let configuration: TrainingConfiguration
+    let config: BertConfig
+    let classes: Int
+    let base: EncoderWeights
+    /// Index of the first trainable layer (layers below it are frozen and cached).
+    let firstTrainable: Int
+    /// Layer weights as trained (frozen layers are shared with `base`).
+    private(set) var layers: [FloatBuffer]
+    private(set) var embeddings: FloatBuffer
+    let head: ClassifierHead
+    var blocks: [TrainableBlock] = []
+    private var workspaces: [TrainingWorkspace]
+    /// Cached frozen outputs: hidden states after `firstTrainable` layers ([len*H] per example), or
+    /// pooled vectors when only the head trains.
+    private var cache: [[Float]] = []
+    private var examples: [TrainingExample] = []
+
+    /// Prepares training of `classes` classes on top of `base` (copied where trainable).
+    public init(base: EncoderWeights, classes: Int, configuration: TrainingConfiguration, head: ClassifierHead? = nil) throws {
+        try configuration.validate()
+        _ = BLAS.configured
+        let c = base.config
+        self.configuration = configuration
+        self.config = c
+        self.classes = classes
+        self.base = base
+        switch configuration.trainable {
+        case .head: firstTrainable = c.numLayers
+        case .all: firstTrainable = 0
+        case let .top(k):
+            guard k <= c.numLayers else {
+                throw ModelError.invalidArgument("trainable top:\(k) but the encoder has \(c.numLayers) layers")
+            }
+            firstTrainable = c.numLayers - k
+        }
+        let threads = configuration.threads
+        let first = firstTrainable
+        embeddings = configuration.trainable == .all ? base.embeddings.copy() : base.embeddings
+        layers = base.layers.enumerated().map { $0.offset >= first ? $0.element.copy() : $0.element }
+        let head = head.map { ClassifierHead(classes: $0.classes, hidden: $0.hidden, parameters: $0.parameters.copy()) }
+            ?? ClassifierHead(classes: classes, hidden: c.hiddenSize, seed: configuration.seed)
+        self.head = head
+        if configuration.trainable == .all {
+            blocks.append(TrainableBlock(parameters: embeddings, decayed: EmbeddingLayout(c).decayed, threads: threads))
+        }
+        for l in firstTrainable..<c.numLayers {
+            blocks.append(TrainableBlock(parameters: layers[l], decayed: LayerLayout(c).decayed, threads: threads))
+        }
+        blocks.append(TrainableBlock(parameters: head.parameters, decayed: [0..<(classes * c.hiddenSize)], threads: threads))
+        workspaces = (0..<threads).map { _ in
+            let w = TrainingWorkspace()
+            w.layers = (first..<c.numLayers).map { _ in LayerActivations(saveForBackward: true) }
+            return w
+        }
+    }
+
+    /// The encoder as trained so far (frozen layers shared with the base).
+    public var weights: EncoderWeights { EncoderWeights(config: config, embeddings: embeddings, layers: layers) }
+    /// The head as trained so far.
+    public var trainedHead: ClassifierHead { head }
+    /// Indices of the layers that training changes.
+    public var trainedLayers: Range<Int> { firstTrainable..<config.numLayers }
+    /// Whether training changes the embeddings.
+    public var trainsEmbeddings: Bool { configuration.trainable == .all }
+
+    /// Sets the examples and computes the frozen part of the network for them once.
+    func load(_ examples: [TrainingExample]) throws {
+        for (i, e) in examples.enumerated() {
+            guard e.target.count == classes else {
+                throw ModelError.invalidArgument("example \(i) has \(e.target.count) target values, expected \(classes)")
+            }
+            guard !e.ids.isEmpty else { throw ModelError.invalidArgument("example \(i) has no tokens") }
+        }
+        self.examples = examples.map { e in
+            var e = e
+            if e.ids.count > config.maxPositions { e.ids = Array(e.ids.prefix(config.maxPositions)) }
+            return e
+        }
+        let runner = EncoderRunner(weights: base, threads: configuration.threads)
+        switch configuration.trainable {
+        case .all: cache = []
+        case .head: cache = runner.pooled(self.examples.map(\.ids), batchSize: 32)
+        case .top: cache = runner.hiddenStates(self.examples.map(\.ids), layers: firstTrainable, batchSize: 32)
+        }
+    }
+
+    /// Trains on `examples`, calling `progress` after each step. Returns the mean loss per epoch.
+    @discardableResult
+    public func train(_ examples: [TrainingExample], progress: (TrainingProgress) -> Void = { _ in }) throws -> [Double] {
+        guard !examples.isEmpty else { throw ModelError.invalidArgument("no training examples") }
+        try load(examples)
+        let n = examples.count, bs = configuration.batchSize
+        let stepsPerEpoch = (n + bs - 1) / bs, total = stepsPerEpoch * configuration.epochs
+        let warmup = Int((Float(total) * configuration.warmupFraction).rounded(.up))
+        var rng = SeededGenerator(seed: configuration.seed)
+        var order = Array(0..<n)
+        var step = 0
+        var epochLosses: [Double] = []
+        let start = DispatchTime.now().uptimeNanoseconds
+        for epoch in 1...configuration.epochs {
+            order.shuffle(using: &rng)
+            var lossSum = 0.0, seen = 0
+            for s in 0..<stepsPerEpoch {
+                let batch = Array(order[(s * bs)..<min(n, (s + 1) * bs)])
+                let loss = lossAndGradients(batch, dropout: configuration.dropout, stepSeed: configuration.seed &* 1_000_003 &+ UInt64(step))
+                lossSum += loss * Double(batch.count); seen += batch.count
+                step += 1
+                let lr: Float = step <= warmup && warmup > 0
+                    ? configuration.learningRate * Float(step) / Float(warmup)
+                    : configuration.learningRate * Float(max(0, total - step)) / Float(max(1, total - warmup))
+                clipGradients()
+                adamW(step: step, learningRate: lr)
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                progress(TrainingProgress(epoch: epoch, epochs: configuration.epochs, step: step, steps: total,
+                                          loss: lossSum / Double(seen), examplesPerSecond: Double(step * bs) / max(elapsed, 1e-9),
+                                          elapsed: elapsed, remaining: elapsed / Double(step) * Double(total - step)))
+            }
+            epochLosses.append(lossSum / Double(seen))
+        }
+        return epochLosses
+    }
+
+    /// Mean soft cross-entropy of `batch` (indices into the loaded examples); the gradient of that
+    /// mean is left in `blocks[*].gradients[0]` (earlier contents are discarded).
+    func lossAndGradients(_ batch: [Int], dropout: Float, stepSeed: UInt64) -> Double {
+        let threads = min(configuration.threads, batch.count)
+        let per = (batch.count + threads - 1) / threads
+        for b in blocks { for g in b.gradients { g.zero() } }
+        DispatchQueue.concurrentPerform(iterations: threads) { part in
+            let lo = part * per, hi = min(batch.count, lo + per)
+            let ws = workspaces[part]
+            ws.loss = 0
+            guard lo < hi else { return }
+            var d = Dropout(rate: dropout, rng: SeededGenerator(seed: stepSeed &* 31 &+ UInt64(part)))
+            ws.loss = chunk(Array(batch[lo..<hi]), total: batch.count, thread: part, workspace: ws, dropout: &d)
+        }
+        // Sum the per-thread gradients into thread 0's, in a fixed order (deterministic).
+        for b in blocks where b.gradients.count > 1 {
+            let g0 = b.gradients[0].pointer
+            for t in 1..<threads { let gt = b.gradients[t].pointer; for i in 0..<b.parameters.count { g0[i] += gt[i] } }
+        }
+        return workspaces.prefix(threads).reduce(0) { $0 + $1.loss } / Double(batch.count)
+    }
+
+    /// Forward and backward of one thread's share; returns the summed loss of its examples.
+    private func chunk(_ indices: [Int], total: Int, thread: Int, workspace ws: TrainingWorkspace, dropout: inout Dropout) -> Double {
+        let c = config, h = c.hiddenSize, cls = classes
+        let b = indices.count
+        let onlyHead = configuration.trainable == .head
+        let t = onlyHead ? 1 : min(indices.map { examples[$0].ids.count }.max()!, c.maxPositions)
+        let shape = BatchShape(b: b, t: t, lengths: indices.map { onlyHead ? 1 : min(examples[$0].ids.count, t) })
+        let n = shape.n
+        let gradientOf = { (block: Int) in self.blocks[block].gradients[thread] }
+        let headBlock = blocks.count - 1
+        let pooled = ws.pooled.pointer(b * h)
+        let x = ws.input.pointer(n * h)
+        // Forward: the trainable stack, from cached frozen outputs or from the embeddings.
+        if onlyHead {
+            for (r, i) in indices.enumerated() { cache[i].withUnsafeBufferPointer { (pooled + r * h).update(from: $0.baseAddress!, count: h) } }
+        } else {
+            if configuration.trainable == .all {
+                var ids = [Int32](repeating: 0, count: n)
+                for (r, i) in indices.enumerated() { for (j, id) in examples[i].ids.prefix(t).enumerated() { ids[r * t + j] = id } }
+                ws.embeddings.prepare(n: n, h: h)
+                Transformer.embeddingsForward(c, embeddings, ids: ids, shape: shape, out: x, saved: ws.embeddings, dropout: &dropout)
+            } else {
+                x.update(repeating: 0, count: n * h)
+                for (r, i) in indices.enumerated() {
+                    cache[i].withUnsafeBufferPointer { (x + r * t * h).update(from: $0.baseAddress!, count: shape.lengths[r] * h) }
+                }
+            }
+            var input = ConstFloatPointer(x)
+            for (j, l) in trainedLayers.enumerated() {
+                let a = ws.layers[j]
+                a.prepare(c, shape, dropout: dropout.isActive)
+                Transformer.layerForward(c, layers[l], x: input, out: a.out, a: a, shape: shape, dropout: &dropout)
+                input = ConstFloatPointer(a.out)
+            }
+            Transformer.meanPoolForward(pooled: pooled, x: input, shape: shape, h: h)
+        }
+        // Head: dropout on the pooled vector, logits, softmax cross-entropy against the targets.
+        let mask = ws.poolMask.pointer(b * h)
+        if dropout.isActive { dropout.fill(mask, count: b * h) } else { mask.update(repeating: 1, count: b * h) }
+        let dropped = ws.dPooled.pointer(2 * b * h), dPooled = dropped + b * h
+        for i in 0..<(b * h) { dropped[i] = pooled[i] * mask[i] }
+        let logits = ws.logits.pointer(b * cls)
+        head.logits(pooled: dropped, rows: b, into: logits)
+        var loss = 0.0
+        for (r, i) in indices.enumerated() {
+            let z = Array(UnsafeBufferPointer(start: logits + r * cls, count: cls))
+            let p = softmax(z)
+            let y = examples[i].target
+            for k in 0..<cls {
+                if y[k] > 0 { loss -= Double(y[k]) * log(Double(max(p[k], 1e-30))) }
+                logits[r * cls + k] = (p[k] - y[k]) / Float(total)        // dLoss/dlogits of the batch mean
+            }
+        }
+        let hg = gradientOf(headBlock)
+        Kernels.linearBackward(dx: dPooled, dw: hg.pointer, db: hg.pointer + cls * h, dy: logits, x: dropped,
+                               w: head.parameters.pointer, n: b, inDim: h, outDim: cls)
+        if onlyHead { return loss }
+        for i in 0..<(b * h) { dPooled[i] *= mask[i] }
+        // Backward through the trainable layers, top down.
+        var dOut = ws.dOut.pointer(n * h), dX = ws.dX.pointer(n * h)
+        Transformer.meanPoolBackward(dx: dOut, dPooled: dPooled, shape: shape, h: h)
+        let layerBlockOffset = trainsEmbeddings ? 1 : 0
+        for (j, l) in trainedLayers.enumerated().reversed() {
+            let a = ws.layers[j]
+            let input = j == 0 ? ConstFloatPointer(x) : ConstFloatPointer(ws.layers[j - 1].out!)
+            let needInputGradient = j > 0 || trainsEmbeddings
+            Transformer.layerBackward(c, layers[l], gradientOf(layerBlockOffset + j), x: input, a: a, dOut: dOut,
+                                      dx: needInputGradient ? dX : nil, dropout: dropout.isActive, scratch: &ws.gradients)
+            swap(&dOut, &dX)
+        }
+        if trainsEmbeddings {
+            var ids = [Int32](repeating: 0, count: n)
+            for (r, i) in indices.enumerated() { for (j, id) in examples[i].ids.prefix(t).enumerated() { ids[r * t + j] = id } }
+            Transformer.embeddingsBackward(c, embeddings, gradientOf(0), ids: ids, shape: shape, dOut: dOut,
+                                           saved: ws.embeddings, dropout: dropout.isActive, scratch: &ws.embeddingScratch)
+        }
+        return loss
+    }
+
+    private func clipGradients() {
+        guard configuration.maxGradientNorm > 0 else { return }
+        var sq = 0.0
+        for b in blocks { let g = b.gradients[0].pointer; for i in 0..<b.parameters.count { sq += Double(g[i]) * Double(g[i]) } }
+        let norm = sq.squareRoot()
+        guard norm > Double(configuration.maxGradientNorm) else { return }
+        let scale = Float(Double(configuration.maxGradientNorm) / (norm + 1e-6))
+        for b in blocks { let g = b.gradients[0].pointer; for i in 0..<b.parameters.count { g[i] *= scale } }
+    }
+
+    private func adamW(step: Int, learningRate lr: Float) {
+        let beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8
+        let c1 = 1 - powf(beta1, Float(step)), c2 = 1 - powf(beta2, Float(step))
+        for b in blocks {
+            let p = b.parameters.pointer, g = b.gradients[0].pointer, m = b.m.pointer, v = b.v.pointer
+            for range in b.decayed where configuration.weightDecay > 0 {
+                let f = 1 - lr * configuration.weightDecay
+                for i in range { p[i] *= f }
+            }
+            for i in 0..<b.parameters.count {
+                m[i] = beta1 * m[i] + (1 - beta1) * g[i]
+                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
+                p[i] -= lr * (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import NewsdCore
+import NewsdModel
+
+/// `newsd train`: fine-tunes a student on a labelled CSV and writes an artifact.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train", abstract: "Fine-tune a student model on labelled sentences.")
+
+    @Option(help: "CSV file with a header row.") var data: String
+    @Option(help: "Column with the sentence.") var textColumn = "text"
+    @Option(help: "Column with the hard label (also defines the label set).") var labelColumn: String
+    @Option(help: "Comma-separated columns for soft labels: one label per column (votes) or one probability per column named after its label.")
+    var softLabelColumns: String?
+    @Option(help: "Trainable parameters: head, top:K or all.") var trainable = "top:2"
+    @Option(help: "Epochs.") var epochs = 4
+    @Option(help: "Peak learning rate.") var lr: Float = 1e-4
+    @Option(help: "Batch size.") var batch = 16
+    @Option(help: "Random seed.") var seed: UInt64 = 42
+    @Option(help: "Worker threads.") var threads = 2
+    @Option(help: "Share of rows held out (chosen by text hash) for validation and calibration.") var validationFraction = 0.1
+    @Option(help: "Base checkpoint directory (default: $NEWSD_BASE_MODEL_DIR or .models/all-MiniLM-L6-v2).") var base: String?
+    @Option(help: "Output artifact directory.") var out: String
+
+    func run() throws {
+        var cfg = TrainingConfiguration()
+        cfg.epochs = epochs; cfg.learningRate = lr; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
+        cfg.trainable = try TrainableScope(parsing: trainable); cfg.validationFraction = validationFraction
+        try cfg.validate()
+        let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: base ?? defaultBaseModelDirectory()))
+        let table = try CSVTable(contentsOf: URL(fileURLWithPath: data))
+        let soft = softLabelColumns?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
+        let all = try LabelledData(table: table, textColumn: textColumn, labelColumn: labelColumn, softLabelColumns: soft)
+        let train = all.filter { !TextHash.isValidation($0, fraction: validationFraction) }
+        let valid = all.filter { TextHash.isValidation($0, fraction: validationFraction) }
+        note("training on \(train.texts.count) rows, validating on \(valid.texts.count), labels \(all.labels), \(all.skipped.count) rows skipped; trainable \(cfg.trainable), \(threads) threads")
+        for s in all.skipped.prefix(5) { note("  skipped row \(s.row): \(s.reason)") }
+        let tok = checkpoint.tokenizer
+        let examples = zip(train.texts, train.targets).map { TrainingExample(ids: tok.encode($0), target: $1) }
+        let validation = zip(valid.texts, valid.truth).map { (ids: tok.encode($0), label: $1) }
+        let bar = ProgressReporter()
+        let result = try FineTune.run(base: checkpoint, labels: all.labels, training: examples, validation: validation,
+                                      configuration: cfg) { p in
+            bar.update(fraction: Double(p.step) / Double(p.steps), label: "epoch \(p.epoch)/\(p.epochs)",
+                       details: "step \(p.step)/\(p.steps)  loss \(String(format: "%.4f", p.loss))  \(String(format: "%.0f", p.examplesPerSecond)) ex/s  ETA \(ProgressReporter.duration(p.remaining))")
+        }
+        let model = try FineTune.save(result, trainer: cfg, base: checkpoint, to: URL(fileURLWithPath: out), threads: threads)
+        var rows = [["metric", "value"]]
+        rows.append(["epoch losses", result.epochLosses.map { String(format: "%.4f", $0) }.joined(separator: " ")])
+        rows.append(["training seconds", String(format: "%.1f", result.seconds)])
+        if let v = result.validation, let u = result.validationUncalibrated {
+            rows.append(["validation n", "\(v.n)"])
+            rows.append(["validation accuracy", String(format: "%.4f", v.accuracy)])
+            rows.append(["validation macro-F1", String(format: "%.4f", v.macroF1)])
+            for l in v.labels { rows.append(["  F1 \(l)", String(format: "%.4f", v.perClass[l]?.f1 ?? 0)]) }
+            rows.append(["temperature", String(format: "%.3f", result.temperature)])
+            rows.append(["ECE before / after", String(format: "%.4f / %.4f", u.expectedCalibrationError, v.expectedCalibrationError)])
+        }
+        rows.append(["peak RSS MB", "\(peakResidentBytes() / 1_048_576)"])
+        rows.append(["artifact", "\(out) (\(model.version))"])
+        print(formatTable(rows))
+    }
+}
+
+/// `newsd eval`: scores a model on a labelled CSV.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "eval", abstract: "Evaluate a model on labelled sentences.")
+
+    @Option(help: "Artifact or base checkpoint directory.") var model: String
+    @Option(help: "CSV file with a header row.") var data: String
+    @Option(help: "Column with the sentence.") var textColumn = "text"
+    @Option(help: "Column with the true label.") var labelColumn: String
+    @Option(help: "Worker threads.") var threads = 2
+    @Option(help: "Batch size.") var batch = 32
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads)
+        let table = try CSVTable(contentsOf: URL(fileURLWithPath: data))
+        let set = try LabelledData(table: table, textColumn: textColumn, labelColumn: labelColumn, labels: student.labels)
+        let predictions = student.predict(set.texts, batchSize: batch)
+        let m = EvaluationMetrics(probabilities: predictions.map(\.probabilities), truth: set.truth, labels: student.labels)
+        if json {
+            var perClass: [String: Any] = [:]
+            for (l, c) in m.perClass { perClass[l] = ["precision": rounded(c.precision), "recall": rounded(c.recall), "f1": rounded(c.f1), "support": c.support] }
+            print(jsonLine(["accuracy": rounded(m.accuracy), "macro_f1": rounded(m.macroF1), "per_class": perClass,
+                            "confusion": m.confusion, "labels": m.labels, "n": m.n, "skipped": set.skipped.count,
+                            "ece": rounded(m.expectedCalibrationError), "model_version": student.version]))
+            return
+        }
+        print("model \(student.version) on \(data): n=\(m.n) (\(set.skipped.count) rows skipped)")
+        print(String(format: "accuracy  %.4f\nmacro-F1  %.4f\nECE       %.4f\n", m.accuracy, m.macroF1, m.expectedCalibrationError))
+        var rows = [["class", "precision", "recall", "F1", "support"]]
+        for l in m.labels { let c = m.perClass[l]!; rows.append([l, String(format: "%.4f", c.precision), String(format: "%.4f", c.recall), String(format: "%.4f", c.f1), "\(c.support)"]) }
+        print(formatTable(rows) + "\n")
+        var conf = [["true \\ predicted"] + m.labels]
+        for (i, l) in m.labels.enumerated() { conf.append([l] + m.confusion[i].map(String.init)) }
+        print(formatTable(conf))
+    }
+}
+
+/// `newsd classify`: sentences on stdin, one JSON line each on stdout.
+struct ClassifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "classify", abstract: "Classify sentences read from standard input, one per line.")
+
+    @Option(help: "Artifact or base checkpoint directory.") var model: String
+    @Option(help: "Worker threads.") var threads = 2
+    @Option(help: "Lines classified together.") var batch = 32
+
+    func run() throws {
+        let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads)
+        var pending: [String] = []
+        func flush() {
+            for (text, p) in zip(pending, student.predict(pending, batchSize: batch)) {
+                var probabilities: [String: Double] = [:]
+                for (l, v) in zip(student.labels, p.probabilities) { probabilities[l] = rounded(Double(v), 6) }
+                let line = jsonLine(["text": text, "label": p.label, "probabilities": probabilities, "margin": rounded(Double(p.margin), 6),
+                                     "entropy": rounded(Double(p.entropy), 6), "model_version": student.version])
+                FileHandle.standardOutput.write(Data((line + "\n").utf8))   // unbuffered: one line per sentence, at once
+            }
+            pending.removeAll()
+        }
+        while let line = readLine(strippingNewline: true) {
+            pending.append(line)
+            if pending.count >= batch { flush() }
+        }
+        flush()
+    }
+}

@@ -1,0 +1,34 @@
+import ArgumentParser
+import Foundation
+
+/// The `newsd` command line: the daemon and its tools.
+@main
+struct Newsd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "newsd",
+        abstract: "Financial-news sentiment daemon with a self-improving student model.",
+        subcommands: [TrainCommand.self, EvalCommand.self, ClassifyCommand.self, BenchCommand.self])
+}
+
+/// Where the base checkpoint is when no flag says: `NEWSD_BASE_MODEL_DIR`, else the project's
+/// `.models/all-MiniLM-L6-v2` (where `scripts/install-model.sh` puts it).
+func defaultBaseModelDirectory() -> String {
+    ProcessInfo.processInfo.environment["NEWSD_BASE_MODEL_DIR"] ?? ".models/all-MiniLM-L6-v2"
+}
+
+/// Prints to standard error.
+func note(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// JSON text of a value built from dictionaries, arrays, strings and numbers (sorted keys).
+func jsonLine(_ object: Any) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// Rounds for display and JSON.
+func rounded(_ x: Double, _ digits: Int = 4) -> Double {
+    let p = pow(10.0, Double(digits))
+    return (x * p).rounded() / p
+}
