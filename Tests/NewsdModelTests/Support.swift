@@ -35,3 +35,32 @@ enum Fixtures {
                                        "sales", "rose", "fell", "was", "steady", "the", "##s", ".", ",", "a"]
         + (0..<20).map { "w\($0)" }
 }
+
+extension Fixtures {
+    /// Random examples over the tiny vocabulary: varied lengths (so padding is exercised) and soft targets.
+    static func randomExamples(count: Int, classes: Int, seed: UInt64, maxLength: Int = 9) -> [TrainingExample] {
+        var rng = SeededGenerator(seed: seed)
+        return (0..<count).map { _ in
+            let len = 3 + Int(rng.next() % UInt64(maxLength - 2))
+            let ids = [Int32(2)] + (0..<(len - 2)).map { _ in Int32(5 + rng.next() % 35) } + [Int32(3)]
+            var t = (0..<classes).map { _ in Float(rng.next() % 100) + 1 }
+            let s = t.reduce(0, +); t = t.map { $0 / s }
+            return TrainingExample(ids: ids, target: t)
+        }
+    }
+
+    /// Writes a tiny Hugging Face-style checkpoint directory (config.json, model.safetensors, vocab.txt).
+    static func writeTinyCheckpoint(_ config: BertConfig = tinyConfig, seed: UInt64 = 7) throws -> URL {
+        let dir = temporaryDirectory()
+        let w = EncoderWeights(random: config, seed: seed)
+        try SafeTensors.encode(w.namedTensors(embeddings: true, layers: 0..<config.numLayers))
+            .write(to: dir.appendingPathComponent("model.safetensors"))
+        let json: [String: Any] = ["vocab_size": config.vocabSize, "hidden_size": config.hiddenSize,
+                                   "num_hidden_layers": config.numLayers, "num_attention_heads": config.numHeads,
+                                   "intermediate_size": config.intermediateSize, "max_position_embeddings": config.maxPositions,
+                                   "type_vocab_size": config.typeVocabSize, "layer_norm_eps": config.layerNormEps, "hidden_act": "gelu"]
+        try JSONSerialization.data(withJSONObject: json).write(to: dir.appendingPathComponent("config.json"))
+        try (tinyTokens.joined(separator: "\n") + "\n").write(to: dir.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
+        return dir
+    }
+}

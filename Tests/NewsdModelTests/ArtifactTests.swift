@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+@testable import NewsdModel
+
+@Suite struct ArtifactTests {
+    /// Trains a tiny model on a tiny checkpoint and writes it; returns (checkpoint dir, artifact dir).
+    func makeArtifact(scope: TrainableScope = .top(1)) throws -> (URL, URL, StudentModel) {
+        let baseDir = try Fixtures.writeTinyCheckpoint()
+        let base = try Checkpoint(directory: baseDir)
+        var cfg = TrainingConfiguration(); cfg.trainable = scope; cfg.epochs = 1; cfg.threads = 2
+        let examples = Fixtures.randomExamples(count: 24, classes: 3, seed: 3)
+        let validation = Fixtures.randomExamples(count: 12, classes: 3, seed: 4).map { e in (ids: e.ids, label: e.target.indices.max { e.target[$0] < e.target[$1] }!) }
+        let result = try FineTune.run(base: base, labels: ["negative", "neutral", "positive"], training: examples,
+                                      validation: validation, configuration: cfg)
+        let out = Fixtures.temporaryDirectory().appendingPathComponent("model")
+        let loaded = try FineTune.save(result, trainer: cfg, base: base, to: out, threads: 1)
+        return (baseDir, out, loaded)
+    }
+
+    @Test(arguments: [TrainableScope.head, .top(1), .all])
+    func roundTripGivesTheSamePredictions(scope: TrainableScope) throws {
+        let (_, dir, loaded) = try makeArtifact(scope: scope)
+        let again = try Artifact.load(directory: dir, threads: 2)
+        let texts = ["profit rose", "sales fell w3 w4", "the loss was steady", ""]
+        #expect(loaded.predict(texts) == again.predict(texts))
+        let m = try #require(again.manifest)
+        #expect(m.labels == ["negative", "neutral", "positive"])
+        #expect(m.training.trainable == scope)
+        #expect(m.metrics["validation_accuracy"] != nil)
+        #expect(again.version == String(m.checksum.prefix(12)))
+        // Rewriting in place replaces atomically and leaves no temporary directories behind.
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.deletingLastPathComponent().path)
+        #expect(files == ["model"])
+    }
+
+    func expectRefused(_ dir: URL, mentioning: String, _ comment: Comment) {
+        do {
+            _ = try Artifact.load(directory: dir, threads: 1)
+            Issue.record("loaded a corrupt artifact: \(comment)")
+        } catch {
+            #expect("\(error)".contains(mentioning), "\(comment): \(error)")
+        }
+    }
+
+    @Test func flippedByteInWeightsIsRefused() throws {
+        let (_, dir, _) = try makeArtifact()
+        let url = dir.appendingPathComponent("weights.safetensors")
+        var data = try Data(contentsOf: url)
+        data[data.count - 3] ^= 0x40
+        try data.write(to: url)
+        expectRefused(dir, mentioning: "checksum mismatch", "flipped byte")
+    }
+
+    @Test func truncatedWeightsAreRefused() throws {
+        let (_, dir, _) = try makeArtifact()
+        let url = dir.appendingPathComponent("weights.safetensors")
+        let data = try Data(contentsOf: url)
+        try data.prefix(data.count / 2).write(to: url)
+        expectRefused(dir, mentioning: "weights.safetensors", "truncated")
+    }
+
+    @Test func editedManifestIsRefused() throws {
+        let (_, dir, _) = try makeArtifact()
+        let url = dir.appendingPathComponent("manifest.json")
+        let text = try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: "\"positive\"", with: "\"bullish\"")
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        expectRefused(dir, mentioning: "manifest.json", "edited labels")
+    }
+
+    @Test func missingFileIsRefused() throws {
+        let (_, dir, _) = try makeArtifact()
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("vocab.txt"))
+        expectRefused(dir, mentioning: "vocab.txt", "missing vocabulary")
+    }
+
+    @Test func differentBaseCheckpointIsRefused() throws {
+        let (baseDir, dir, _) = try makeArtifact()
+        let other = try Fixtures.writeTinyCheckpoint(seed: 99)
+        try FileManager.default.removeItem(at: baseDir.appendingPathComponent("model.safetensors"))
+        try FileManager.default.copyItem(at: other.appendingPathComponent("model.safetensors"), to: baseDir.appendingPathComponent("model.safetensors"))
+        expectRefused(dir, mentioning: "checksum mismatch", "replaced base")
+    }
+
+    @Test func garbageIsNotAModel() throws {
+        let dir = Fixtures.temporaryDirectory()
+        try Data("not json".utf8).write(to: dir.appendingPathComponent("manifest.json"))
+        expectRefused(dir, mentioning: "manifest.json", "garbage manifest")
+        expectRefused(Fixtures.temporaryDirectory(), mentioning: "manifest.json", "empty directory")
+    }
+
+    @Test func safeTensorsRoundTripAndRejectsBadHeaders() throws {
+        let t = ["a": NamedTensor(shape: [2, 3], values: [1, 2, 3, 4, 5, 6]), "b": NamedTensor(shape: [1], values: [-1])]
+        let data = try SafeTensors.encode(t)
+        let back = try SafeTensors.decode(data, path: "x")
+        #expect(back["a"]?.values == [1, 2, 3, 4, 5, 6] && back["a"]?.shape == [2, 3] && back["b"]?.values == [-1])
+        #expect(throws: ModelError.self) { try SafeTensors.decode(data.prefix(data.count - 4), path: "x") }
+        #expect(throws: ModelError.self) { try SafeTensors.decode(Data([1, 2, 3]), path: "x") }
+    }
+}
