@@ -142,8 +142,7 @@ enum Kernels {
 
     /// y[count] = x * Phi(x)
     static func geluForward(y: FloatPointer, x: ConstFloatPointer, count: Int) {
-        let invSqrt2: Float = 0.70710678118654752
-        for i in 0..<count { let v = x[i]; y[i] = 0.5 * v * (1 + erff(v * invSqrt2)) }
+        FastMath.gelu(y: y, x: x, count: count)
     }
 
     /// dx[count] = dy * (Phi(x) + x * phi(x))
@@ -165,9 +164,7 @@ enum Kernels {
             let sr = s + r * cols, pr = p + r * cols
             var mx = -Float.infinity
             for j in 0..<valid { mx = max(mx, sr[j]) }
-            var sum: Float = 0
-            for j in 0..<valid { let e = expf(sr[j] - mx); pr[j] = e; sum += e }
-            let inv = 1 / sum
+            let inv = 1 / FastMath.expShifted(p: pr, s: sr, count: valid, shift: mx)
             for j in 0..<valid { pr[j] *= inv }
             for j in valid..<cols { pr[j] = 0 }
         }
