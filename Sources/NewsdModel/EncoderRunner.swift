@@ -34,7 +34,7 @@ public final class EncoderRunner: @unchecked Sendable {
         run(sequences, layers: weights.config.numLayers, batchSize: batchSize) { index, shape, bi, hidden in
             var v = [Float](repeating: 0, count: h)
             let len = shape.lengths[bi]
-            for t in 0..<len { let row = hidden + (bi * shape.t + t) * h; for i in 0..<h { v[i] += row[i] } }
+            for t in 0..<len { let row = hidden + (shape.offsets[bi] + t) * h; for i in 0..<h { v[i] += row[i] } }
             let inv = 1 / Float(max(len, 1))
             for i in 0..<h { v[i] *= inv }
             out[index] = v
@@ -49,38 +49,35 @@ public final class EncoderRunner: @unchecked Sendable {
         var result = [[Float]](repeating: [], count: sequences.count)
         result.withUnsafeMutableBufferPointer { out in
             run(sequences, layers: layers, batchSize: batchSize) { index, shape, bi, hidden in
-                out[index] = Array(UnsafeBufferPointer(start: hidden + bi * shape.t * h, count: shape.lengths[bi] * h))
+                out[index] = Array(UnsafeBufferPointer(start: hidden + shape.offsets[bi] * h, count: shape.lengths[bi] * h))
             }
         }
         return result
     }
 
-    /// Sorts by length, cuts batches, runs sub-batches on the threads, and hands each sequence's
-    /// padded output rows to `emit(originalIndex, shape, rowInBatch, hidden)`. `emit` runs on
-    /// worker threads but for distinct indices only.
+    /// Sorts by length and cuts the sequences into chunks of `batchSize / threads` (a batch is
+    /// shared by the threads); the threads take chunks from a shared counter, so no thread waits
+    /// for another between batches. Hands each sequence's output rows to
+    /// `emit(originalIndex, shape, rowInChunk, hidden)`, on worker threads, for distinct indices.
     private func run(_ sequences: [[Int32]], layers: Int, batchSize: Int,
                      emit: (Int, BatchShape, Int, ConstFloatPointer) -> Void) {
         lock.lock(); defer { lock.unlock() }
         let order = sequences.indices.sorted { sequences[$0].count < sequences[$1].count }
-        let batch = max(1, batchSize)
-        var start = 0
-        while start < order.count {
-            let end = min(order.count, start + batch)
-            let members = Array(order[start..<end])
-            let parts = min(threads, members.count)
-            let per = (members.count + parts - 1) / parts
-            withoutActuallyEscaping(emit) { emit in
-                let emitBox = UnsafeSendable(emit)
-                DispatchQueue.concurrentPerform(iterations: parts) { part in
-                    let lo = part * per, hi = min(members.count, lo + per)
-                    guard lo < hi else { return }
-                    let sub = Array(members[lo..<hi])
-                    self.forward(sub.map { sequences[$0] }, layers: layers, workspace: self.workspaces[part]) { shape, bi, hidden in
-                        emitBox.value(sub[bi], shape, bi, hidden)
+        let chunk = max(1, batchSize / threads)
+        let chunks = stride(from: 0, to: order.count, by: chunk).map { Array(order[$0..<min(order.count, $0 + chunk)]) }
+        let workers = min(threads, chunks.count)
+        guard workers > 0 else { return }
+        let counter = ChunkCounter()
+        withoutActuallyEscaping(emit) { emit in
+            let emitBox = UnsafeSendable(emit)
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                while let c = counter.next(below: chunks.count) {
+                    let members = chunks[c]
+                    self.forward(members.map { sequences[$0] }, layers: layers, workspace: self.workspaces[worker]) { shape, bi, hidden in
+                        emitBox.value(members[bi], shape, bi, hidden)
                     }
                 }
             }
-            start = end
         }
     }
 
@@ -88,10 +85,10 @@ public final class EncoderRunner: @unchecked Sendable {
     func forward(_ batch: [[Int32]], layers: Int, workspace ws: InferenceWorkspace,
                  body: (BatchShape, Int, ConstFloatPointer) -> Void) {
         let c = weights.config, h = c.hiddenSize
-        let t = min(batch.map(\.count).max() ?? 1, c.maxPositions)
-        let shape = BatchShape(b: batch.count, t: t, lengths: batch.map { min($0.count, t) })
-        var ids = [Int32](repeating: 0, count: shape.n)
-        for (bi, seq) in batch.enumerated() { for (j, id) in seq.prefix(t).enumerated() { ids[bi * t + j] = id } }
+        let shape = BatchShape(lengths: batch.map { max(1, min($0.count, c.maxPositions)) }, heads: c.numHeads)
+        var ids: [Int32] = []
+        ids.reserveCapacity(shape.n)
+        for (bi, seq) in batch.enumerated() { ids += seq.prefix(shape.lengths[bi]); if seq.isEmpty { ids.append(0) } }
         var x = ws.hiddenA.pointer(shape.n * h), y = ws.hiddenB.pointer(shape.n * h)
         var noDropout = Dropout(rate: 0, rng: SeededGenerator(seed: 0))
         Transformer.embeddingsForward(c, weights.embeddings, ids: ids, shape: shape, out: x, saved: nil, dropout: &noDropout)
@@ -108,4 +105,16 @@ public final class EncoderRunner: @unchecked Sendable {
 struct UnsafeSendable<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// Hands out chunk indices to worker threads.
+final class ChunkCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func next(below limit: Int) -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        guard value < limit else { return nil }
+        value += 1
+        return value - 1
+    }
 }

@@ -9,7 +9,8 @@ enum FastMath {
     /// e^x, Cephes-style: x = n ln2 + r, e^r by a degree-6 polynomial, 2^n through the exponent bits.
     @inline(__always)
     static func exp(_ x: Float8) -> Float8 {
-        let x = pointwiseMax(pointwiseMin(x, Float8(repeating: 88.3)), Float8(repeating: -87.3))
+        let lo = Float8(repeating: -87.3), hi = Float8(repeating: 88.3)
+        let x = x.replacing(with: lo, where: x .< lo).replacing(with: hi, where: x .> hi)
         // Round x log2(e) to an integer n by adding 1.5 * 2^23: n lands in the low mantissa bits
         // (no float-to-int conversion, which the generic SIMD path makes slow).
         let shifter = Float8(repeating: 12_582_912)
@@ -31,15 +32,18 @@ enum FastMath {
     /// erf(x) with |error| < 2e-7.
     @inline(__always)
     static func erf(_ x: Float8) -> Float8 {
-        let a = x.replacing(with: -x, where: x .< 0)
+        // |x|, capped at 4.5 where erf is 1 to float precision (keeps exp's argument in range).
+        let zero = Float8(repeating: 0), cap = Float8(repeating: 4.5)
+        var a = x.replacing(with: zero - x, where: x .< zero)
+        a = a.replacing(with: cap, where: a .> cap)
         let t = 1 / (1 + 0.3275911 * a)
         var p = Float8(repeating: 1.061405429)
         p = p * t - 1.453152027
         p = p * t + 1.421413741
         p = p * t - 0.284496736
         p = p * t + 0.254829592
-        let y = Float8(repeating: 1) - p * t * exp(Float8(repeating: 0) - a * a)
-        return y.replacing(with: Float8(repeating: 0) - y, where: x .< Float8(repeating: 0))
+        let y = Float8(repeating: 1) - p * t * exp(zero - a * a)
+        return y.replacing(with: zero - y, where: x .< zero)
     }
 
     /// y[count] = gelu(x) = x/2 (1 + erf(x / sqrt 2)); y may alias x.
@@ -77,6 +81,33 @@ enum FastMath {
             let e = exp(v)
             for j in 0..<(count - i) { p[i + j] = e[j]; total += e[j] }
         }
+        return total
+    }
+}
+
+extension FastMath {
+    /// Sum of `count` floats with eight accumulators (a scalar loop cannot be vectorised: float
+    /// addition is not reassociated).
+    @inline(__always)
+    static func sum(_ x: ConstFloatPointer, count: Int) -> Float {
+        let raw = UnsafeRawPointer(x)
+        var acc = Float8(repeating: 0)
+        var i = 0
+        while i + 8 <= count { acc += raw.loadUnaligned(fromByteOffset: i * 4, as: Float8.self); i += 8 }
+        var total = acc.sum()
+        while i < count { total += x[i]; i += 1 }
+        return total
+    }
+
+    /// Sum of (x - mean)^2 over `count` floats.
+    @inline(__always)
+    static func squaredDeviation(_ x: ConstFloatPointer, count: Int, mean: Float) -> Float {
+        let raw = UnsafeRawPointer(x)
+        var acc = Float8(repeating: 0)
+        var i = 0
+        while i + 8 <= count { let c = raw.loadUnaligned(fromByteOffset: i * 4, as: Float8.self) - mean; acc += c * c; i += 8 }
+        var total = acc.sum()
+        while i < count { let c = x[i] - mean; total += c * c; i += 1 }
         return total
     }
 }

@@ -100,12 +100,8 @@ enum Kernels {
                                  g: ConstFloatPointer, b: ConstFloatPointer, n: Int, d: Int, eps: Float) {
         for r in 0..<n {
             let xr = x + r * d, yr = y + r * d
-            var m: Float = 0
-            for i in 0..<d { m += xr[i] }
-            m /= Float(d)
-            var v: Float = 0
-            for i in 0..<d { let c = xr[i] - m; v += c * c }
-            v /= Float(d)
+            let m = FastMath.sum(xr, count: d) / Float(d)
+            let v = FastMath.squaredDeviation(xr, count: d, mean: m) / Float(d)
             let s = 1 / (v + eps).squareRoot()
             for i in 0..<d { yr[i] = (xr[i] - m) * s * g[i] + b[i] }
             mean?[r] = m

@@ -286,8 +286,7 @@ public final class Trainer: @unchecked Sendable {
         let c = config, h = c.hiddenSize, cls = classes
         let b = indices.count
         let onlyHead = configuration.trainable == .head
-        let t = onlyHead ? 1 : min(indices.map { examples[$0].ids.count }.max()!, c.maxPositions)
-        let shape = BatchShape(b: b, t: t, lengths: indices.map { onlyHead ? 1 : min(examples[$0].ids.count, t) })
+        let shape = BatchShape(lengths: indices.map { onlyHead ? 1 : examples[$0].ids.count }, heads: c.numHeads)
         let n = shape.n
         let gradientOf = { (block: Int) in self.blocks[block].gradients[thread] }
         let headBlock = blocks.count - 1
@@ -298,14 +297,12 @@ public final class Trainer: @unchecked Sendable {
             for (r, i) in indices.enumerated() { cache[i].withUnsafeBufferPointer { (pooled + r * h).update(from: $0.baseAddress!, count: h) } }
         } else {
             if configuration.trainable == .all {
-                var ids = [Int32](repeating: 0, count: n)
-                for (r, i) in indices.enumerated() { for (j, id) in examples[i].ids.prefix(t).enumerated() { ids[r * t + j] = id } }
+                let ids = indices.flatMap { examples[$0].ids }
                 ws.embeddings.prepare(n: n, h: h)
                 Transformer.embeddingsForward(c, embeddings, ids: ids, shape: shape, out: x, saved: ws.embeddings, dropout: &dropout)
             } else {
-                x.update(repeating: 0, count: n * h)
                 for (r, i) in indices.enumerated() {
-                    cache[i].withUnsafeBufferPointer { (x + r * t * h).update(from: $0.baseAddress!, count: shape.lengths[r] * h) }
+                    cache[i].withUnsafeBufferPointer { (x + shape.offsets[r] * h).update(from: $0.baseAddress!, count: shape.lengths[r] * h) }
                 }
             }
             var input = ConstFloatPointer(x)
@@ -352,8 +349,7 @@ public final class Trainer: @unchecked Sendable {
             swap(&dOut, &dX)
         }
         if trainsEmbeddings {
-            var ids = [Int32](repeating: 0, count: n)
-            for (r, i) in indices.enumerated() { for (j, id) in examples[i].ids.prefix(t).enumerated() { ids[r * t + j] = id } }
+            let ids = indices.flatMap { examples[$0].ids }
             Transformer.embeddingsBackward(c, embeddings, gradientOf(0), ids: ids, shape: shape, dOut: dOut,
                                            saved: ws.embeddings, dropout: dropout.isActive, scratch: &ws.embeddingScratch)
         }

@@ -14,11 +14,32 @@ struct Dropout {
     }
 }
 
-/// A padded batch: B sequences, each padded to T positions; `lengths[b]` real tokens.
+/// A packed batch: B sequences stored back to back without padding (N = sum of lengths rows).
+/// Dense layers run over all N rows at once; attention runs per sequence over its own rows, so no
+/// compute is spent on padding and no attention mask is needed.
 struct BatchShape {
-    let b: Int, t: Int
+    /// Tokens of each sequence.
     let lengths: [Int]
-    var n: Int { b * t }
+    /// First row of each sequence.
+    let offsets: [Int]
+    /// Start of each sequence's [NH, T_b, T_b] attention block.
+    let attentionOffsets: [Int]
+    /// Total rows.
+    let n: Int
+    /// Total attention floats.
+    let attentionCount: Int
+    var b: Int { lengths.count }
+
+    init(lengths: [Int], heads: Int) {
+        self.lengths = lengths
+        var offsets: [Int] = [], att: [Int] = []
+        var n = 0, a = 0
+        for l in lengths { offsets.append(n); att.append(a); n += l; a += heads * l * l }
+        self.offsets = offsets
+        attentionOffsets = att
+        self.n = n
+        attentionCount = a
+    }
 }
 
 /// The activations of one transformer layer for one padded batch, kept for the backward pass
@@ -26,11 +47,11 @@ struct BatchShape {
 final class LayerActivations {
     let saveForBackward: Bool
     private var store: [Scratch] = Array(repeating: Scratch(), count: 19)
-    // Pointers valid after `prepare`. N = B*T rows, H hidden, F intermediate, NH heads.
+    // Pointers valid after `prepare`. N packed rows, H hidden, F intermediate, NH heads, T_b tokens of sequence b.
     private(set) var qkv: FloatPointer! = nil       // [N, 3H]
-    private(set) var probs: FloatPointer! = nil     // [B, NH, T, T] softmax output
-    private(set) var probsDropped: FloatPointer! = nil  // [B, NH, T, T] after dropout (training)
-    private(set) var attnMask: FloatPointer! = nil  // [B, NH, T, T] dropout scales (training)
+    private(set) var probs: FloatPointer! = nil     // per sequence [NH, T_b, T_b] softmax output
+    private(set) var probsDropped: FloatPointer! = nil  // same, after dropout (training)
+    private(set) var attnMask: FloatPointer! = nil  // same, dropout scales (training)
     private(set) var ctx: FloatPointer! = nil       // [N, H]
     private(set) var attnOut: FloatPointer! = nil   // [N, H] ctx Wo^T + bo
     private(set) var drop1: FloatPointer! = nil     // [N, H]
@@ -46,13 +67,13 @@ final class LayerActivations {
     private(set) var mean2: FloatPointer! = nil     // [N]
     private(set) var rstd2: FloatPointer! = nil     // [N]
     private(set) var out: FloatPointer! = nil       // [N, H] LayerNorm(res2): the layer's output
-    private(set) var shape = BatchShape(b: 0, t: 0, lengths: [])
+    private(set) var shape = BatchShape(lengths: [], heads: 1)
 
     init(saveForBackward: Bool) { self.saveForBackward = saveForBackward }
 
     func prepare(_ c: BertConfig, _ s: BatchShape, dropout: Bool) {
         shape = s
-        let n = s.n, h = c.hiddenSize, f = c.intermediateSize, att = s.b * c.numHeads * s.t * s.t
+        let n = s.n, h = c.hiddenSize, f = c.intermediateSize, att = s.attentionCount
         qkv = store[0].pointer(n * 3 * h)
         probs = store[1].pointer(att)
         probsDropped = dropout ? store[2].pointer(att) : probs
@@ -84,17 +105,17 @@ struct LayerGradientScratch {
 enum Transformer {
     // MARK: Embeddings
 
-    /// out[N, H] = LayerNorm(word[id] + position[t] + type[0]) (then dropout when active).
-    /// Saves the pre-LayerNorm sum and statistics into `saved` when given (for backward).
+    /// out[N, H] = LayerNorm(word[id] + position[t] + type[0]) (then dropout when active), `ids`
+    /// packed like the rows. Saves the pre-LayerNorm sum and statistics into `saved` when given.
     static func embeddingsForward(_ c: BertConfig, _ e: FloatBuffer, ids: [Int32], shape s: BatchShape,
                                   out: FloatPointer, saved: EmbeddingActivations?, dropout: inout Dropout) {
         let h = c.hiddenSize, L = EmbeddingLayout(c)
         let sum = saved?.sum ?? out
         for bi in 0..<s.b {
-            for t in 0..<s.t {
-                let row = sum + (bi * s.t + t) * h
-                let id = Int(ids[bi * s.t + t])
-                let w = e.pointer + L.word + id * h, p = e.pointer + L.position + t * h, ty = e.pointer + L.type
+            for t in 0..<s.lengths[bi] {
+                let r = s.offsets[bi] + t
+                let row = sum + r * h
+                let w = e.pointer + L.word + Int(ids[r]) * h, p = e.pointer + L.position + t * h, ty = e.pointer + L.type
                 for i in 0..<h { row[i] = w[i] + p[i] + ty[i] }
             }
         }
@@ -116,9 +137,9 @@ enum Transformer {
                                   mean: saved.mean, rstd: saved.rstd, g: e.pointer + L.lng, n: n, d: h, accumulate: false)
         for bi in 0..<s.b {
             for t in 0..<s.lengths[bi] {
-                let row = dSum + (bi * s.t + t) * h
-                let id = Int(ids[bi * s.t + t])
-                let w = g.pointer + L.word + id * h, p = g.pointer + L.position + t * h, ty = g.pointer + L.type
+                let r = s.offsets[bi] + t
+                let row = dSum + r * h
+                let w = g.pointer + L.word + Int(ids[r]) * h, p = g.pointer + L.position + t * h, ty = g.pointer + L.type
                 for i in 0..<h { w[i] += row[i]; p[i] += row[i]; ty[i] += row[i] }
             }
         }
@@ -130,29 +151,31 @@ enum Transformer {
     static func layerForward(_ c: BertConfig, _ p: FloatBuffer, x: ConstFloatPointer, out: FloatPointer,
                              a: LayerActivations, shape s: BatchShape, dropout: inout Dropout) {
         let L = LayerLayout(c), h = c.hiddenSize, f = c.intermediateSize, nh = c.numHeads, d = c.headSize
-        let n = s.n, t = s.t, w = p.pointer
+        let n = s.n, w = p.pointer
         let training = dropout.isActive
         // qkv[N, 3H] = x Wqkv^T + bqkv
         Kernels.linearForward(y: a.qkv, x: x, w: w + L.wqkv, b: w + L.bqkv, n: n, inDim: h, outDim: 3 * h)
-        // per sequence and head: P = softmax(Q K^T / sqrt(d)) over real keys; ctx = dropout(P) V
+        // per sequence (T_b rows) and head: P = softmax(Q K^T / sqrt(d)); ctx = dropout(P) V
         let scale = 1 / Float(d).squareRoot()
         for bi in 0..<s.b {
-            let rowBase = a.qkv + bi * t * 3 * h
+            let t = s.lengths[bi]
+            let rowBase = a.qkv + s.offsets[bi] * 3 * h
             for hd in 0..<nh {
                 let q = rowBase + hd * d, k = rowBase + h + hd * d, v = rowBase + 2 * h + hd * d
-                let probs = a.probs + (bi * nh + hd) * t * t
+                let off = s.attentionOffsets[bi] + hd * t * t
+                let probs = a.probs + off
                 BLAS.gemm(transB: true, m: t, n: t, k: d, alpha: scale, a: q, lda: 3 * h, b: k, ldb: 3 * h,
                           beta: 0, c: probs, ldc: t)
-                Kernels.maskedSoftmax(p: probs, s: probs, rows: t, cols: t, valid: s.lengths[bi])
+                Kernels.maskedSoftmax(p: probs, s: probs, rows: t, cols: t, valid: t)
                 var used = ConstFloatPointer(probs)
                 if training {
-                    let mask = a.attnMask + (bi * nh + hd) * t * t, dropped = a.probsDropped + (bi * nh + hd) * t * t
+                    let mask = a.attnMask + off, dropped = a.probsDropped + off
                     dropout.fill(mask, count: t * t)
                     for i in 0..<(t * t) { dropped[i] = probs[i] * mask[i] }
                     used = ConstFloatPointer(dropped)
                 }
                 BLAS.gemm(m: t, n: d, k: t, a: used, lda: t, b: v, ldb: 3 * h, beta: 0,
-                          c: a.ctx + bi * t * h + hd * d, ldc: h)
+                          c: a.ctx + s.offsets[bi] * h + hd * d, ldc: h)
             }
         }
         // res1 = x + dropout(ctx Wo^T + bo); x1 = LayerNorm(res1)
@@ -177,14 +200,15 @@ enum Transformer {
                               a: LayerActivations, dOut: FloatPointer, dx: FloatPointer?, dropout: Bool,
                               scratch: inout LayerGradientScratch) {
         let L = LayerLayout(c), h = c.hiddenSize, f = c.intermediateSize, nh = c.numHeads, d = c.headSize
-        let s = a.shape, n = s.n, t = s.t, w = p.pointer, gw = g.pointer
+        let s = a.shape, n = s.n, w = p.pointer, gw = g.pointer
+        let longest = s.lengths.max() ?? 0
         let dRes2 = scratch.a.pointer(n * h)
         let dX1 = scratch.b.pointer(n * h)
         let dH = scratch.c.pointer(n * f)
         let dRes1 = scratch.d.pointer(n * h)
         let dCtx = scratch.e.pointer(n * h)
         let dQKV = scratch.f.pointer(n * 3 * h)
-        let dP = scratch.g.pointer(2 * t * t), dS = dP + t * t
+        let dP = scratch.g.pointer(2 * longest * longest), dS = dP + longest * longest
         // out = LayerNorm(res2)
         Kernels.layerNormBackward(dx: dRes2, dg: gw + L.ln2g, db: gw + L.ln2b, dy: dOut, x: a.res2, mean: a.mean2,
                                   rstd: a.rstd2, g: w + L.ln2g, n: n, d: h, accumulate: false)
@@ -210,13 +234,14 @@ enum Transformer {
         // attention, per sequence and head
         let scale = 1 / Float(d).squareRoot()
         for bi in 0..<s.b {
-            let rowBase = a.qkv + bi * t * 3 * h, dRowBase = dQKV + bi * t * 3 * h
+            let t = s.lengths[bi]
+            let rowBase = a.qkv + s.offsets[bi] * 3 * h, dRowBase = dQKV + s.offsets[bi] * 3 * h
             for hd in 0..<nh {
                 let q = rowBase + hd * d, k = rowBase + h + hd * d, v = rowBase + 2 * h + hd * d
                 let dq = dRowBase + hd * d, dk = dRowBase + h + hd * d, dv = dRowBase + 2 * h + hd * d
-                let off = (bi * nh + hd) * t * t
+                let off = s.attentionOffsets[bi] + hd * t * t
                 let probs = a.probs + off, used = a.probsDropped + off
-                let dc = dCtx + bi * t * h + hd * d
+                let dc = dCtx + s.offsets[bi] * h + hd * d
                 // dUsed[T, T] = dCtx V^T ; dV[T, d] = used^T dCtx
                 BLAS.gemm(transB: true, m: t, n: t, k: d, a: dc, lda: h, b: v, ldb: 3 * h, beta: 0, c: dP, ldc: t)
                 BLAS.gemm(transA: true, m: t, n: d, k: t, a: used, lda: t, b: dc, ldb: h, beta: 0, c: dv, ldc: 3 * h)
@@ -235,24 +260,23 @@ enum Transformer {
 
     // MARK: Mean pooling over real tokens
 
-    /// pooled[B, H] = mean over t < length of x[b, t, :]
+    /// pooled[B, H] = mean of each sequence's rows of x[N, H]
     static func meanPoolForward(pooled: FloatPointer, x: ConstFloatPointer, shape s: BatchShape, h: Int) {
         for bi in 0..<s.b {
             let out = pooled + bi * h
             out.update(repeating: 0, count: h)
             let len = s.lengths[bi]
-            for t in 0..<len { let row = x + (bi * s.t + t) * h; for i in 0..<h { out[i] += row[i] } }
+            for t in 0..<len { let row = x + (s.offsets[bi] + t) * h; for i in 0..<h { out[i] += row[i] } }
             let inv = 1 / Float(max(len, 1))
             for i in 0..<h { out[i] *= inv }
         }
     }
 
-    /// dx[B, T, H] = dPooled / length on real tokens, 0 on padding.
+    /// dx[N, H] = dPooled[b] / length for every row of sequence b
     static func meanPoolBackward(dx: FloatPointer, dPooled: ConstFloatPointer, shape s: BatchShape, h: Int) {
-        dx.update(repeating: 0, count: s.n * h)
         for bi in 0..<s.b {
             let len = s.lengths[bi], inv = 1 / Float(max(len, 1))
-            for t in 0..<len { let row = dx + (bi * s.t + t) * h; for i in 0..<h { row[i] = dPooled[bi * h + i] * inv } }
+            for t in 0..<len { let row = dx + (s.offsets[bi] + t) * h; for i in 0..<h { row[i] = dPooled[bi * h + i] * inv } }
         }
     }
 }
