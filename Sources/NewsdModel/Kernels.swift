@@ -1,12 +1,13 @@
 import CBLAS
 import Foundation
+import NewsdKernels
 
 // Forward/backward pairs of the encoder's building blocks over raw row-major buffers, in the
 // spirit of llm.c: shapes in comments, no allocation, backward functions *accumulate* (+=) into
 // parameter gradients and *overwrite* input gradients unless stated otherwise.
 
-typealias FloatPointer = UnsafeMutablePointer<Float>
-typealias ConstFloatPointer = UnsafePointer<Float>
+typealias FloatPointer = NewsdKernels.FloatPointer
+typealias ConstFloatPointer = NewsdKernels.ConstFloatPointer
 
 /// Owns one contiguous, zero-initialised `Float` allocation (parameters, gradients, activations).
 final class FloatBuffer: @unchecked Sendable {
@@ -100,8 +101,8 @@ enum Kernels {
                                  g: ConstFloatPointer, b: ConstFloatPointer, n: Int, d: Int, eps: Float) {
         for r in 0..<n {
             let xr = x + r * d, yr = y + r * d
-            let m = FastMath.sum(xr, count: d) / Float(d)
-            let v = FastMath.squaredDeviation(xr, count: d, mean: m) / Float(d)
+            let m = VectorKernels.sum(xr, count: d) / Float(d)
+            let v = VectorKernels.squaredDeviation(xr, count: d, mean: m) / Float(d)
             let s = 1 / (v + eps).squareRoot()
             for i in 0..<d { yr[i] = (xr[i] - m) * s * g[i] + b[i] }
             mean?[r] = m
@@ -138,7 +139,7 @@ enum Kernels {
 
     /// y[count] = x * Phi(x)
     static func geluForward(y: FloatPointer, x: ConstFloatPointer, count: Int) {
-        FastMath.gelu(y: y, x: x, count: count)
+        VectorKernels.gelu(y: y, x: x, count: count)
     }
 
     /// dx[count] = dy * (Phi(x) + x * phi(x))
@@ -160,7 +161,7 @@ enum Kernels {
             let sr = s + r * cols, pr = p + r * cols
             var mx = -Float.infinity
             for j in 0..<valid { mx = max(mx, sr[j]) }
-            let inv = 1 / FastMath.expShifted(p: pr, s: sr, count: valid, shift: mx)
+            let inv = 1 / VectorKernels.expShifted(p: pr, s: sr, count: valid, shift: mx)
             for j in 0..<valid { pr[j] *= inv }
             for j in valid..<cols { pr[j] = 0 }
         }

@@ -1,11 +1,18 @@
+// This file is compiled twice: as NewsdKernels for any x86-64 (SSE2: a Float8 is two 4-wide
+// operations) and, through a symlink, as NewsdKernelsAVX2 with -target-cpu x86-64-v3 (AVX2 + FMA:
+// one 8-wide fused operation). NewsdModel picks one at run time from the CPU's features.
+//
 // Vectorised exp and erf for the forward pass. libm's erff and expf are scalar calls and took a
 // fifth of inference time (perf: __erff 15%, __expf 4%); these 8-wide versions are accurate to a
 // few float ulps (exp) and 2e-7 absolute (erf, Abramowitz & Stegun 7.1.26), far inside the 1e-4
 // parity budget. Backward passes keep libm (training time is dominated by GEMMs).
 
+public typealias FloatPointer = UnsafeMutablePointer<Float>
+public typealias ConstFloatPointer = UnsafePointer<Float>
 typealias Float8 = SIMD8<Float>
 
-enum FastMath {
+/// Vectorised kernels over float buffers.
+public enum FastMath {
     /// e^x, Cephes-style: x = n ln2 + r, e^r by a degree-6 polynomial, 2^n through the exponent bits.
     @inline(__always)
     static func exp(_ x: Float8) -> Float8 {
@@ -47,7 +54,7 @@ enum FastMath {
     }
 
     /// y[count] = gelu(x) = x/2 (1 + erf(x / sqrt 2)); y may alias x.
-    static func gelu(y: FloatPointer, x: ConstFloatPointer, count: Int) {
+    public static func gelu(y: FloatPointer, x: ConstFloatPointer, count: Int) {
         let raw = UnsafeRawPointer(x), out = UnsafeMutableRawPointer(y)
         var i = 0
         while i + 8 <= count {
@@ -64,7 +71,7 @@ enum FastMath {
     }
 
     /// p[count] = exp(s - shift), returning the sum; p may alias s.
-    static func expShifted(p: FloatPointer, s: ConstFloatPointer, count: Int, shift: Float) -> Float {
+    public static func expShifted(p: FloatPointer, s: ConstFloatPointer, count: Int, shift: Float) -> Float {
         let raw = UnsafeRawPointer(s), out = UnsafeMutableRawPointer(p)
         var sum = Float8(repeating: 0)
         var i = 0
@@ -88,8 +95,7 @@ enum FastMath {
 extension FastMath {
     /// Sum of `count` floats with eight accumulators (a scalar loop cannot be vectorised: float
     /// addition is not reassociated).
-    @inline(__always)
-    static func sum(_ x: ConstFloatPointer, count: Int) -> Float {
+    public static func sum(_ x: ConstFloatPointer, count: Int) -> Float {
         let raw = UnsafeRawPointer(x)
         var acc = Float8(repeating: 0)
         var i = 0
@@ -100,8 +106,7 @@ extension FastMath {
     }
 
     /// Sum of (x - mean)^2 over `count` floats.
-    @inline(__always)
-    static func squaredDeviation(_ x: ConstFloatPointer, count: Int, mean: Float) -> Float {
+    public static func squaredDeviation(_ x: ConstFloatPointer, count: Int, mean: Float) -> Float {
         let raw = UnsafeRawPointer(x)
         var acc = Float8(repeating: 0)
         var i = 0

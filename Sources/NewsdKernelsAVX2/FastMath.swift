@@ -1,0 +1,1 @@
+../NewsdKernels/FastMath.swift
