@@ -22,6 +22,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
@@ -32,9 +34,20 @@ let package = Package(
         .target(name: "NewsdKernelsAVX2", swiftSettings: avx2Numerics),
         .target(name: "NewsdModel", dependencies: ["CBLAS", "CCrypto", "NewsdKernels", "NewsdKernelsAVX2"],
                 swiftSettings: optimisedNumerics),
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
+        .systemLibrary(name: "CLibPQ", providers: [.apt(["libpq-dev"])]),
         .target(name: "NewsdCore"),
+        .target(name: "NewsdKafka", dependencies: ["CRdKafka"]),
+        .target(name: "NewsdPostgres", dependencies: ["CLibPQ"]),
+        .target(name: "NewsdService", dependencies: [
+            "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .executableTarget(name: "newsd", dependencies: [
-            "NewsdModel", "NewsdCore",
+            "NewsdModel", "NewsdCore", "NewsdKafka", "NewsdPostgres", "NewsdService",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "NewsdCoreTests", dependencies: ["NewsdCore"]),

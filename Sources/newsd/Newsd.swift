@@ -7,7 +7,8 @@ struct Newsd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "newsd",
         abstract: "Financial-news sentiment daemon with a self-improving student model.",
-        subcommands: [TrainCommand.self, EvalCommand.self, ClassifyCommand.self, BenchCommand.self])
+        subcommands: [RunCommand.self, CheckConfigCommand.self, MigrateCommand.self, DevBrokerCommand.self, ProduceCommand.self,
+                      DemoDataCommand.self, TrainCommand.self, EvalCommand.self, ClassifyCommand.self, BenchCommand.self])
 }
 
 /// Where the base checkpoint is when no flag says: `NEWSD_BASE_MODEL_DIR`, else the project's

@@ -1,0 +1,221 @@
+import Foundation
+
+/// newsd's configuration: one TOML file, every key overridable by `NEWSD_<SECTION>_<KEY>`
+/// environment variables (so systemd `EnvironmentFile=` and scripts can set it). Secrets never
+/// need to be in the file: see `Secrets`. `config/newsd.example.toml` documents every key.
+public struct NewsdConfiguration: Sendable, Equatable {
+    /// `[kafka]`: where news comes from.
+    public struct Kafka: Sendable, Equatable {
+        /// Bootstrap servers, `host:port,...`. Default `localhost:9092`.
+        public var brokers = "localhost:9092"
+        /// Topics to consume. Default `["news"]`.
+        public var topics = ["news"]
+        /// Consumer group; hosts with the same group share the partitions. Default `newsd`.
+        public var groupID = "newsd"
+        /// Where a partition with no stored offset starts: `earliest` or `latest`. Default `earliest`.
+        public var autoOffsetReset = "earliest"
+        /// Group session timeout; lower means faster failover, more false alarms. Default 45000.
+        public var sessionTimeoutMs = 45_000
+        /// Extra librdkafka properties (`[kafka.properties]`), e.g. `"security.protocol" = "SASL_SSL"`.
+        public var properties: [String: String] = [:]
+    }
+
+    /// `[postgres]`: where results go.
+    public struct Postgres: Sendable, Equatable {
+        /// libpq connection string or URI. Default `postgresql:///newsd` (local socket).
+        /// The password comes from `NEWSD_POSTGRES_PASSWORD`, `PGPASSWORD` or `~/.pgpass`.
+        public var url = "postgresql:///newsd"
+        /// Seconds between reconnection attempts at most (backoff doubles up to it). Default 30.
+        public var maxBackoffSeconds = 30.0
+    }
+
+    /// `[model]`: the student.
+    public struct Model: Sendable, Equatable {
+        /// Student artifact directory (or a base checkpoint directory, untrained head). Required.
+        public var dir = ""
+        /// Base checkpoint that artifacts build on. Default: the path recorded in the artifact.
+        public var baseDir = ""
+        /// Inference threads. Default 2.
+        public var threads = 2
+        /// Sentences per inference chunk group. Default 32.
+        public var batchSize = 32
+    }
+
+    /// `[portfolio]`: the companies to link.
+    public struct Portfolio: Sendable, Equatable {
+        /// CSV with columns id,name,aliases,tickers (aliases and tickers separated by `;`). Default none.
+        public var file = ""
+    }
+
+    /// `[ingest]`: micro-batching and limits.
+    public struct Ingest: Sendable, Equatable {
+        /// Messages per micro-batch at most. Default 256.
+        public var batchMaxMessages = 256
+        /// Milliseconds a micro-batch waits to fill at most. Default 250.
+        public var batchMaxWaitMs = 250
+        /// Texts longer than this many UTF-8 bytes are rejected. Default 8192.
+        public var maxTextBytes = 8192
+        /// Seconds to finish the batch in flight after SIGTERM (keep below systemd's
+        /// TimeoutStopSec). Default 20.
+        public var shutdownTimeoutSeconds = 20.0
+    }
+
+    /// `[log]`.
+    public struct Log: Sendable, Equatable {
+        /// trace, debug, info, notice, warning, error or critical. Default info.
+        public var level = "info"
+    }
+
+    public var kafka = Kafka()
+    public var postgres = Postgres()
+    public var model = Model()
+    public var portfolio = Portfolio()
+    public var ingest = Ingest()
+    public var log = Log()
+
+    /// The defaults.
+    public init() {}
+
+    /// Loads a TOML file (if given), then applies `NEWSD_*` environment overrides, then validates.
+    /// Errors name the key, the value and the reason.
+    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> NewsdConfiguration {
+        var values: [String: TOMLValue] = [:]
+        if let file {
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw CoreError("cannot read configuration \(file): \(error.localizedDescription)")
+            }
+            values = try TOML.parse(text, source: file)
+        }
+        var config = NewsdConfiguration()
+        let keys = Self.keys
+        let known = Dictionary(uniqueKeysWithValues: keys.map { ($0.path, $0) })
+        for (path, value) in values.sorted(by: { $0.key < $1.key }) {
+            if path.hasPrefix("kafka.properties.") {
+                let name = String(path.dropFirst("kafka.properties.".count))
+                guard case let .string(s) = value else { throw CoreError("kafka.properties.\(name) = \(value): librdkafka properties are strings") }
+                config.kafka.properties[name] = s
+                continue
+            }
+            guard let key = known[path] else {
+                throw CoreError("unknown configuration key \(path) in \(file ?? "config") (known: \(keys.map(\.path).joined(separator: ", ")))")
+            }
+            try key.apply(&config, value, "\(path) = \(value)")
+        }
+        for key in keys {
+            let env = "NEWSD_" + key.path.uppercased().replacingOccurrences(of: ".", with: "_")
+            guard let raw = environment[env] else { continue }
+            try key.apply(&config, try key.fromEnvironment(raw), "\(env)=\(raw) (key \(key.path))")
+        }
+        try config.validate()
+        return config
+    }
+
+    /// Checks values; the error names the key, the value and why it is wrong.
+    public func validate() throws {
+        func bad(_ key: String, _ value: Any, _ why: String) -> CoreError { CoreError("\(key) = \(value): \(why)") }
+        if kafka.brokers.trimmingCharacters(in: .whitespaces).isEmpty { throw bad("kafka.brokers", "\"\"", "at least one host:port is needed") }
+        for b in kafka.brokers.split(separator: ",") where !b.contains(":") {
+            throw bad("kafka.brokers", "\"\(kafka.brokers)\"", "\(b) is not host:port")
+        }
+        if kafka.topics.isEmpty || kafka.topics.contains(where: \.isEmpty) { throw bad("kafka.topics", kafka.topics, "at least one non-empty topic name is needed") }
+        if kafka.groupID.isEmpty { throw bad("kafka.group_id", "\"\"", "a consumer group name is needed") }
+        if !["earliest", "latest"].contains(kafka.autoOffsetReset) { throw bad("kafka.auto_offset_reset", kafka.autoOffsetReset, "must be earliest or latest") }
+        if !(1_000...600_000).contains(kafka.sessionTimeoutMs) { throw bad("kafka.session_timeout_ms", kafka.sessionTimeoutMs, "must be between 1000 and 600000") }
+        if postgres.url.isEmpty { throw bad("postgres.url", "\"\"", "a libpq connection string or URI is needed") }
+        if !(postgres.maxBackoffSeconds > 0) { throw bad("postgres.max_backoff_seconds", postgres.maxBackoffSeconds, "must be > 0") }
+        if model.dir.isEmpty { throw bad("model.dir", "\"\"", "the student artifact (or base checkpoint) directory is required") }
+        if !FileManager.default.fileExists(atPath: model.dir) { throw bad("model.dir", "\"\(model.dir)\"", "no such directory") }
+        if !(1...64).contains(model.threads) { throw bad("model.threads", model.threads, "must be between 1 and 64") }
+        if !(1...4096).contains(model.batchSize) { throw bad("model.batch_size", model.batchSize, "must be between 1 and 4096") }
+        if !portfolio.file.isEmpty && !FileManager.default.fileExists(atPath: portfolio.file) {
+            throw bad("portfolio.file", "\"\(portfolio.file)\"", "no such file")
+        }
+        if !(1...100_000).contains(ingest.batchMaxMessages) { throw bad("ingest.batch_max_messages", ingest.batchMaxMessages, "must be between 1 and 100000") }
+        if !(1...60_000).contains(ingest.batchMaxWaitMs) { throw bad("ingest.batch_max_wait_ms", ingest.batchMaxWaitMs, "must be between 1 and 60000") }
+        if !(16...1_000_000).contains(ingest.maxTextBytes) { throw bad("ingest.max_text_bytes", ingest.maxTextBytes, "must be between 16 and 1000000") }
+        if !(ingest.shutdownTimeoutSeconds > 0) { throw bad("ingest.shutdown_timeout_seconds", ingest.shutdownTimeoutSeconds, "must be > 0") }
+        if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(log.level) {
+            throw bad("log.level", log.level, "must be trace, debug, info, notice, warning, error or critical")
+        }
+    }
+
+    /// One configuration key: its dotted path and how to set it.
+    struct Key {
+        let path: String
+        let apply: (inout NewsdConfiguration, TOMLValue, String) throws -> Void
+        let fromEnvironment: (String) throws -> TOMLValue
+
+        static func string(_ path: String, _ kp: WritableKeyPath<NewsdConfiguration, String>) -> Key {
+            Key(path: path, apply: { c, v, ctx in
+                guard case let .string(s) = v else { throw CoreError("\(ctx): expected a string") }
+                c[keyPath: kp] = s
+            }, fromEnvironment: { .string($0) })
+        }
+        static func int(_ path: String, _ kp: WritableKeyPath<NewsdConfiguration, Int>) -> Key {
+            Key(path: path, apply: { c, v, ctx in
+                guard case let .integer(i) = v else { throw CoreError("\(ctx): expected an integer") }
+                c[keyPath: kp] = i
+            }, fromEnvironment: { raw in
+                guard let i = Int(raw.trimmingCharacters(in: .whitespaces)) else { throw CoreError("\(path) = \(raw): expected an integer") }
+                return .integer(i)
+            })
+        }
+        static func double(_ path: String, _ kp: WritableKeyPath<NewsdConfiguration, Double>) -> Key {
+            Key(path: path, apply: { c, v, ctx in
+                switch v {
+                case let .float(d): c[keyPath: kp] = d
+                case let .integer(i): c[keyPath: kp] = Double(i)
+                default: throw CoreError("\(ctx): expected a number")
+                }
+            }, fromEnvironment: { raw in
+                guard let d = Double(raw.trimmingCharacters(in: .whitespaces)) else { throw CoreError("\(path) = \(raw): expected a number") }
+                return .float(d)
+            })
+        }
+        static func strings(_ path: String, _ kp: WritableKeyPath<NewsdConfiguration, [String]>) -> Key {
+            Key(path: path, apply: { c, v, ctx in
+                switch v {
+                case let .array(items):
+                    c[keyPath: kp] = try items.map { item in
+                        guard case let .string(s) = item else { throw CoreError("\(ctx): expected an array of strings") }
+                        return s
+                    }
+                case let .string(s): c[keyPath: kp] = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                default: throw CoreError("\(ctx): expected an array of strings")
+                }
+            }, fromEnvironment: { .string($0) })
+        }
+    }
+
+    static var keys: [Key] { [
+        .string("kafka.brokers", \.kafka.brokers), .strings("kafka.topics", \.kafka.topics),
+        .string("kafka.group_id", \.kafka.groupID), .string("kafka.auto_offset_reset", \.kafka.autoOffsetReset),
+        .int("kafka.session_timeout_ms", \.kafka.sessionTimeoutMs),
+        .string("postgres.url", \.postgres.url), .double("postgres.max_backoff_seconds", \.postgres.maxBackoffSeconds),
+        .string("model.dir", \.model.dir), .string("model.base_dir", \.model.baseDir),
+        .int("model.threads", \.model.threads), .int("model.batch_size", \.model.batchSize),
+        .string("portfolio.file", \.portfolio.file),
+        .int("ingest.batch_max_messages", \.ingest.batchMaxMessages), .int("ingest.batch_max_wait_ms", \.ingest.batchMaxWaitMs),
+        .int("ingest.max_text_bytes", \.ingest.maxTextBytes), .double("ingest.shutdown_timeout_seconds", \.ingest.shutdownTimeoutSeconds),
+        .string("log.level", \.log.level),
+    ] }
+}
+
+/// Secrets, from the environment or a credentials file, never from the configuration file.
+public enum Secrets {
+    /// The value of `NEWSD_<NAME>`, else the line `NAME=value` in the file named by
+    /// `NEWSD_CREDENTIALS_FILE` (or systemd's `$CREDENTIALS_DIRECTORY/newsd`).
+    public static func value(_ name: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        if let v = environment["NEWSD_" + name] { return v }
+        let file = environment["NEWSD_CREDENTIALS_FILE"] ?? environment["CREDENTIALS_DIRECTORY"].map { $0 + "/newsd" }
+        guard let file, let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == name {
+                return parts[1].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,204 @@
+import CLibPQ
+import Foundation
+
+/// The one error type of `NewsdPostgres`: the SQLSTATE when the server gave one, the message, and
+/// whether trying again (after reconnecting) can succeed.
+public struct PostgresError: Error, CustomStringConvertible, Sendable {
+    /// Five-character SQLSTATE, or nil for client-side and connection errors.
+    public var sqlState: String?
+    /// The server's or libpq's message.
+    public var message: String
+    /// Connection lost or refused, serialization failure, deadlock, server shutting down.
+    public var isRetriable: Bool
+
+    /// Creates an error; retriability follows from the SQLSTATE class (08 connection, 40 rollback,
+    /// 57P admin shutdown/crash, 53 resources) or from a lost connection.
+    public init(sqlState: String?, message: String, connectionLost: Bool = false) {
+        self.sqlState = sqlState
+        self.message = message.trimmingCharacters(in: .whitespacesAndNewlines)
+        let s = sqlState ?? ""
+        isRetriable = connectionLost || s.hasPrefix("08") || s.hasPrefix("40") || s.hasPrefix("57P") || s.hasPrefix("53")
+    }
+
+    /// `message (SQLSTATE xxxxx)`.
+    public var description: String { sqlState.map { "\(message) (SQLSTATE \($0))" } ?? message }
+}
+
+/// Rows of a query result, as text (libpq's text format), with column names.
+public struct PostgresRows: Sendable {
+    /// Column names.
+    public var columns: [String]
+    /// Values; nil is SQL NULL.
+    public var rows: [[String?]]
+    /// Rows affected by an INSERT/UPDATE/DELETE (from the command tag), 0 otherwise.
+    public var affected: Int
+}
+
+/// One libpq connection. Not thread-safe: one thread uses it at a time. Every call blocks, so
+/// callers keep it off Swift's cooperative thread pool (newsd uses dedicated threads).
+public final class PostgresConnection {
+    private var handle: OpaquePointer?
+    /// The connection string (libpq keyword/value or URI). Never logged: it may hold a password.
+    private let conninfo: String
+
+    /// Connects; the error says why not (host, authentication, database).
+    public init(_ conninfo: String) throws {
+        self.conninfo = conninfo
+        try connect()
+    }
+
+    deinit { if let handle { PQfinish(handle) } }
+
+    private func connect() throws {
+        if let handle { PQfinish(handle) }
+        handle = PQconnectdb(conninfo)
+        guard let h = handle, PQstatus(h) == CONNECTION_OK else {
+            let message = handle.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            if let h = handle { PQfinish(h) }
+            handle = nil
+            throw PostgresError(sqlState: nil, message: "cannot connect to PostgreSQL: \(message)", connectionLost: true)
+        }
+        _ = try? execute("SET application_name = 'newsd'")
+    }
+
+    /// Whether the connection is usable.
+    public var isConnected: Bool { handle.map { PQstatus($0) == CONNECTION_OK } ?? false }
+
+    /// Reconnects (after a lost connection).
+    public func reconnect() throws { try connect() }
+
+    /// Runs one statement with `$1...` parameters sent separately from the SQL text (never spliced).
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: [String?] = []) throws -> PostgresRows {
+        guard let h = handle else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
+        let result: OpaquePointer? = withCStrings(parameters) { values in
+            PQexecParams(h, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        return try consume(result, sql: sql)
+    }
+
+    /// Runs several statements without parameters (migrations).
+    public func executeScript(_ sql: String) throws {
+        guard let h = handle else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
+        _ = try consume(PQexec(h, sql), sql: "script")
+    }
+
+    /// `COPY ... FROM STDIN` with `data` in COPY text format; returns rows copied.
+    @discardableResult
+    public func copyIn(_ sql: String, data: String) throws -> Int {
+        guard let h = handle else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
+        let start = PQexec(h, sql)
+        guard PQresultStatus(start) == PGRES_COPY_IN else { _ = try consume(start, sql: sql); throw error(sql) }
+        PQclear(start)
+        var bytes = Array(data.utf8)
+        let sent = bytes.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(b.count, 1)) { PQputCopyData(h, $0, Int32(b.count)) }
+        }
+        guard sent == 1, PQputCopyEnd(h, nil) == 1 else { throw error(sql) }
+        var affected = 0
+        while let r = PQgetResult(h) {
+            let rows = try consume(r, sql: sql)
+            affected += rows.affected
+        }
+        return affected
+    }
+
+    /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body()
+            try execute("COMMIT")
+            return value
+        } catch {
+            if isConnected { _ = try? execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// The underlying socket, for waiting on LISTEN notifications.
+    public var socket: Int32 { handle.map { PQsocket($0) } ?? -1 }
+
+    /// Reads pending notifications (after the socket became readable): (channel, payload) pairs.
+    public func notifications() throws -> [(channel: String, payload: String)] {
+        guard let h = handle else { throw PostgresError(sqlState: nil, message: "not connected", connectionLost: true) }
+        guard PQconsumeInput(h) == 1 else { throw error("LISTEN") }
+        var out: [(String, String)] = []
+        while let n = PQnotifies(h) {
+            out.append((String(cString: n.pointee.relname), String(cString: n.pointee.extra)))
+            PQfreemem(n)
+        }
+        return out
+    }
+
+    private func error(_ context: String) -> PostgresError {
+        let message = handle.map { String(cString: PQerrorMessage($0)) } ?? "not connected"
+        return PostgresError(sqlState: nil, message: message, connectionLost: !isConnected)
+    }
+
+    private func consume(_ result: OpaquePointer?, sql: String) throws -> PostgresRows {
+        guard let r = result else { throw error(sql) }
+        defer { PQclear(r) }
+        let status = PQresultStatus(r)
+        switch status {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY, PGRES_COPY_IN:
+            let nCols = Int(PQnfields(r)), nRows = Int(PQntuples(r))
+            let columns = (0..<nCols).map { String(cString: PQfname(r, Int32($0))) }
+            var rows: [[String?]] = []
+            rows.reserveCapacity(nRows)
+            for i in 0..<nRows {
+                rows.append((0..<nCols).map { j in
+                    PQgetisnull(r, Int32(i), Int32(j)) == 1 ? nil : String(cString: PQgetvalue(r, Int32(i), Int32(j)))
+                })
+            }
+            let affected = Int(String(cString: PQcmdTuples(r))) ?? 0
+            return PostgresRows(columns: columns, rows: rows, affected: affected)
+        default:
+            let state = PQresultErrorField(r, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let message = String(cString: PQresultErrorMessage(r))
+            throw PostgresError(sqlState: state, message: message.isEmpty ? String(cString: PQresStatus(status)) : message,
+                                connectionLost: !isConnected)
+        }
+    }
+}
+
+/// Calls `body` with a C array of C strings (NULL for nil) valid during the call.
+private func withCStrings<R>(_ values: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = values.map { $0.flatMap { strdup($0) } }
+    defer { for p in pointers { free(p) } }
+    return pointers.withUnsafeMutableBufferPointer { buffer in
+        buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) { body(values.isEmpty ? nil : $0) }
+    }
+}
+
+/// COPY text-format encoding.
+public enum CopyText {
+    /// One field: `\N` for NULL; backslash, tab, newline and carriage return escaped.
+    public static func field(_ value: String?) -> String {
+        guard let value else { return "\\N" }
+        var out = ""
+        out.reserveCapacity(value.utf8.count)
+        for c in value.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\t": out += "\\t"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    /// One row: fields joined by tabs, ended by a newline.
+    public static func row(_ fields: [String?]) -> String { fields.map(field).joined(separator: "\t") + "\n" }
+
+    /// A bytea value in hex format (`\x...`), as COPY text expects it (backslash escaped).
+    public static func bytea(_ bytes: [UInt8]) -> String {
+        let hex = Array("0123456789abcdef".utf8)
+        var out = [UInt8]("\\x".utf8)
+        out.reserveCapacity(2 + bytes.count * 2)
+        for b in bytes { out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

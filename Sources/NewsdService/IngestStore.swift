@@ -1,0 +1,224 @@
+import Foundation
+import Logging
+import NewsdCore
+import NewsdKafka
+import NewsdModel
+import NewsdPostgres
+
+/// One consumed message after parsing, linking and classification.
+public struct ProcessedMessage: Sendable {
+    /// What became of it.
+    public enum Outcome: Sendable {
+        /// Accepted: the item, its prediction and the companies it mentions.
+        case accepted(NewsItem, Prediction, [Mention])
+        /// Refused, with the reason.
+        case rejected(String)
+    }
+    /// Where it was read.
+    public var topicPartition: TopicPartition
+    /// Its offset.
+    public var offset: Int64
+    /// The raw bytes (kept for rejected messages).
+    public var raw: [UInt8]
+    /// What became of it.
+    public var outcome: Outcome
+}
+
+/// Figures of one written batch.
+public struct BatchWriteResult: Sendable {
+    /// News items inserted (already-present ones are skipped).
+    public var inserted = 0
+    /// Rejected messages recorded.
+    public var rejected = 0
+    /// Mentions inserted.
+    public var mentions = 0
+}
+
+/// Writes micro-batches to Postgres: items, predictions, mentions, rejected messages and the
+/// consumer's next offsets in ONE transaction, so a batch is either entirely stored with its
+/// offsets or not at all. Unique keys on (topic, partition, offset) make a replayed batch a no-op:
+/// exactly one result per message across crashes, rebalances and restarts. Not thread-safe.
+public final class IngestStore {
+    private let url: String
+    private let groupID: String
+    private let maxBackoff: Double
+    private let logger: Logger
+    private var connection: PostgresConnection?
+    /// Called with each failed attempt (for metrics and health).
+    public var onFailure: (Error) -> Void = { _ in }
+
+    /// A store for consumer group `groupID`; connects lazily and reconnects with backoff.
+    public init(url: String, groupID: String, maxBackoff: Double = 30, logger: Logger) {
+        self.url = url
+        self.groupID = groupID
+        self.maxBackoff = maxBackoff
+        self.logger = logger
+    }
+
+    private func connected() throws -> PostgresConnection {
+        if let c = connection, c.isConnected { return c }
+        connection = nil
+        let c = try PostgresConnection(url)
+        try c.executeScript("""
+            CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
+                topic text, partition integer, kafka_offset bigint, external_id text, text text,
+                published_at timestamptz, source text, label text, probabilities jsonb, margin real, entropy real,
+                companies text[], matched_by text[]) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS rejected_stage (
+                topic text, partition integer, kafka_offset bigint, raw bytea, reason text) ON COMMIT DELETE ROWS;
+            """)
+        connection = c
+        return c
+    }
+
+    /// Next offsets stored for these partitions (those never written are absent). Retries with
+    /// backoff until `deadline` (nil: forever) on connection errors.
+    public func storedOffsets(_ partitions: [TopicPartition], until deadline: Date? = nil) throws -> [TopicPartition: Int64] {
+        try withRetry(until: deadline, what: "read stored offsets") { db in
+            let rows = try db.execute("SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = $1", [groupID]).rows
+            var out: [TopicPartition: Int64] = [:]
+            let wanted = Set(partitions)
+            for r in rows {
+                guard let t = r[0], let p = r[1].flatMap({ Int32($0) }), let o = r[2].flatMap({ Int64($0) }) else { continue }
+                let tp = TopicPartition(topic: t, partition: p)
+                if wanted.contains(tp) { out[tp] = o }
+            }
+            return out
+        }
+    }
+
+    /// Writes a batch with its next offsets; retries on lost connections with exponential backoff
+    /// (nothing is committed twice: the whole batch is one transaction and replays are no-ops)
+    /// until `deadline`. A batch the database refuses for a non-transient reason is written
+    /// message by message, and a message it still refuses goes to `rejected_messages`.
+    public func write(_ batch: [ProcessedMessage], modelVersion: String, labels: [String], until deadline: Date? = nil) throws -> BatchWriteResult {
+        guard !batch.isEmpty else { return BatchWriteResult() }
+        do {
+            return try withRetry(until: deadline, what: "write batch") { db in try self.writeOnce(batch, modelVersion: modelVersion, labels: labels, db: db) }
+        } catch let e as PostgresError where !e.isRetriable {
+            logger.error("batch refused by the database, writing message by message", metadata: ["error": "\(e)"])
+            var total = BatchWriteResult()
+            for m in batch {
+                do {
+                    let r = try withRetry(until: deadline, what: "write message") { db in try self.writeOnce([m], modelVersion: modelVersion, labels: labels, db: db) }
+                    total.inserted += r.inserted; total.rejected += r.rejected; total.mentions += r.mentions
+                } catch let e as PostgresError where !e.isRetriable {
+                    var refused = m
+                    refused.outcome = .rejected("database refused the message: \(e.message.prefix(300))")
+                    let r = try withRetry(until: deadline, what: "write rejected message") { db in try self.writeOnce([refused], modelVersion: modelVersion, labels: labels, db: db) }
+                    total.rejected += r.rejected
+                }
+            }
+            return total
+        }
+    }
+
+    private func writeOnce(_ batch: [ProcessedMessage], modelVersion: String, labels: [String], db: PostgresConnection) throws -> BatchWriteResult {
+        var items = "", rejected = ""
+        var next: [TopicPartition: Int64] = [:]
+        for m in batch {
+            next[m.topicPartition] = max(next[m.topicPartition] ?? 0, m.offset + 1)
+            let key: [String?] = [m.topicPartition.topic, String(m.topicPartition.partition), String(m.offset)]
+            switch m.outcome {
+            case let .accepted(item, p, mentions):
+                var probabilities = "{"
+                for (i, v) in p.probabilities.enumerated() {
+                    probabilities += (i > 0 ? "," : "") + "\"\(Self.jsonEscape(labels[i]))\":\(v)"
+                }
+                probabilities += "}"
+                items += CopyText.row(key + [
+                    item.externalID, item.text, item.publishedAt.map(Self.timestamp), item.source, p.label, probabilities,
+                    String(p.margin), String(p.entropy),
+                    PostgresArray.text(mentions.map(\.companyID)), PostgresArray.text(mentions.map(\.kind.rawValue)),
+                ])
+            case let .rejected(reason):
+                rejected += CopyText.row(key + [CopyText.bytea(m.raw), reason])
+            }
+        }
+        return try db.transaction {
+            var result = BatchWriteResult()
+            if !items.isEmpty {
+                try db.copyIn("COPY ingest_stage FROM STDIN", data: items)
+                let r = try db.execute("""
+                    WITH ins AS (
+                        INSERT INTO news_items (topic, partition, kafka_offset, external_id, text, published_at, source)
+                        SELECT topic, partition, kafka_offset, external_id, text, published_at, source FROM ingest_stage
+                        ON CONFLICT (topic, partition, kafka_offset) DO NOTHING
+                        RETURNING id, topic, partition, kafka_offset, coalesce(published_at, received_at) AS at
+                    ), pred AS (
+                        INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy)
+                        SELECT ins.id, $1, s.label, s.probabilities, s.margin, s.entropy
+                        FROM ins JOIN ingest_stage s USING (topic, partition, kafka_offset)
+                        RETURNING 1
+                    ), men AS (
+                        INSERT INTO mentions (item_id, company_id, matched_by, published_at)
+                        SELECT ins.id, m.company_id, m.matched_by, ins.at
+                        FROM ins JOIN ingest_stage s USING (topic, partition, kafka_offset)
+                        CROSS JOIN LATERAL unnest(s.companies, s.matched_by) AS m(company_id, matched_by)
+                        ON CONFLICT DO NOTHING
+                        RETURNING 1
+                    )
+                    SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM pred), (SELECT count(*) FROM men)
+                    """, [modelVersion])
+                result.inserted = Int(r.rows.first?[0] ?? "0") ?? 0
+                result.mentions = Int(r.rows.first?[2] ?? "0") ?? 0
+            }
+            if !rejected.isEmpty {
+                try db.copyIn("COPY rejected_stage FROM STDIN", data: rejected)
+                result.rejected = try db.execute("""
+                    INSERT INTO rejected_messages (topic, partition, kafka_offset, raw, reason)
+                    SELECT topic, partition, kafka_offset, raw, reason FROM rejected_stage
+                    ON CONFLICT (topic, partition, kafka_offset) DO NOTHING
+                    """).affected
+            }
+            let parts = next.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }
+            try db.execute("""
+                INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+                SELECT $1, t, p, o FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS x(t, p, o)
+                ON CONFLICT (group_id, topic, partition)
+                DO UPDATE SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
+                """, [groupID, PostgresArray.text(parts.map(\.key.topic)),
+                      "{" + parts.map { String($0.key.partition) }.joined(separator: ",") + "}",
+                      "{" + parts.map { String($0.value) }.joined(separator: ",") + "}"])
+            return result
+        }
+    }
+
+    /// Runs `body` with a connection, reconnecting with exponential backoff (100 ms doubling up to
+    /// `maxBackoff`, with jitter) on retriable errors until `deadline`.
+    func withRetry<T>(until deadline: Date?, what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
+        var delay = 0.1
+        while true {
+            do {
+                return try body(try connected())
+            } catch let e as PostgresError where e.isRetriable {
+                onFailure(e)
+                connection = nil
+                if let deadline, Date().addingTimeInterval(delay) > deadline { throw e }
+                logger.warning("postgres unavailable, retrying", metadata: ["operation": "\(what)", "error": "\(e)", "retry_in_s": "\(String(format: "%.1f", delay))"])
+                Thread.sleep(forTimeInterval: delay * Double.random(in: 0.8...1.2))
+                delay = min(delay * 2, maxBackoff)
+            }
+        }
+    }
+
+    static func timestamp(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: d)
+    }
+
+    static func jsonEscape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    }
+}
+
+/// A value behind a lock.
+public final class LockedValue<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    /// Wraps a value.
+    public init(_ value: T) { self.value = value }
+    /// Reads or changes it under the lock.
+    public func withLock<R>(_ body: (inout T) throws -> R) rethrows -> R { lock.lock(); defer { lock.unlock() }; return try body(&value) }
+}

@@ -1,0 +1,146 @@
+import NewsdCore
+import NewsdPostgres
+
+/// newsd's database schema as numbered migrations. Applied in one transaction under an advisory
+/// lock, so two hosts starting at once do not race; applying again is a no-op.
+public enum Schema {
+    /// Advisory-lock key serialising migrations across hosts ("newsd" in ASCII).
+    static let migrationLock: Int64 = 0x6E_6577_7364
+
+    /// The migrations, in order. Never edit one that shipped: add a new one.
+    static let migrations: [(version: Int, description: String, sql: String)] = [
+        (1, "news items, predictions, companies, mentions, offsets, rejected messages", """
+        CREATE TABLE companies (
+            id          text PRIMARY KEY,
+            name        text NOT NULL,
+            tickers     text[] NOT NULL DEFAULT '{}',
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE company_aliases (
+            company_id  text NOT NULL REFERENCES companies(id) ON DELETE CASCADE,
+            alias       text NOT NULL,
+            kind        text NOT NULL CHECK (kind IN ('name', 'alias', 'ticker')),
+            PRIMARY KEY (company_id, kind, alias)
+        );
+        CREATE TABLE news_items (
+            id            bigserial PRIMARY KEY,
+            topic         text NOT NULL,
+            partition     integer NOT NULL,
+            kafka_offset  bigint NOT NULL,
+            external_id   text,
+            text          text NOT NULL,
+            published_at  timestamptz,
+            received_at   timestamptz NOT NULL DEFAULT now(),
+            source        text,
+            UNIQUE (topic, partition, kafka_offset)
+        );
+        CREATE INDEX news_items_published_at ON news_items (coalesce(published_at, received_at));
+        CREATE INDEX news_items_external_id ON news_items (external_id);
+        CREATE TABLE predictions (
+            id             bigserial PRIMARY KEY,
+            item_id        bigint NOT NULL REFERENCES news_items(id) ON DELETE CASCADE,
+            model_version  text NOT NULL,
+            label          text NOT NULL,
+            probabilities  jsonb NOT NULL,
+            margin         real NOT NULL,
+            entropy        real NOT NULL,
+            predicted_at   timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (item_id, model_version)
+        );
+        CREATE INDEX predictions_model_version ON predictions (model_version);
+        CREATE TABLE mentions (
+            item_id       bigint NOT NULL REFERENCES news_items(id) ON DELETE CASCADE,
+            company_id    text NOT NULL,
+            matched_by    text NOT NULL,
+            published_at  timestamptz NOT NULL,
+            PRIMARY KEY (item_id, company_id)
+        );
+        CREATE INDEX mentions_company_time ON mentions (company_id, published_at);
+        CREATE TABLE consumer_offsets (
+            group_id     text NOT NULL,
+            topic        text NOT NULL,
+            partition    integer NOT NULL,
+            next_offset  bigint NOT NULL,
+            updated_at   timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (group_id, topic, partition)
+        );
+        CREATE TABLE rejected_messages (
+            id            bigserial PRIMARY KEY,
+            topic         text NOT NULL,
+            partition     integer NOT NULL,
+            kafka_offset  bigint NOT NULL,
+            raw           bytea NOT NULL,
+            reason        text NOT NULL,
+            received_at   timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (topic, partition, kafka_offset)
+        );
+        -- The latest prediction of each item (analysts' default).
+        CREATE VIEW latest_predictions AS
+            SELECT DISTINCT ON (p.item_id) p.*
+            FROM predictions p ORDER BY p.item_id, p.predicted_at DESC, p.id DESC;
+        -- Per company and day: counts and shares of each sentiment, from the latest predictions.
+        CREATE VIEW company_sentiment_daily AS
+            SELECT m.company_id, date_trunc('day', m.published_at) AS day,
+                   count(*) AS items,
+                   count(*) FILTER (WHERE lp.label = 'positive') AS positive,
+                   count(*) FILTER (WHERE lp.label = 'negative') AS negative,
+                   count(*) FILTER (WHERE lp.label = 'neutral') AS neutral,
+                   round(avg(CASE lp.label WHEN 'positive' THEN 1 WHEN 'negative' THEN -1 ELSE 0 END)::numeric, 4) AS net_sentiment
+            FROM mentions m JOIN latest_predictions lp ON lp.item_id = m.item_id
+            GROUP BY m.company_id, date_trunc('day', m.published_at);
+        """),
+    ]
+
+    /// The newest schema version this build knows.
+    public static var latestVersion: Int { migrations.last?.version ?? 0 }
+
+    /// Applies missing migrations; returns the versions applied. Refuses a database whose schema
+    /// is newer than this build (an older binary must not write to it).
+    @discardableResult
+    public static func migrate(_ db: PostgresConnection) throws -> [Int] {
+        try db.transaction {
+            try db.execute("SELECT pg_advisory_xact_lock($1)", [String(migrationLock)])
+            try db.execute("""
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """)
+            let applied = Set(try db.execute("SELECT version FROM schema_migrations").rows.compactMap { $0[0].flatMap(Int.init) })
+            if let newest = applied.max(), newest > latestVersion {
+                throw PostgresError(sqlState: nil, message: "database schema version \(newest) is newer than this newsd (\(latestVersion)); upgrade newsd")
+            }
+            var done: [Int] = []
+            for m in migrations where !applied.contains(m.version) {
+                try db.executeScript(m.sql)
+                try db.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", [String(m.version), m.description])
+                done.append(m.version)
+            }
+            return done
+        }
+    }
+
+    /// Replaces the companies and aliases with the portfolio's (in one transaction).
+    public static func loadPortfolio(_ companies: [Company], into db: PostgresConnection) throws {
+        try db.transaction {
+            for c in companies {
+                try db.execute("""
+                    INSERT INTO companies (id, name, tickers, updated_at) VALUES ($1, $2, $3::text[], now())
+                    ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, tickers = EXCLUDED.tickers, updated_at = now()
+                    """, [c.id, c.name, PostgresArray.text(c.tickers)])
+                try db.execute("DELETE FROM company_aliases WHERE company_id = $1", [c.id])
+                var seen = Set<String>()
+                let aliases = [(c.name, "name")] + c.aliases.map { ($0, "alias") } + c.tickers.map { ($0, "ticker") }
+                for (alias, kind) in aliases where seen.insert(kind + "\u{1}" + alias).inserted {
+                    try db.execute("INSERT INTO company_aliases (company_id, alias, kind) VALUES ($1, $2, $3)", [c.id, alias, kind])
+                }
+            }
+        }
+    }
+}
+
+/// Postgres array literals for text parameters.
+public enum PostgresArray {
+    /// `{"a","b"}` with quotes and backslashes escaped.
+    public static func text(_ values: [String]) -> String {
+        "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }.joined(separator: ",") + "}"
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster on loopback for development and tests.
+# usage: scripts/pg.sh start|stop|restart|url|status   (NEWSD_PG_PORT, default 54329)
+# Data lives in /tmp/newsd-pg-$PORT (owned by the postgres user; trust auth on loopback only).
+set -euo pipefail
+port=${NEWSD_PG_PORT:-54329}
+dir=/tmp/newsd-pg-$port
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+case ${1:-url} in
+  start)
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+      mkdir -p "$dir"; [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+      as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+      cat >> "$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+fsync = on
+max_connections = 200
+shared_buffers = 128MB
+CONF
+    fi
+    if ! as_pg "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+      as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null
+    fi
+    echo "postgresql://postgres@127.0.0.1:$port/postgres";;
+  stop) as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true;;
+  restart) as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -l "$dir/log" restart >/dev/null;;
+  status) as_pg "$bin/pg_ctl" -D "$dir/data" status;;
+  url) echo "postgresql://postgres@127.0.0.1:$port/postgres";;
+  *) echo "usage: $0 start|stop|restart|url|status" >&2; exit 2;;
+esac
