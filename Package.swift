@@ -51,6 +51,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "NewsdCoreTests", dependencies: ["NewsdCore"]),
+        .testTarget(name: "NewsdIntegrationTests", dependencies: [
+            "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres", "NewsdService",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "NewsdModelTests", dependencies: ["NewsdModel", "NewsdCore"],
                     resources: [.copy("Fixtures")],
                     swiftSettings: optimisedNumerics),

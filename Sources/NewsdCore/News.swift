@@ -94,7 +94,8 @@ public struct MessageParser: Sendable {
     }
 
     private static func shortError(_ error: Error) -> String {
-        let s = "\(error)"
+        let ns = error as NSError
+        let s = (ns.userInfo["NSDebugDescription"] as? String) ?? "\(error)"
         return s.count > 160 ? String(s.prefix(160)) + "…" : s
     }
 }

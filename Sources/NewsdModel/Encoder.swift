@@ -270,3 +270,21 @@ public struct Checkpoint: Sendable {
         }
     }
 }
+
+extension Checkpoint {
+    /// Writes a small random BERT checkpoint (config.json, model.safetensors, vocab.txt) to
+    /// `directory`: for tests and development of the pipeline, where model quality is irrelevant.
+    public static func writeRandom(to directory: URL, config: BertConfig, vocabulary: [String], seed: UInt64) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let w = EncoderWeights(random: config, seed: seed)
+        try SafeTensors.encode(w.namedTensors(embeddings: true, layers: 0..<config.numLayers))
+            .write(to: directory.appendingPathComponent("model.safetensors"))
+        let json: [String: Any] = ["vocab_size": config.vocabSize, "hidden_size": config.hiddenSize,
+                                   "num_hidden_layers": config.numLayers, "num_attention_heads": config.numHeads,
+                                   "intermediate_size": config.intermediateSize, "max_position_embeddings": config.maxPositions,
+                                   "type_vocab_size": config.typeVocabSize, "layer_norm_eps": config.layerNormEps,
+                                   "hidden_act": "gelu", "model_type": "bert"]
+        try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: directory.appendingPathComponent("config.json"))
+        try (vocabulary.joined(separator: "\n") + "\n").write(to: directory.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
+    }
+}

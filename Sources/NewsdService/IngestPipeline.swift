@@ -23,6 +23,14 @@ public struct IngestStatistics: Sendable {
     public var batchLatencies: [Double] = []
     /// Postgres failures seen (each retried).
     public var databaseFailures = 0
+    /// Monotonic seconds when the first message arrived and when the last batch was committed.
+    public var firstMessageAt: Double?, lastCommitAt: Double?
+
+    /// Messages per second from the first message to the last commit.
+    public var sustainedRate: Double {
+        guard let a = firstMessageAt, let b = lastCommitAt, b > a else { return 0 }
+        return Double(consumed) / (b - a)
+    }
 
     /// The p-th quantile of batch latency in milliseconds.
     public func latencyMilliseconds(_ p: Double) -> Double {
@@ -205,6 +213,8 @@ public final class IngestPipeline: @unchecked Sendable {
             s.classifySeconds += t2 - t1
             s.writeSeconds += t3 - t2
             s.batchLatencies.append(t3 - startedAt)
+            if s.firstMessageAt == nil { s.firstMessageAt = startedAt }
+            s.lastCommitAt = t3
             if s.batchLatencies.count > 10_000 { s.batchLatencies.removeFirst(s.batchLatencies.count - 10_000) }
         }
         logger.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NewsdCore
 import NewsdKafka
+import NewsdModel
 import NewsdPostgres
 import NewsdService
 import ServiceLifecycle
@@ -56,7 +57,8 @@ struct RunCommand: AsyncParsableCommand {
             let json: [String: Any] = ["consumed": s.consumed, "stored": s.stored, "rejected": s.rejected, "batches": s.batches,
                                        "poll_seconds": s.pollSeconds, "parse_seconds": s.parseSeconds, "classify_seconds": s.classifySeconds,
                                        "write_seconds": s.writeSeconds, "busy_seconds": busy, "database_failures": s.databaseFailures,
-                                       "p50_batch_ms": s.latencyMilliseconds(0.5), "p99_batch_ms": s.latencyMilliseconds(0.99)]
+                                       "p50_batch_ms": s.latencyMilliseconds(0.5), "p99_batch_ms": s.latencyMilliseconds(0.99),
+                                       "sustained_per_second": s.sustainedRate, "peak_rss_mb": peakResidentBytes() / 1_048_576]
             try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: URL(fileURLWithPath: stats))
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import NewsdCore
 
@@ -26,5 +27,72 @@ import Testing
         let held = texts.filter { TextHash.isValidation($0, fraction: 0.1) }.count
         #expect(held > 900 && held < 1100)
         #expect(TextHash.fnv1a("Profit  ROSE ") == TextHash.fnv1a("profit rose"))
+    }
+}
+
+@Suite struct MessageAndConfigurationTests {
+    let parser = MessageParser(maxTextBytes: 100)
+
+    @Test func jsonAndPlainTextMessages() throws {
+        let item = try parser.parse(Array(#"{"id": 7, "text": " Profit rose ", "published_at": "2026-01-02T03:04:05Z", "source": "wire", "companies": ["a"]}"#.utf8)).get()
+        #expect(item.externalID == "7" && item.text == "Profit rose" && item.source == "wire" && item.companies == ["a"])
+        #expect(item.publishedAt == Date(timeIntervalSince1970: 1_767_323_045))
+        #expect(try parser.parse(Array("  plain text line\n".utf8)).get().text == "plain text line")
+    }
+
+    @Test(arguments: [
+        (#"{"text": "x""#, "malformed JSON"), (#"{"id": "1"}"#, "no \"text\""), (#"{"text": 1}"#, "not a string"),
+        ("  \n ", "empty text"), (#"{"text": "a", "companies": "x"}"#, "companies"), (String(repeating: "y", count: 101), "exceeds"),
+    ])
+    func badMessagesAreRejectedWithAReason(message: String, reason: String) {
+        guard case let .failure(r) = parser.parse(Array(message.utf8)) else { Issue.record("accepted \(message)"); return }
+        #expect(r.description.contains(reason), "\(r)")
+    }
+
+    @Test func invalidUTF8IsRejected() {
+        guard case let .failure(r) = parser.parse([0x61, 0xFF]) else { Issue.record("accepted"); return }
+        #expect(r.description == "invalid UTF-8")
+    }
+
+    @Test func linkerMatchesNamesCaseInsensitivelyAndTickersExactlyAtWordBoundaries() {
+        let linker = CompanyLinker([Company(id: "on", name: "Onsemi Corp", aliases: ["Onsemi"], tickers: ["ON"]),
+                                    Company(id: "nokia", name: "Nokia", aliases: ["Nokia Oyj"], tickers: ["NOK1V"])])
+        #expect(linker.link("NOKIA OYJ said sales rose").map(\.companyID) == ["nokia"])
+        #expect(linker.link("Shares went on sale").isEmpty)                   // "on" is not the ticker ON
+        #expect(linker.link("ON rose 5 %; Nokian Tyres fell").map(\.companyID) == ["on"])   // no match inside "Nokian"
+        #expect(linker.link("onsemi and NOK1V", given: ["x"]).map(\.companyID) == ["x", "on", "nokia"])
+    }
+
+    @Test func tomlAndEnvironmentOverridesWithClearErrors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("newsd-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("c.toml")
+        try """
+        # comment
+        [kafka]
+        brokers = "a:1,b:2"   # two brokers
+        topics = [
+          "news",
+          "more",
+        ]
+        [kafka.properties]
+        "security.protocol" = "SASL_SSL"
+        [model]
+        dir = "\(dir.path)"
+        threads = 4
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let c = try NewsdConfiguration.load(file: file.path, environment: ["NEWSD_KAFKA_GROUP_ID": "g2", "NEWSD_MODEL_THREADS": "3"])
+        #expect(c.kafka.brokers == "a:1,b:2" && c.kafka.topics == ["news", "more"] && c.kafka.groupID == "g2")
+        #expect(c.kafka.properties["security.protocol"] == "SASL_SSL" && c.model.threads == 3)
+        do {
+            _ = try NewsdConfiguration.load(file: file.path, environment: ["NEWSD_MODEL_THREADS": "0"])
+            Issue.record("accepted threads 0")
+        } catch { #expect("\(error)" == "model.threads = 0: must be between 1 and 64") }
+        try "[kafka]\nbrokerz = \"x:1\"\n".write(to: file, atomically: true, encoding: .utf8)
+        #expect(throws: CoreError.self) { try NewsdConfiguration.load(file: file.path, environment: [:]) }
+        try "[kafka]\nbrokers = x:1\n".write(to: file, atomically: true, encoding: .utf8)
+        do { _ = try NewsdConfiguration.load(file: file.path, environment: [:]); Issue.record("accepted unquoted") } catch {
+            #expect("\(error)".contains(":2:"), "error names the line: \(error)")
+        }
     }
 }

@@ -52,15 +52,7 @@ extension Fixtures {
     /// Writes a tiny Hugging Face-style checkpoint directory (config.json, model.safetensors, vocab.txt).
     static func writeTinyCheckpoint(_ config: BertConfig = tinyConfig, seed: UInt64 = 7) throws -> URL {
         let dir = temporaryDirectory()
-        let w = EncoderWeights(random: config, seed: seed)
-        try SafeTensors.encode(w.namedTensors(embeddings: true, layers: 0..<config.numLayers))
-            .write(to: dir.appendingPathComponent("model.safetensors"))
-        let json: [String: Any] = ["vocab_size": config.vocabSize, "hidden_size": config.hiddenSize,
-                                   "num_hidden_layers": config.numLayers, "num_attention_heads": config.numHeads,
-                                   "intermediate_size": config.intermediateSize, "max_position_embeddings": config.maxPositions,
-                                   "type_vocab_size": config.typeVocabSize, "layer_norm_eps": config.layerNormEps, "hidden_act": "gelu"]
-        try JSONSerialization.data(withJSONObject: json).write(to: dir.appendingPathComponent("config.json"))
-        try (tinyTokens.joined(separator: "\n") + "\n").write(to: dir.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
+        try Checkpoint.writeRandom(to: dir, config: config, vocabulary: tinyTokens, seed: seed)
         return dir
     }
 }

@@ -1,0 +1,229 @@
+import Foundation
+import Logging
+import NewsdCore
+import NewsdKafka
+import NewsdModel
+import NewsdPostgres
+import NewsdService
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real parts for integration tests: a PostgreSQL server (started by scripts/test.sh on loopback,
+/// URL in NEWSD_TEST_POSTGRES_URL), librdkafka's mock cluster, the newsd binary as a subprocess.
+enum Harness {
+    static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    static var adminURL: String {
+        ProcessInfo.processInfo.environment["NEWSD_TEST_POSTGRES_URL"] ?? "postgresql://postgres@127.0.0.1:54329/postgres"
+    }
+
+    /// A fresh, empty database on the test server; returns its URL.
+    static func freshDatabase() throws -> String {
+        let name = "newsd_test_\(UUID().uuidString.prefix(8).lowercased())"
+        let admin = try PostgresConnection(adminURL)
+        try admin.execute("CREATE DATABASE \(name)")
+        let base = adminURL[..<adminURL.lastIndex(of: "/")!]
+        return base + "/" + name
+    }
+
+    static func temporaryDirectory() -> URL {
+        let u = FileManager.default.temporaryDirectory.appendingPathComponent("newsd-it-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+        return u
+    }
+
+    /// A tiny random student (the pipeline's mechanics are under test, not its accuracy).
+    static let tinyModel: URL = {
+        let dir = temporaryDirectory().appendingPathComponent("tiny-model")
+        let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "abcdefghijklmnopqrstuvwxyz0123456789.,".map(String.init)
+            + ["profit", "rose", "fell", "sales", "the", "of", "to", "in", "and", "mn", "eur"]
+        let config = BertConfig(vocabSize: vocab.count, hiddenSize: 16, numLayers: 2, numHeads: 2, intermediateSize: 32, maxPositions: 128)
+        try! Checkpoint.writeRandom(to: dir, config: config, vocabulary: vocab, seed: 3)
+        return dir
+    }()
+
+    static let portfolioFile: URL = {
+        let url = temporaryDirectory().appendingPathComponent("portfolio.csv")
+        try! PortfolioFile.csv(DemoData.portfolio).write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }()
+
+    /// Consumer properties that make group rejoins fast in tests (the 45 s default is for production).
+    static let fastGroup = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "topic.metadata.refresh.interval.ms": "1000",
+                            "reconnect.backoff.max.ms": "1000"]
+
+    static func configuration(brokers: String, database: String, topic: String, group: String = "it") -> NewsdConfiguration {
+        var c = NewsdConfiguration()
+        c.kafka.brokers = brokers
+        c.kafka.topics = [topic]
+        c.kafka.groupID = group
+        c.kafka.sessionTimeoutMs = 6000
+        c.postgres.url = database
+        c.postgres.maxBackoffSeconds = 1
+        c.model.dir = tinyModel.path
+        c.model.threads = 1
+        c.portfolio.file = portfolioFile.path
+        c.ingest.batchMaxMessages = 200
+        c.ingest.batchMaxWaitMs = 100
+        c.ingest.shutdownTimeoutSeconds = 8
+        c.log.level = "warning"
+        return c
+    }
+
+    /// Writes the configuration as TOML (for subprocess daemons).
+    static func writeConfig(_ c: NewsdConfiguration) throws -> URL {
+        let url = temporaryDirectory().appendingPathComponent("newsd.toml")
+        let text = """
+        [kafka]
+        brokers = "\(c.kafka.brokers)"
+        topics = ["\(c.kafka.topics[0])"]
+        group_id = "\(c.kafka.groupID)"
+        session_timeout_ms = \(c.kafka.sessionTimeoutMs)
+        [kafka.properties]
+        "heartbeat.interval.ms" = "500"
+        "topic.metadata.refresh.interval.ms" = "1000"
+        "reconnect.backoff.max.ms" = "1000"
+        [postgres]
+        url = "\(c.postgres.url)"
+        max_backoff_seconds = 1
+        [model]
+        dir = "\(c.model.dir)"
+        threads = 1
+        [portfolio]
+        file = "\(c.portfolio.file)"
+        [ingest]
+        batch_max_messages = \(c.ingest.batchMaxMessages)
+        batch_max_wait_ms = \(c.ingest.batchMaxWaitMs)
+        shutdown_timeout_seconds = \(c.ingest.shutdownTimeoutSeconds)
+        [log]
+        level = "info"
+        """
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    /// `count` good JSON messages with unique ids `prefix-i`.
+    static func goodMessages(_ count: Int, prefix: String, seed: UInt64 = 1) -> [String] {
+        DemoData.sentences(count: count, seed: seed).enumerated().map { i, s in
+            var s = s
+            s.id = "\(prefix)-\(i)"
+            return DemoData.message(s, includeCompanies: i % 2 == 0)
+        }
+    }
+
+    static func produce(_ messages: [String], brokers: String, topic: String) throws {
+        let p = try KafkaProducer(brokers: brokers)
+        for (i, m) in messages.enumerated() { try p.send(topic: topic, key: Array("k\(i)".utf8), value: Array(m.utf8)) }
+        try p.flush()
+    }
+
+    static func count(_ db: String, _ sql: String) throws -> Int {
+        Int(try PostgresConnection(db).execute(sql).rows.first?.first??.description ?? "0") ?? 0
+    }
+
+    /// Waits until `sql` returns at least `target`, up to `timeout` seconds; returns the last value.
+    @discardableResult
+    static func waitFor(_ db: String, _ sql: String, atLeast target: Int, timeout: Double) throws -> Int {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = 0
+        while Date() < deadline {
+            last = (try? count(db, sql)) ?? last
+            if last >= target { return last }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        return last
+    }
+
+    /// The exactly-once check: every message stored once with one prediction, offsets complete.
+    static func exactlyOnceReport(_ db: String, expected: Int) throws -> (items: Int, distinctIDs: Int, predictions: Int, itemsWithoutPrediction: Int) {
+        let c = try PostgresConnection(db)
+        let r = try c.execute("""
+            SELECT (SELECT count(*) FROM news_items), (SELECT count(DISTINCT external_id) FROM news_items),
+                   (SELECT count(*) FROM predictions),
+                   (SELECT count(*) FROM news_items n WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.item_id = n.id))
+            """).rows[0].map { Int($0 ?? "0") ?? 0 }
+        return (r[0], r[1], r[2], r[3])
+    }
+
+    /// Runs a command and returns its exit status (posix_spawn + waitpid: Foundation's Process
+    /// can miss the exit of a script whose children outlive it, like pg_ctl's server).
+    static func run(_ path: String, _ arguments: [String]) -> Int32 {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        guard posix_spawn(&pid, path, &actions, nil, argv, environ) == 0 else { return -1 }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status >> 8) & 0xff
+    }
+
+    static let logger: Logger = {
+        var l = Logger(label: "newsd-test")
+        l.logLevel = .warning
+        return l
+    }()
+}
+
+/// An in-process pipeline on its own thread.
+final class RunningPipeline: @unchecked Sendable {
+    let pipeline: IngestPipeline
+    private let done = DispatchSemaphore(value: 0)
+    private(set) var error: Error?
+
+    init(_ config: NewsdConfiguration) throws {
+        pipeline = try Daemon.prepare(config, logger: Harness.logger, consumerProperties: Harness.fastGroup)
+        let t = Thread { [self] in
+            do { try pipeline.run() } catch { self.error = error }
+            done.signal()
+        }
+        t.start()
+    }
+
+    /// Stops and waits; returns whether it ended within `timeout`.
+    @discardableResult
+    func stop(timeout: Double = 20) -> Bool {
+        pipeline.requestStop()
+        return done.wait(timeout: .now() + timeout) == .success
+    }
+}
+
+/// The newsd binary as a child process.
+final class DaemonProcess: @unchecked Sendable {
+    let process = Process()
+    let log: URL
+
+    static var binary: URL {
+        if let b = ProcessInfo.processInfo.environment["NEWSD_BINARY"] { return URL(fileURLWithPath: b) }
+        return Harness.packageRoot.appendingPathComponent(".build/debug/newsd")
+    }
+
+    init(config: URL, name: String) throws {
+        log = Harness.temporaryDirectory().appendingPathComponent("\(name).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.executableURL = Self.binary
+        process.arguments = ["run", "--config", config.path]
+        process.standardError = try FileHandle(forWritingTo: log)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    func kill(_ signal: Int32) { Glibc.kill(process.processIdentifier, signal) }
+
+    /// Waits for exit up to `timeout` seconds; returns the exit status, or nil if still running.
+    func wait(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    var logText: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+    deinit { if process.isRunning { kill(SIGKILL); process.waitUntilExit() } }
+}
