@@ -7,6 +7,9 @@ port=${NEWSD_PG_PORT:-54329}
 dir=/tmp/newsd-pg-$port
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# The server must not inherit our caller's descriptors (a pipe held open by it would keep a CI
+# log reader or a `| grep` waiting forever): close everything above stderr.
+for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done; true
 case ${1:-url} in
   start)
     if [ ! -f "$dir/data/PG_VERSION" ]; then
@@ -22,11 +25,11 @@ shared_buffers = 128MB
 CONF
     fi
     if ! as_pg "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-      as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null
+      as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null 2>&1 </dev/null
     fi
     echo "postgresql://postgres@127.0.0.1:$port/postgres";;
   stop) as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true;;
-  restart) as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -l "$dir/log" restart >/dev/null;;
+  restart) as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -l "$dir/log" restart >/dev/null 2>&1 </dev/null;;
   status) as_pg "$bin/pg_ctl" -D "$dir/data" status;;
   url) echo "postgresql://postgres@127.0.0.1:$port/postgres";;
   *) echo "usage: $0 start|stop|restart|url|status" >&2; exit 2;;

@@ -141,9 +141,9 @@ public enum Artifact {
     }
 
     /// Loads a model from an artifact directory, or from a bare base checkpoint directory (encoder
-    /// only, untrained head). The base is looked up at `baseDirectory`, else `NEWSD_BASE_MODEL_DIR`,
-    /// else the path recorded in the manifest, and must have the recorded checksum. Nothing is
-    /// returned unless every check passes.
+    /// only, untrained head). The base is looked up at `baseDirectory`, else at the path recorded
+    /// in the manifest, else at `NEWSD_BASE_MODEL_DIR` (a host that keeps it elsewhere), and must
+    /// have the recorded checksum. Nothing is returned unless every check passes.
     public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int) throws -> StudentModel {
         let fm = FileManager.default
         if !fm.fileExists(atPath: directory.appendingPathComponent("manifest.json").path) {
@@ -154,7 +154,7 @@ public enum Artifact {
             return StudentModel(base: try CheckpointCache.shared.checkpoint(directory), threads: threads)
         }
         let manifest = try verifiedManifest(directory: directory)
-        let candidates = [baseDirectory?.path, ProcessInfo.processInfo.environment["NEWSD_BASE_MODEL_DIR"], manifest.base.path].compactMap { $0 }
+        let candidates = [baseDirectory?.path, manifest.base.path, ProcessInfo.processInfo.environment["NEWSD_BASE_MODEL_DIR"]].compactMap { $0 }
         guard let basePath = candidates.first(where: { fm.fileExists(atPath: $0 + "/model.safetensors") }) else {
             throw ModelError.missingFile(manifest.base.path, underlying: "base checkpoint of \(directory.path) not found (looked in \(candidates))")
         }

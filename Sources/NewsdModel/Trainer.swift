@@ -55,6 +55,9 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     public var weightDecay: Float = 0.01
     /// Dropout on hidden states, attention probabilities and the pooled vector. Default 0.1.
     public var dropout: Float = 0.1
+    /// The randomly initialised head learns this many times faster than the pre-trained encoder
+    /// layers (it starts from nothing; they only need nudging). Default 10.
+    public var headLearningRateMultiplier: Float = 10
     /// Global gradient-norm clipping threshold (0 = off). Default 1.0.
     public var maxGradientNorm: Float = 1.0
     /// Share of the data held out for validation and temperature fitting. Default 0.1.
@@ -69,6 +72,7 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         guard learningRate > 0, learningRate.isFinite else { throw ModelError.invalidArgument("learning rate \(learningRate) must be > 0") }
         guard batchSize > 0 else { throw ModelError.invalidArgument("batch size \(batchSize) must be > 0") }
         guard threads > 0 else { throw ModelError.invalidArgument("threads \(threads) must be > 0") }
+        guard headLearningRateMultiplier > 0 else { throw ModelError.invalidArgument("head learning-rate multiplier \(headLearningRateMultiplier) must be > 0") }
         guard (0..<1).contains(dropout) else { throw ModelError.invalidArgument("dropout \(dropout) must be in [0, 1)") }
         guard (0..<1).contains(validationFraction) else { throw ModelError.invalidArgument("validation fraction \(validationFraction) must be in [0, 1)") }
         guard (0...1).contains(warmupFraction) else { throw ModelError.invalidArgument("warm-up fraction \(warmupFraction) must be in [0, 1]") }
@@ -369,7 +373,8 @@ public final class Trainer: @unchecked Sendable {
     private func adamW(step: Int, learningRate lr: Float) {
         let beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8
         let c1 = 1 - powf(beta1, Float(step)), c2 = 1 - powf(beta2, Float(step))
-        for b in blocks {
+        for (index, b) in blocks.enumerated() {
+            let lr = index == blocks.count - 1 ? lr * configuration.headLearningRateMultiplier : lr
             let p = b.parameters.pointer, g = b.gradients[0].pointer, m = b.m.pointer, v = b.v.pointer
             for range in b.decayed where configuration.weightDecay > 0 {
                 let f = 1 - lr * configuration.weightDecay

@@ -16,6 +16,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Epochs.") var epochs = 4
     @Option(help: "Peak learning rate.") var lr: Float = 1e-4
     @Option(help: "Batch size.") var batch = 16
+    @Option(help: "Learning-rate multiplier of the (randomly initialised) head.") var headLrMultiplier: Float = 10
     @Option(help: "Random seed.") var seed: UInt64 = 42
     @Option(help: "Worker threads.") var threads = 2
     @Option(help: "Share of rows held out (chosen by text hash) for validation and calibration.") var validationFraction = 0.1
@@ -24,7 +25,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         var cfg = TrainingConfiguration()
-        cfg.epochs = epochs; cfg.learningRate = lr; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
+        cfg.epochs = epochs; cfg.learningRate = lr; cfg.headLearningRateMultiplier = headLrMultiplier; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
         cfg.trainable = try TrainableScope(parsing: trainable); cfg.validationFraction = validationFraction
         try cfg.validate()
         let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: base ?? defaultBaseModelDirectory()))

@@ -52,7 +52,8 @@ enum Harness {
     }()
 
     /// Consumer properties that make group rejoins fast in tests (the 45 s default is for production).
-    static let fastGroup = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "topic.metadata.refresh.interval.ms": "1000",
+    /// librdkafka's log level 2 (critical only): the faults the tests inject on purpose would fill the log.
+    static let fastGroup = ["log_level": "2", "session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "topic.metadata.refresh.interval.ms": "1000",
                             "reconnect.backoff.max.ms": "1000"]
 
     static func configuration(brokers: String, database: String, topic: String, group: String = "it") -> NewsdConfiguration {
@@ -86,6 +87,7 @@ enum Harness {
         "heartbeat.interval.ms" = "500"
         "topic.metadata.refresh.interval.ms" = "1000"
         "reconnect.backoff.max.ms" = "1000"
+        "log_level" = "2"
         [postgres]
         url = "\(c.postgres.url)"
         max_backoff_seconds = 1
@@ -115,7 +117,7 @@ enum Harness {
     }
 
     static func produce(_ messages: [String], brokers: String, topic: String) throws {
-        let p = try KafkaProducer(brokers: brokers)
+        let p = try KafkaProducer(brokers: brokers, properties: ["log_level": "2"])
         for (i, m) in messages.enumerated() { try p.send(topic: topic, key: Array("k\(i)".utf8), value: Array(m.utf8)) }
         try p.flush()
     }

@@ -50,7 +50,7 @@ import Glibc
         for i in 0..<1000 { mixed += [good[2 * i], good[2 * i + 1], bad[i]] }
         try Harness.produce(mixed, brokers: cluster.bootstrapServers, topic: "mixed")
         // Plus raw invalid UTF-8, which a String cannot carry.
-        let p = try KafkaProducer(brokers: cluster.bootstrapServers)
+        let p = try KafkaProducer(brokers: cluster.bootstrapServers, properties: ["log_level": "2"])
         try p.send(topic: "mixed", value: [0x66, 0x6F, 0xFF, 0xFE, 0x6F])
         try p.flush()
         let running = try RunningPipeline(Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "mixed"))
