@@ -38,6 +38,7 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", providers: [.apt(["libpq-dev"])]),
         .target(name: "NewsdCore"),
         .target(name: "NewsdKafka", dependencies: ["CRdKafka"]),
+        .target(name: "NewsdTeacher"),
         .target(name: "NewsdPostgres", dependencies: ["CLibPQ"]),
         .target(name: "NewsdService", dependencies: [
             "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres",
@@ -51,6 +52,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "NewsdCoreTests", dependencies: ["NewsdCore"]),
+        .testTarget(name: "NewsdTeacherTests", dependencies: ["NewsdTeacher"]),
         .testTarget(name: "NewsdIntegrationTests", dependencies: [
             "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres", "NewsdService",
             .product(name: "Logging", package: "swift-log"),

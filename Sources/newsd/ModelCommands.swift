@@ -56,6 +56,7 @@ struct TrainCommand: ParsableCommand {
             for l in v.labels { rows.append(["  F1 \(l)", String(format: "%.4f", v.perClass[l]?.f1 ?? 0)]) }
             rows.append(["temperature", String(format: "%.3f", result.temperature)])
             rows.append(["ECE before / after", String(format: "%.4f / %.4f", u.expectedCalibrationError, v.expectedCalibrationError)])
+            rows.append(["NLL before / after", String(format: "%.4f / %.4f", u.negativeLogLikelihood, v.negativeLogLikelihood)])
         }
         rows.append(["peak RSS MB", "\(peakResidentBytes() / 1_048_576)"])
         rows.append(["artifact", "\(out) (\(model.version))"])
