@@ -60,6 +60,13 @@ public struct NewsdConfiguration: Sendable, Equatable {
         public var shutdownTimeoutSeconds = 20.0
     }
 
+    /// `[metrics]`: the operators' HTTP endpoint.
+    public struct Metrics: Sendable, Equatable {
+        /// `host:port` serving `GET /metrics` (Prometheus) and `GET /health`; empty disables it.
+        /// Default `127.0.0.1:9464`. A port already in use is logged and the daemon runs without it.
+        public var listen = "127.0.0.1:9464"
+    }
+
     /// `[log]`.
     public struct Log: Sendable, Equatable {
         /// trace, debug, info, notice, warning, error or critical. Default info.
@@ -71,6 +78,7 @@ public struct NewsdConfiguration: Sendable, Equatable {
     public var model = Model()
     public var portfolio = Portfolio()
     public var ingest = Ingest()
+    public var metrics = Metrics()
     public var log = Log()
 
     /// The defaults.
@@ -198,7 +206,7 @@ public struct NewsdConfiguration: Sendable, Equatable {
         .string("portfolio.file", \.portfolio.file),
         .int("ingest.batch_max_messages", \.ingest.batchMaxMessages), .int("ingest.batch_max_wait_ms", \.ingest.batchMaxWaitMs),
         .int("ingest.max_text_bytes", \.ingest.maxTextBytes), .double("ingest.shutdown_timeout_seconds", \.ingest.shutdownTimeoutSeconds),
-        .string("log.level", \.log.level),
+        .string("metrics.listen", \.metrics.listen), .string("log.level", \.log.level),
     ] }
 }
 

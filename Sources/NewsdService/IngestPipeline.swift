@@ -40,6 +40,18 @@ public struct IngestStatistics: Sendable {
     }
 }
 
+/// Liveness of the parts the pipeline depends on (for `/health` and metrics).
+public struct HealthState: Sendable {
+    /// Subscribed and looping.
+    public var running = false
+    /// librdkafka reports no transport error.
+    public var kafkaUp = true
+    /// The last Postgres attempt succeeded.
+    public var postgresUp = true
+    /// Partitions held.
+    public var assignedPartitions = 0
+}
+
 /// The ingest loop: consume a micro-batch (size- and time-bounded), parse and link, classify with
 /// the active student, write everything with the next offsets in one transaction, commit offsets
 /// to Kafka for lag tools, repeat. It runs on its own thread: every call in it blocks (librdkafka
@@ -61,6 +73,9 @@ public final class IngestPipeline: @unchecked Sendable {
     private let model: LockedValue<StudentModel>
     private let stopRequested = LockedValue(false)
     private let stats = LockedValue(IngestStatistics())
+    private let healthState = LockedValue(HealthState())
+    /// Current health.
+    public var health: HealthState { healthState.withLock { $0 } }
     private let stopDeadlineValue = LockedValue<Date?>(nil)
     private var stopDeadline: Date? { stopDeadlineValue.withLock { $0 } }
     /// Called once the consumer is subscribed (readiness).
@@ -104,7 +119,10 @@ public final class IngestPipeline: @unchecked Sendable {
         for (k, v) in settings.consumerProperties { props[k] = v }
         let consumer = try KafkaConsumer(brokers: c.kafka.brokers, groupID: c.kafka.groupID, properties: props)
         let store = IngestStore(url: c.postgres.url, groupID: c.kafka.groupID, maxBackoff: c.postgres.maxBackoffSeconds, logger: logger)
-        store.onFailure = { [stats] _ in stats.withLock { $0.databaseFailures += 1 } }
+        store.onFailure = { [stats, healthState] _ in
+            stats.withLock { $0.databaseFailures += 1 }
+            healthState.withLock { $0.postgresUp = false }
+        }
         var pending: [KafkaRecord] = []
         consumer.onAssign = { [logger] partitions in
             let offsets = try store.storedOffsets(partitions, until: Date().addingTimeInterval(30))
@@ -124,6 +142,8 @@ public final class IngestPipeline: @unchecked Sendable {
         try consumer.subscribe(c.kafka.topics)
         logger.info("consuming", metadata: ["topics": "\(c.kafka.topics)", "group": "\(c.kafka.groupID)", "brokers": "\(c.kafka.brokers)"])
         onReady()
+        healthState.withLock { $0.running = true }
+        defer { healthState.withLock { $0.running = false } }
         var lastBrokerError: String?
         let maxMessages = c.ingest.batchMaxMessages, maxWait = Double(c.ingest.batchMaxWaitMs) / 1000
         while !stopping {
@@ -147,6 +167,8 @@ public final class IngestPipeline: @unchecked Sendable {
                 logger.info("kafka: recovered")
                 lastBrokerError = nil
             }
+            let kafkaUp = consumer.lastError == nil, partitions = consumer.assignment.count
+            healthState.withLock { $0.kafkaUp = kafkaUp; $0.assignedPartitions = partitions }
             if let e = consumer.assignmentError {
                 logger.error("cannot read stored offsets; rejoining the group", metadata: ["error": "\(e)"])
                 Thread.sleep(forTimeInterval: 1)
@@ -199,6 +221,7 @@ public final class IngestPipeline: @unchecked Sendable {
         parsed.removeAll()
         // 4. Write everything and the next offsets in one transaction.
         let result = try store.write(out, modelVersion: student.version, labels: student.labels, until: stopDeadline)
+        healthState.withLock { $0.postgresUp = true }
         let t3 = now()
         // 5. Tell Kafka too (lag tools); Postgres stays the authority.
         var next: [TopicPartition: Int64] = [:]

@@ -45,6 +45,19 @@ struct RunCommand: AsyncParsableCommand {
         }
         let pipeline = try Daemon.prepare(cfg, logger: logger, consumerProperties: props)
         pipeline.onReady = { SystemdNotifier.notify("READY=1\nSTATUS=consuming") }
+        var metricsServer: MetricsServer?
+        if !cfg.metrics.listen.isEmpty {
+            do {
+                metricsServer = try MetricsServer(listen: cfg.metrics.listen, logger: logger) { [pipeline] in
+                    let h = pipeline.healthReport()
+                    return (pipeline.prometheusText(), h.healthy, h.text)
+                }
+                logger.info("metrics and health served", metadata: ["listen": "\(cfg.metrics.listen)", "port": "\(metricsServer!.port)"])
+            } catch {
+                logger.error("metrics endpoint not started; running without it", metadata: ["error": "\(error)"])
+            }
+        }
+        defer { _ = metricsServer }
         let service = IngestService(pipeline: pipeline, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
         if stopAfter > 0 { services.append(.init(service: StopAfterService(pipeline: pipeline, count: stopAfter), successTerminationBehavior: .gracefullyShutdownGroup)) }

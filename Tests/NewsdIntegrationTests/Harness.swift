@@ -71,6 +71,7 @@ enum Harness {
         c.ingest.batchMaxWaitMs = 100
         c.ingest.shutdownTimeoutSeconds = 8
         c.log.level = "warning"
+        c.metrics.listen = ""
         return c
     }
 
@@ -100,6 +101,8 @@ enum Harness {
         batch_max_messages = \(c.ingest.batchMaxMessages)
         batch_max_wait_ms = \(c.ingest.batchMaxWaitMs)
         shutdown_timeout_seconds = \(c.ingest.shutdownTimeoutSeconds)
+        [metrics]
+        listen = "\(c.metrics.listen)"
         [log]
         level = "info"
         """
@@ -228,4 +231,27 @@ final class DaemonProcess: @unchecked Sendable {
     var logText: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
     deinit { if process.isRunning { kill(SIGKILL); process.waitUntilExit() } }
+}
+
+extension Harness {
+    /// A plain HTTP GET to 127.0.0.1:port; returns (status line, body).
+    static func httpGet(port: UInt16, path: String) -> (status: String, body: String)? {
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard s >= 0 else { return nil }
+        defer { close(s) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard ok == 0 else { return nil }
+        let request = "GET \(path) HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        _ = request.withCString { send(s, $0, strlen($0), 0) }
+        var data = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true { let n = read(s, &buffer, buffer.count); if n <= 0 { break }; data += buffer[0..<n] }
+        let text = String(decoding: data, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n") else { return nil }
+        return (String(text[..<split.lowerBound].split(separator: "\r\n").first ?? ""), String(text[split.upperBound...]))
+    }
 }

@@ -172,4 +172,27 @@ import Glibc
         let r = try Harness.exactlyOnceReport(db, expected: n)
         #expect(r.items == n && r.distinctIDs == n && r.predictions == n, "\(r)")
     }
+
+    @Test func metricsAndHealthAreServedForOperators() throws {
+        let cluster = try MockCluster(brokers: 1)
+        try cluster.createTopic("ops", partitions: 2)
+        let db = try Harness.freshDatabase()
+        var c = Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "ops")
+        let port = UInt16.random(in: 20_000...40_000)
+        c.metrics.listen = "127.0.0.1:\(port)"
+        let daemon = try DaemonProcess(config: try Harness.writeConfig(c), name: "ops")
+        try Harness.produce(Harness.goodMessages(300, prefix: "o") + ["{broken"], brokers: cluster.bootstrapServers, topic: "ops")
+        try Harness.waitFor(db, "SELECT count(*) FROM news_items", atLeast: 300, timeout: 60)
+        Thread.sleep(forTimeInterval: 0.5)
+        let metrics = try #require(Harness.httpGet(port: port, path: "/metrics"), "log:\n\(daemon.logText.suffix(1500))")
+        #expect(metrics.status.contains("200"))
+        #expect(metrics.body.contains("newsd_items_stored_total 300"), "\(metrics.body)")
+        #expect(metrics.body.contains("newsd_messages_rejected_total 1"))
+        #expect(metrics.body.contains("newsd_model_info{version=\"base\"} 1"))
+        let health = try #require(Harness.httpGet(port: port, path: "/health"))
+        #expect(health.status.contains("200"), "\(health)")
+        #expect(Harness.httpGet(port: port, path: "/nope")?.status.contains("404") == true)
+        daemon.kill(SIGTERM)
+        #expect(daemon.wait(timeout: 30) == 0)
+    }
 }
