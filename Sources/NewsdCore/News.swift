@@ -79,7 +79,11 @@ public struct MessageParser: Sendable {
     private func validate(_ item: NewsItem) -> Result<NewsItem, RejectReason> {
         if item.text.isEmpty { return .failure(RejectReason("empty text")) }
         if item.text.utf8.count > maxTextBytes { return .failure(RejectReason("text of \(item.text.utf8.count) bytes exceeds the limit of \(maxTextBytes)")) }
-        if item.text.unicodeScalars.contains("\u{0}") { return .failure(RejectReason("text contains a NUL character")) }
+        // PostgreSQL text cannot hold NUL: refuse it in every field that is stored as text.
+        for (name, value) in [("text", item.text), ("id", item.externalID ?? ""), ("source", item.source ?? "")] + item.companies.map({ ("companies", $0) })
+        where value.unicodeScalars.contains("\u{0}") {
+            return .failure(RejectReason("\(name) contains a NUL character"))
+        }
         return .success(item)
     }
 

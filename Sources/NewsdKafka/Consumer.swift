@@ -34,12 +34,26 @@ public final class KafkaConsumer {
         props["enable.auto.commit"] = "false"
         props["enable.auto.offset.store"] = "false"
         if props["auto.offset.reset"] == nil { props["auto.offset.reset"] = "earliest" }
+        // Offsets are seeked in an eager-rebalance callback (rd_kafka_assign); the cooperative and
+        // KIP-848 protocols need incremental calls this consumer does not make.
+        if let strategy = props["partition.assignment.strategy"], strategy.contains("cooperative") {
+            throw KafkaError(message: "kafka property partition.assignment.strategy=\(strategy): cooperative rebalancing is not supported (use range or roundrobin)")
+        }
+        if let proto = props["group.protocol"], proto != "classic" {
+            throw KafkaError(message: "kafka property group.protocol=\(proto): only the classic group protocol is supported")
+        }
         let conf = try KafkaConfiguration(props)
         let callbackTarget = CallbackTarget()
         rd_kafka_conf_set_opaque(conf.handle, Unmanaged.passUnretained(callbackTarget).toOpaque())
         rd_kafka_conf_set_rebalance_cb(conf.handle) { rk, err, partitions, opaque in
             guard let opaque, let partitions else { return }
-            Unmanaged<CallbackTarget>.fromOpaque(opaque).takeUnretainedValue().consumer?.rebalance(rk, err, partitions)
+            if let consumer = Unmanaged<CallbackTarget>.fromOpaque(opaque).takeUnretainedValue().consumer {
+                consumer.rebalance(rk, err, partitions)
+            } else {
+                // Closing from deinit: the Swift object is gone; librdkafka still waits for the
+                // (un)assign it asked for, or close would hang.
+                rd_kafka_assign(rk, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? partitions : nil)
+            }
         }
         rd_kafka_conf_set_error_cb(conf.handle) { _, err, reason, opaque in
             guard let opaque else { return }
@@ -64,7 +78,7 @@ public final class KafkaConsumer {
     /// Subscribes to topics (group-managed assignment).
     public func subscribe(_ topics: [String]) throws {
         let list = PartitionList(topics.map { (TopicPartition(topic: $0, partition: RD_KAFKA_PARTITION_UA), nil) })
-        let err = rd_kafka_subscribe(handle, list.handle)
+        let err = withExtendedLifetime(list) { rd_kafka_subscribe(handle, list.handle) }
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(code: err, context: "subscribe to \(topics)") }
     }
 
@@ -97,7 +111,7 @@ public final class KafkaConsumer {
     public func commit(_ nextOffsets: [TopicPartition: Int64]) {
         guard !nextOffsets.isEmpty else { return }
         let list = PartitionList(nextOffsets.map { ($0.key, $0.value) })
-        _ = rd_kafka_commit(handle, list.handle, 1)
+        _ = withExtendedLifetime(list) { rd_kafka_commit(handle, list.handle, 1) }
     }
 
     /// Leaves the group (revocation runs) and stops fetching.
@@ -138,6 +152,7 @@ public final class KafkaConsumer {
 
     /// Unsubscribes and subscribes again, to get a fresh assignment after `assignmentError`.
     public func resubscribe(_ topics: [String]) throws {
+        assignmentError = nil
         _ = rd_kafka_unsubscribe(handle)
         try subscribe(topics)
     }

@@ -18,7 +18,12 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         self.message = message.trimmingCharacters(in: .whitespacesAndNewlines)
         let s = sqlState ?? ""
         isRetriable = connectionLost || s.hasPrefix("08") || s.hasPrefix("40") || s.hasPrefix("57P") || s.hasPrefix("53")
+            || s == "57014" || s == "55P03"     // statement or lock timeout: the data is fine, try again
     }
+
+    /// The server refused the data itself (SQLSTATE class 22 data exception, 23 constraint):
+    /// splitting a batch to find the offending row makes sense only for these.
+    public var isDataError: Bool { sqlState.map { $0.hasPrefix("22") || $0.hasPrefix("23") } ?? false }
 
     /// `message (SQLSTATE xxxxx)`.
     public var description: String { sqlState.map { "\(message) (SQLSTATE \($0))" } ?? message }
@@ -51,6 +56,9 @@ public final class PostgresConnection {
 
     private func connect() throws {
         if let handle { PQfinish(handle) }
+        // Without a connect timeout a host that silently drops packets blocks a connect for
+        // minutes; libpq reads PGCONNECT_TIMEOUT when the connection string sets none.
+        if getenv("PGCONNECT_TIMEOUT") == nil { setenv("PGCONNECT_TIMEOUT", "10", 0) }
         handle = PQconnectdb(conninfo)
         guard let h = handle, PQstatus(h) == CONNECTION_OK else {
             let message = handle.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"

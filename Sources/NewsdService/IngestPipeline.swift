@@ -139,6 +139,9 @@ public final class IngestPipeline: @unchecked Sendable {
             logger.info("partitions revoked", metadata: ["partitions": "\(partitions.map(\.description).sorted())",
                                                          "dropped_unwritten": "\(before - pending.count)"])
         }
+        // Leave the group on every exit, errors included (a consumer closed only by deinit cannot
+        // answer its last revocation).
+        defer { consumer.close() }
         try consumer.subscribe(c.kafka.topics)
         logger.info("consuming", metadata: ["topics": "\(c.kafka.topics)", "group": "\(c.kafka.groupID)", "brokers": "\(c.kafka.brokers)"])
         onReady()
@@ -210,7 +213,7 @@ public final class IngestPipeline: @unchecked Sendable {
             switch r {
             case let .success(item):
                 let mentions = linker.link(item.text, given: item.companies)
-                out.append(ProcessedMessage(topicPartition: record.topicPartition, offset: record.offset, raw: [],
+                out.append(ProcessedMessage(topicPartition: record.topicPartition, offset: record.offset, raw: record.value,
                                             outcome: .accepted(item, predictions[k], mentions)))
                 k += 1
             case let .failure(reason):
@@ -220,7 +223,7 @@ public final class IngestPipeline: @unchecked Sendable {
         }
         parsed.removeAll()
         // 4. Write everything and the next offsets in one transaction.
-        let result = try store.write(out, modelVersion: student.version, labels: student.labels, until: stopDeadline)
+        let result = try store.write(out, modelVersion: student.version, labels: student.labels) { [self] in stopDeadline }
         healthState.withLock { $0.postgresUp = true }
         let t3 = now()
         // 5. Tell Kafka too (lag tools); Postgres stays the authority.

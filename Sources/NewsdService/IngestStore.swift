@@ -74,7 +74,7 @@ public final class IngestStore {
     /// Next offsets stored for these partitions (those never written are absent). Retries with
     /// backoff until `deadline` (nil: forever) on connection errors.
     public func storedOffsets(_ partitions: [TopicPartition], until deadline: Date? = nil) throws -> [TopicPartition: Int64] {
-        try withRetry(until: deadline, what: "read stored offsets") { db in
+        try withRetry(until: { deadline }, what: "read stored offsets") { db in
             let rows = try db.execute("SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = $1", [groupID]).rows
             var out: [TopicPartition: Int64] = [:]
             let wanted = Set(partitions)
@@ -91,18 +91,19 @@ public final class IngestStore {
     /// (nothing is committed twice: the whole batch is one transaction and replays are no-ops)
     /// until `deadline`. A batch the database refuses for a non-transient reason is written
     /// message by message, and a message it still refuses goes to `rejected_messages`.
-    public func write(_ batch: [ProcessedMessage], modelVersion: String, labels: [String], until deadline: Date? = nil) throws -> BatchWriteResult {
+    public func write(_ batch: [ProcessedMessage], modelVersion: String, labels: [String],
+                      until deadline: @escaping () -> Date? = { nil }) throws -> BatchWriteResult {
         guard !batch.isEmpty else { return BatchWriteResult() }
         do {
             return try withRetry(until: deadline, what: "write batch") { db in try self.writeOnce(batch, modelVersion: modelVersion, labels: labels, db: db) }
-        } catch let e as PostgresError where !e.isRetriable {
+        } catch let e as PostgresError where e.isDataError {
             logger.error("batch refused by the database, writing message by message", metadata: ["error": "\(e)"])
             var total = BatchWriteResult()
             for m in batch {
                 do {
                     let r = try withRetry(until: deadline, what: "write message") { db in try self.writeOnce([m], modelVersion: modelVersion, labels: labels, db: db) }
                     total.inserted += r.inserted; total.rejected += r.rejected; total.mentions += r.mentions
-                } catch let e as PostgresError where !e.isRetriable {
+                } catch let e as PostgresError where e.isDataError {
                     var refused = m
                     refused.outcome = .rejected("database refused the message: \(e.message.prefix(300))")
                     let r = try withRetry(until: deadline, what: "write rejected message") { db in try self.writeOnce([refused], modelVersion: modelVersion, labels: labels, db: db) }
@@ -123,12 +124,12 @@ public final class IngestStore {
             case let .accepted(item, p, mentions):
                 var probabilities = "{"
                 for (i, v) in p.probabilities.enumerated() {
-                    probabilities += (i > 0 ? "," : "") + "\"\(Self.jsonEscape(labels[i]))\":\(v)"
+                    probabilities += (i > 0 ? "," : "") + "\"\(Self.jsonEscape(labels[i]))\":" + (v.isFinite ? "\(v)" : "null")
                 }
                 probabilities += "}"
                 items += CopyText.row(key + [
-                    item.externalID, item.text, item.publishedAt.map(Self.timestamp), item.source, p.label, probabilities,
-                    String(p.margin), String(p.entropy),
+                    item.externalID, item.text, item.publishedAt.map(timestamp), item.source, p.label, probabilities,
+                    p.margin.isFinite ? String(p.margin) : "NaN", p.entropy.isFinite ? String(p.entropy) : "NaN",
                     PostgresArray.text(mentions.map(\.companyID)), PostgresArray.text(mentions.map(\.kind.rawValue)),
                 ])
             case let .rejected(reason):
@@ -186,7 +187,7 @@ public final class IngestStore {
 
     /// Runs `body` with a connection, reconnecting with exponential backoff (100 ms doubling up to
     /// `maxBackoff`, with jitter) on retriable errors until `deadline`.
-    func withRetry<T>(until deadline: Date?, what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
+    func withRetry<T>(until deadline: () -> Date?, what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
         var delay = 0.1
         while true {
             do {
@@ -194,7 +195,7 @@ public final class IngestStore {
             } catch let e as PostgresError where e.isRetriable {
                 onFailure(e)
                 connection = nil
-                if let deadline, Date().addingTimeInterval(delay) > deadline { throw e }
+                if let deadline = deadline(), Date().addingTimeInterval(delay) > deadline { throw e }
                 logger.warning("postgres unavailable, retrying", metadata: ["operation": "\(what)", "error": "\(e)", "retry_in_s": "\(String(format: "%.1f", delay))"])
                 Thread.sleep(forTimeInterval: delay * Double.random(in: 0.8...1.2))
                 delay = min(delay * 2, maxBackoff)
@@ -202,11 +203,15 @@ public final class IngestStore {
         }
     }
 
-    static func timestamp(_ d: Date) -> String {
+    /// One formatter per store (the store is used by one thread): building one per row cost more
+    /// than formatting.
+    private let timestampFormatter: ISO8601DateFormatter = {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: d)
-    }
+        return f
+    }()
+
+    func timestamp(_ d: Date) -> String { timestampFormatter.string(from: d) }
 
     static func jsonEscape(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")

@@ -42,7 +42,7 @@ import Testing
 
     @Test(arguments: [
         (#"{"text": "x""#, "malformed JSON"), (#"{"id": "1"}"#, "no \"text\""), (#"{"text": 1}"#, "not a string"),
-        ("  \n ", "empty text"), (#"{"text": "a", "companies": "x"}"#, "companies"), (String(repeating: "y", count: 101), "exceeds"),
+        ("  \n ", "empty text"), (#"{"id": "a\u0000b", "text": "x"}"#, "id contains a NUL"), (#"{"text": "a", "companies": "x"}"#, "companies"), (String(repeating: "y", count: 101), "exceeds"),
     ])
     func badMessagesAreRejectedWithAReason(message: String, reason: String) {
         guard case let .failure(r) = parser.parse(Array(message.utf8)) else { Issue.record("accepted \(message)"); return }
