@@ -54,3 +54,20 @@ import Testing
                 == .labelled("negative", distribution: ["negative": 0.75, "neutral": 0.25]))
     }
 }
+
+@Suite struct PromptTemplateTests {
+    @Test func defaultTemplateAsksForJSONWithTheTextAndLabels() {
+        let m = PromptTemplate.investorSentiment.render(text: "Nokia cut 300 jobs .", labels: ["positive", "negative", "neutral"])
+        #expect(m.map(\.role) == ["system", "user"])
+        #expect(m[1].content.contains("Text: Nokia cut 300 jobs .\nAnswer:"))
+        #expect(m[1].content.contains(#"Possible labels: "positive", "negative", "neutral"."#))
+        #expect(m[1].content.contains(#"{"reason":"#) && m[1].content.contains("not from anything you know about the company"))
+    }
+
+    @Test func customTemplatesServeOtherTasksAndMissingPartsAreNamed() throws {
+        let t = try PromptTemplate(parsing: "=== user ===\nIs this spam ({{labels}})? {{text}}")
+        #expect(t.render(text: "WIN NOW", labels: ["spam", "ham"]) == [ChatMessage(role: "user", content: #"Is this spam ("spam", "ham")? WIN NOW"#)])
+        #expect(throws: TeacherError.self) { try PromptTemplate(parsing: "=== system ===\nhi") }
+        #expect(throws: TeacherError.self) { try PromptTemplate(parsing: "=== user ===\nno placeholder") }
+    }
+}
