@@ -255,3 +255,26 @@ extension Harness {
         return (String(text[..<split.lowerBound].split(separator: "\r\n").first ?? ""), String(text[split.upperBound...]))
     }
 }
+
+/// One test's stream: a mock cluster with a topic, and a fresh database (kept alive together).
+struct TestStream {
+    let cluster: MockCluster
+    let database: String
+    let topic: String
+
+    init(topic: String, partitions: Int) throws {
+        cluster = try MockCluster(brokers: 1)
+        try cluster.createTopic(topic, partitions: partitions)
+        database = try Harness.freshDatabase()
+        self.topic = topic
+    }
+
+    /// The test configuration, written as TOML for a subprocess daemon.
+    func daemonConfig(group: String = "it") throws -> URL {
+        try Harness.writeConfig(Harness.configuration(brokers: cluster.bootstrapServers, database: database, topic: topic, group: group))
+    }
+
+    func produce(_ messages: [String]) throws {
+        try Harness.produce(messages, brokers: cluster.bootstrapServers, topic: topic)
+    }
+}

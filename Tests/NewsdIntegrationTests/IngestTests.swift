@@ -12,9 +12,8 @@ import Glibc
 /// one of them restarts the Postgres server.
 @Suite(.serialized) struct IngestTests {
     @Test func tenThousandMessagesOverFourPartitionsAreStoredExactlyOnce() throws {
-        let cluster = try MockCluster(brokers: 1)
-        try cluster.createTopic("news", partitions: 4)
-        let db = try Harness.freshDatabase()
+        let stream = try TestStream(topic: "news", partitions: 4)
+        let cluster = stream.cluster, db = stream.database
         let n = 10_000
         try Harness.produce(Harness.goodMessages(n, prefix: "m"), brokers: cluster.bootstrapServers, topic: "news")
         let running = try RunningPipeline(Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "news"))
@@ -29,9 +28,8 @@ import Glibc
     }
 
     @Test func malformedMessagesAreRejectedWithReasonsAndGoodOnesStored() throws {
-        let cluster = try MockCluster(brokers: 1)
-        try cluster.createTopic("mixed", partitions: 2)
-        let db = try Harness.freshDatabase()
+        let stream = try TestStream(topic: "mixed", partitions: 2)
+        let cluster = stream.cluster, db = stream.database
         let good = Harness.goodMessages(2000, prefix: "g")
         let bad: [String] = (0..<1000).map { i in
             switch i % 8 {
@@ -69,12 +67,11 @@ import Glibc
     }
 
     @Test func sigkillAtThreeMomentsThenRestartStoresEverythingExactlyOnce() throws {
-        let cluster = try MockCluster(brokers: 1)
-        try cluster.createTopic("crash", partitions: 4)
-        let db = try Harness.freshDatabase()
+        let stream = try TestStream(topic: "crash", partitions: 4)
+        let db = stream.database
         let n = 6000
-        let config = try Harness.writeConfig(Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "crash"))
-        try Harness.produce(Harness.goodMessages(n, prefix: "c"), brokers: cluster.bootstrapServers, topic: "crash")
+        let config = try stream.daemonConfig()
+        try stream.produce(Harness.goodMessages(n, prefix: "c"))
         var rng = SystemRandomNumberGenerator()
         for round in 0..<3 {
             let daemon = try DaemonProcess(config: config, name: "kill-\(round)")
@@ -94,9 +91,8 @@ import Glibc
     }
 
     @Test func twoDaemonsShareThePartitionsAndOneTakesOverWhenTheOtherStops() throws {
-        let cluster = try MockCluster(brokers: 1)
-        try cluster.createTopic("shared", partitions: 4)
-        let db = try Harness.freshDatabase()
+        let stream = try TestStream(topic: "shared", partitions: 4)
+        let cluster = stream.cluster, db = stream.database
         let config = try Harness.writeConfig(Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "shared", group: "pair"))
         let a = try DaemonProcess(config: config, name: "a"), b = try DaemonProcess(config: config, name: "b")
         // Stream while both run, until both hold partitions and have written.
@@ -122,9 +118,8 @@ import Glibc
     }
 
     @Test func brokerFaultsAndPostgresRestartLoseAndDuplicateNothing() throws {
-        let cluster = try MockCluster(brokers: 1)
-        try cluster.createTopic("faults", partitions: 4)
-        let db = try Harness.freshDatabase()
+        let stream = try TestStream(topic: "faults", partitions: 4)
+        let cluster = stream.cluster, db = stream.database
         let messages = Harness.goodMessages(6000, prefix: "f")
         try Harness.produce(Array(messages[..<2000]), brokers: cluster.bootstrapServers, topic: "faults")
         let running = try RunningPipeline(Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "faults"))
@@ -148,12 +143,11 @@ import Glibc
     }
 
     @Test func sigtermMidStreamExitsZeroWithinTheBoundAndLosesNothing() throws {
-        let cluster = try MockCluster(brokers: 1)
-        try cluster.createTopic("term", partitions: 2)
-        let db = try Harness.freshDatabase()
+        let stream = try TestStream(topic: "term", partitions: 2)
+        let db = stream.database
         let n = 5000
-        let config = try Harness.writeConfig(Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "term"))
-        try Harness.produce(Harness.goodMessages(n, prefix: "t"), brokers: cluster.bootstrapServers, topic: "term")
+        let config = try stream.daemonConfig()
+        try stream.produce(Harness.goodMessages(n, prefix: "t"))
         let daemon = try DaemonProcess(config: config, name: "term")
         try Harness.waitFor(db, "SELECT count(*) FROM news_items", atLeast: 500, timeout: 60)
         let start = Date()
@@ -174,9 +168,8 @@ import Glibc
     }
 
     @Test func metricsAndHealthAreServedForOperators() throws {
-        let cluster = try MockCluster(brokers: 1)
-        try cluster.createTopic("ops", partitions: 2)
-        let db = try Harness.freshDatabase()
+        let stream = try TestStream(topic: "ops", partitions: 2)
+        let cluster = stream.cluster, db = stream.database
         var c = Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "ops")
         let port = UInt16.random(in: 20_000...40_000)
         c.metrics.listen = "127.0.0.1:\(port)"
