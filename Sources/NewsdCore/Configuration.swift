@@ -67,6 +67,73 @@ public struct NewsdConfiguration: Sendable, Equatable {
         public var listen = "127.0.0.1:9464"
     }
 
+    /// `[teacher]`: the LLM that labels the items the student is unsure about.
+    public struct Teacher: Sendable, Equatable {
+        /// Base URL of an OpenAI-compatible API (`{base_url}/chat/completions`); empty disables the
+        /// teacher (nothing is queued, no worker runs). Default empty.
+        public var baseURL = ""
+        /// Model name sent to the server. Default `teacher`.
+        public var model = "teacher"
+        /// Prompt template file (`=== system ===` / `=== user ===`, `{{labels}}`, `{{text}}`);
+        /// empty = the built-in investor-sentiment prompt. Default empty.
+        public var promptFile = ""
+        /// Labels the teacher may answer. Default negative, neutral, positive.
+        public var labels = ["negative", "neutral", "positive"]
+        /// Samples per item (k, self-consistency). Default 3.
+        public var samples = 3
+        /// Extra samples at most when the first k have no majority (m). Default 2.
+        public var extraSamples = 2
+        /// Sampling temperature. Default 0.8.
+        public var temperature = 0.8
+        /// Nucleus sampling. Default 0.9.
+        public var topP = 0.9
+        /// Completion tokens per sample at most. Default 256.
+        public var maxTokens = 256
+        /// Ask for k samples in one request (`n`); servers that ignore it get one request per sample.
+        /// Default true.
+        public var useN = true
+        /// Requests in flight at most, per host. Default 16.
+        public var concurrency = 16
+        /// Requests per minute at most, per host (0 = unlimited). Default 600.
+        public var requestsPerMinute = 600
+        /// Tokens per minute at most, per host (0 = unlimited). Default 0.
+        public var tokensPerMinute = 0
+        /// US dollars per UTC day for all hosts together (0 = unlimited). Default 5.
+        public var dailyBudgetUSD = 5.0
+        /// Price per million prompt tokens, USD (set your provider's). Default 0.5.
+        public var inputPricePerMillion = 0.5
+        /// Price per million completion tokens, USD. Default 1.5.
+        public var outputPricePerMillion = 1.5
+        /// Seconds per request at most. Default 60.
+        public var timeoutSeconds = 60.0
+        /// Seconds to connect at most. Default 10.
+        public var connectTimeoutSeconds = 10.0
+        /// Retries per request (429, 5xx, timeouts, connection errors). Default 6.
+        public var maxRetries = 6
+        /// Seconds a worker holds a claimed item before another host may take it. Default 300.
+        public var leaseSeconds = 300.0
+        /// Claims of one item at most before it is marked failed. Default 10.
+        public var maxAttempts = 10
+        /// Run the queue worker in `newsd run` (false: only `newsd teacher work` drains it). Default true.
+        public var worker = true
+        /// Selection strategy: margin, entropy, top_k or random. Default margin.
+        public var selection = "margin"
+        /// Margin (top-1 minus top-2 probability) below which an item is uncertain. Default 0.3.
+        public var marginThreshold = 0.3
+        /// Entropy (nats) above which an item is uncertain. Default 0.7.
+        public var entropyThreshold = 0.7
+        /// Items per window for top_k. Default 200.
+        public var topK = 200
+        /// The top_k window, seconds. Default 3600.
+        public var windowSeconds = 3600.0
+        /// Share of items sent at random (live-accuracy estimate). Default 0.02.
+        public var explorationRate = 0.02
+        /// Share of traffic sent to the teacher at most. Default 0.3.
+        public var maxShare = 0.3
+        /// With no trained model, the first N items all go to the teacher. Default 500.
+        public var coldStartItems = 500
+    }
+
     /// `[log]`.
     public struct Log: Sendable, Equatable {
         /// trace, debug, info, notice, warning, error or critical. Default info.
@@ -79,6 +146,7 @@ public struct NewsdConfiguration: Sendable, Equatable {
     public var portfolio = Portfolio()
     public var ingest = Ingest()
     public var metrics = Metrics()
+    public var teacher = Teacher()
     public var log = Log()
 
     /// The defaults.
@@ -86,7 +154,9 @@ public struct NewsdConfiguration: Sendable, Equatable {
 
     /// Loads a TOML file (if given), then applies `NEWSD_*` environment overrides, then validates.
     /// Errors name the key, the value and the reason.
-    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> NewsdConfiguration {
+    /// `requireModel: false` is for tools that serve no model (`newsd label`, `newsd teacher`).
+    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+                            requireModel: Bool = true) throws -> NewsdConfiguration {
         var values: [String: TOMLValue] = [:]
         if let file {
             let text: String
@@ -115,12 +185,12 @@ public struct NewsdConfiguration: Sendable, Equatable {
             guard let raw = environment[env] else { continue }
             try key.apply(&config, try key.fromEnvironment(raw), "\(env)=\(raw) (key \(key.path))")
         }
-        try config.validate()
+        try config.validate(requireModel: requireModel)
         return config
     }
 
     /// Checks values; the error names the key, the value and why it is wrong.
-    public func validate() throws {
+    public func validate(requireModel: Bool = true) throws {
         func bad(_ key: String, _ value: Any, _ why: String) -> CoreError { CoreError("\(key) = \(value): \(why)") }
         if kafka.brokers.trimmingCharacters(in: .whitespaces).isEmpty { throw bad("kafka.brokers", "\"\"", "at least one host:port is needed") }
         for b in kafka.brokers.split(separator: ",") where !b.contains(":") {
@@ -132,8 +202,8 @@ public struct NewsdConfiguration: Sendable, Equatable {
         if !(1_000...600_000).contains(kafka.sessionTimeoutMs) { throw bad("kafka.session_timeout_ms", kafka.sessionTimeoutMs, "must be between 1000 and 600000") }
         if postgres.url.isEmpty { throw bad("postgres.url", "\"\"", "a libpq connection string or URI is needed") }
         if !(postgres.maxBackoffSeconds > 0) { throw bad("postgres.max_backoff_seconds", postgres.maxBackoffSeconds, "must be > 0") }
-        if model.dir.isEmpty { throw bad("model.dir", "\"\"", "the student artifact (or base checkpoint) directory is required") }
-        if !FileManager.default.fileExists(atPath: model.dir) { throw bad("model.dir", "\"\(model.dir)\"", "no such directory") }
+        if requireModel && model.dir.isEmpty { throw bad("model.dir", "\"\"", "the student artifact (or base checkpoint) directory is required") }
+        if !model.dir.isEmpty && !FileManager.default.fileExists(atPath: model.dir) { throw bad("model.dir", "\"\(model.dir)\"", "no such directory") }
         if !(1...64).contains(model.threads) { throw bad("model.threads", model.threads, "must be between 1 and 64") }
         if !(1...4096).contains(model.batchSize) { throw bad("model.batch_size", model.batchSize, "must be between 1 and 4096") }
         if !portfolio.file.isEmpty && !FileManager.default.fileExists(atPath: portfolio.file) {
@@ -143,9 +213,45 @@ public struct NewsdConfiguration: Sendable, Equatable {
         if !(1...60_000).contains(ingest.batchMaxWaitMs) { throw bad("ingest.batch_max_wait_ms", ingest.batchMaxWaitMs, "must be between 1 and 60000") }
         if !(16...1_000_000).contains(ingest.maxTextBytes) { throw bad("ingest.max_text_bytes", ingest.maxTextBytes, "must be between 16 and 1000000") }
         if !(ingest.shutdownTimeoutSeconds > 0) { throw bad("ingest.shutdown_timeout_seconds", ingest.shutdownTimeoutSeconds, "must be > 0") }
+        try validateTeacher()
         if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(log.level) {
             throw bad("log.level", log.level, "must be trace, debug, info, notice, warning, error or critical")
         }
+    }
+
+    private func validateTeacher() throws {
+        func bad(_ key: String, _ value: Any, _ why: String) -> CoreError { CoreError("teacher.\(key) = \(value): \(why)") }
+        let t = teacher
+        if !t.baseURL.isEmpty && !(t.baseURL.hasPrefix("http://") || t.baseURL.hasPrefix("https://")) {
+            throw bad("base_url", "\"\(t.baseURL)\"", "expected an http:// or https:// URL (or empty to disable the teacher)")
+        }
+        if !t.promptFile.isEmpty && !FileManager.default.fileExists(atPath: t.promptFile) { throw bad("prompt_file", "\"\(t.promptFile)\"", "no such file") }
+        if t.labels.count < 2 || Set(t.labels).count != t.labels.count { throw bad("labels", t.labels, "at least two distinct labels are needed") }
+        if !(1...15).contains(t.samples) { throw bad("samples", t.samples, "must be between 1 and 15") }
+        if !(0...15).contains(t.extraSamples) { throw bad("extra_samples", t.extraSamples, "must be between 0 and 15") }
+        if !(0...2).contains(t.temperature) { throw bad("temperature", t.temperature, "must be between 0 and 2") }
+        if !(t.topP > 0 && t.topP <= 1) { throw bad("top_p", t.topP, "must be in (0, 1]") }
+        if !(1...32_768).contains(t.maxTokens) { throw bad("max_tokens", t.maxTokens, "must be between 1 and 32768") }
+        if !(1...256).contains(t.concurrency) { throw bad("concurrency", t.concurrency, "must be between 1 and 256") }
+        if t.requestsPerMinute < 0 { throw bad("requests_per_minute", t.requestsPerMinute, "must be >= 0 (0 = unlimited)") }
+        if t.tokensPerMinute < 0 { throw bad("tokens_per_minute", t.tokensPerMinute, "must be >= 0 (0 = unlimited)") }
+        if !(t.dailyBudgetUSD >= 0) { throw bad("daily_budget_usd", t.dailyBudgetUSD, "must be >= 0 (0 = unlimited)") }
+        if !(t.inputPricePerMillion >= 0) { throw bad("input_price_per_million", t.inputPricePerMillion, "must be >= 0") }
+        if !(t.outputPricePerMillion >= 0) { throw bad("output_price_per_million", t.outputPricePerMillion, "must be >= 0") }
+        if !(t.timeoutSeconds > 0) { throw bad("timeout_seconds", t.timeoutSeconds, "must be > 0") }
+        if !(t.connectTimeoutSeconds > 0) { throw bad("connect_timeout_seconds", t.connectTimeoutSeconds, "must be > 0") }
+        if !(0...100).contains(t.maxRetries) { throw bad("max_retries", t.maxRetries, "must be between 0 and 100") }
+        if !(t.leaseSeconds >= 1) { throw bad("lease_seconds", t.leaseSeconds, "must be >= 1") }
+        if !(t.leaseSeconds > t.timeoutSeconds) { throw bad("lease_seconds", t.leaseSeconds, "must be longer than teacher.timeout_seconds (\(t.timeoutSeconds)), or items are taken over while still being labelled") }
+        if t.maxAttempts < 1 { throw bad("max_attempts", t.maxAttempts, "must be >= 1") }
+        if !["margin", "entropy", "top_k", "random"].contains(t.selection) { throw bad("selection", t.selection, "must be margin, entropy, top_k or random") }
+        if !(0...1).contains(t.marginThreshold) { throw bad("margin_threshold", t.marginThreshold, "must be between 0 and 1") }
+        if !(t.entropyThreshold >= 0) { throw bad("entropy_threshold", t.entropyThreshold, "must be >= 0") }
+        if t.topK < 1 { throw bad("top_k", t.topK, "must be >= 1") }
+        if !(t.windowSeconds > 0) { throw bad("window_seconds", t.windowSeconds, "must be > 0") }
+        if !(0...1).contains(t.explorationRate) { throw bad("exploration_rate", t.explorationRate, "must be between 0 and 1") }
+        if !(0...1).contains(t.maxShare) { throw bad("max_share", t.maxShare, "must be between 0 and 1") }
+        if t.coldStartItems < 0 { throw bad("cold_start_items", t.coldStartItems, "must be >= 0") }
     }
 
     /// One configuration key: its dotted path and how to set it.
@@ -181,6 +287,18 @@ public struct NewsdConfiguration: Sendable, Equatable {
                 return .float(d)
             })
         }
+        static func bool(_ path: String, _ kp: WritableKeyPath<NewsdConfiguration, Bool>) -> Key {
+            Key(path: path, apply: { c, v, ctx in
+                guard case let .bool(b) = v else { throw CoreError("\(ctx): expected true or false") }
+                c[keyPath: kp] = b
+            }, fromEnvironment: { raw in
+                switch raw.trimmingCharacters(in: .whitespaces).lowercased() {
+                case "true", "1", "yes": return .bool(true)
+                case "false", "0", "no": return .bool(false)
+                default: throw CoreError("\(path) = \(raw): expected true or false")
+                }
+            })
+        }
         static func strings(_ path: String, _ kp: WritableKeyPath<NewsdConfiguration, [String]>) -> Key {
             Key(path: path, apply: { c, v, ctx in
                 switch v {
@@ -207,6 +325,22 @@ public struct NewsdConfiguration: Sendable, Equatable {
         .int("ingest.batch_max_messages", \.ingest.batchMaxMessages), .int("ingest.batch_max_wait_ms", \.ingest.batchMaxWaitMs),
         .int("ingest.max_text_bytes", \.ingest.maxTextBytes), .double("ingest.shutdown_timeout_seconds", \.ingest.shutdownTimeoutSeconds),
         .string("metrics.listen", \.metrics.listen), .string("log.level", \.log.level),
+        .string("teacher.base_url", \.teacher.baseURL), .string("teacher.model", \.teacher.model),
+        .string("teacher.prompt_file", \.teacher.promptFile), .strings("teacher.labels", \.teacher.labels),
+        .int("teacher.samples", \.teacher.samples), .int("teacher.extra_samples", \.teacher.extraSamples),
+        .double("teacher.temperature", \.teacher.temperature), .double("teacher.top_p", \.teacher.topP),
+        .int("teacher.max_tokens", \.teacher.maxTokens), .bool("teacher.use_n", \.teacher.useN),
+        .int("teacher.concurrency", \.teacher.concurrency), .int("teacher.requests_per_minute", \.teacher.requestsPerMinute),
+        .int("teacher.tokens_per_minute", \.teacher.tokensPerMinute), .double("teacher.daily_budget_usd", \.teacher.dailyBudgetUSD),
+        .double("teacher.input_price_per_million", \.teacher.inputPricePerMillion),
+        .double("teacher.output_price_per_million", \.teacher.outputPricePerMillion),
+        .double("teacher.timeout_seconds", \.teacher.timeoutSeconds), .double("teacher.connect_timeout_seconds", \.teacher.connectTimeoutSeconds),
+        .int("teacher.max_retries", \.teacher.maxRetries), .double("teacher.lease_seconds", \.teacher.leaseSeconds),
+        .int("teacher.max_attempts", \.teacher.maxAttempts), .bool("teacher.worker", \.teacher.worker),
+        .string("teacher.selection", \.teacher.selection), .double("teacher.margin_threshold", \.teacher.marginThreshold),
+        .double("teacher.entropy_threshold", \.teacher.entropyThreshold), .int("teacher.top_k", \.teacher.topK),
+        .double("teacher.window_seconds", \.teacher.windowSeconds), .double("teacher.exploration_rate", \.teacher.explorationRate),
+        .double("teacher.max_share", \.teacher.maxShare), .int("teacher.cold_start_items", \.teacher.coldStartItems),
     ] }
 }
 

@@ -5,6 +5,7 @@ import NewsdCore
 import NewsdKafka
 import NewsdModel
 import NewsdPostgres
+import NewsdTeacher
 
 /// Running totals of the ingest path, for logs, the closing summary and benchmarks.
 public struct IngestStatistics: Sendable {
@@ -23,6 +24,8 @@ public struct IngestStatistics: Sendable {
     public var batchLatencies: [Double] = []
     /// Postgres failures seen (each retried).
     public var databaseFailures = 0
+    /// Items put on the teacher queue.
+    public var queuedForTeacher = 0
     /// Monotonic seconds when the first message arrived and when the last batch was committed.
     public var firstMessageAt: Double?, lastCommitAt: Double?
 
@@ -71,6 +74,10 @@ public final class IngestPipeline: @unchecked Sendable {
     private let parser: MessageParser
     private let linker: CompanyLinker
     private let model: LockedValue<StudentModel>
+    /// Chooses items for the teacher; nil when no teacher is configured.
+    private let selector: TeacherSelector?
+    /// Teacher queue size and today's spend, refreshed from Postgres every few seconds.
+    private var teacherState = (queued: 0, spent: 0.0, refreshedAt: -1e9)
     private let stopRequested = LockedValue(false)
     private let stats = LockedValue(IngestStatistics())
     private let healthState = LockedValue(HealthState())
@@ -88,6 +95,8 @@ public final class IngestPipeline: @unchecked Sendable {
         self.parser = MessageParser(maxTextBytes: settings.configuration.ingest.maxTextBytes)
         self.linker = CompanyLinker(companies)
         self.model = LockedValue(model)
+        let t = settings.configuration.teacher
+        selector = t.baseURL.isEmpty ? nil : TeacherSelector(policy: SelectionPolicy(configuration: t))
     }
 
     /// Current totals.
@@ -222,6 +231,7 @@ public final class IngestPipeline: @unchecked Sendable {
             }
         }
         parsed.removeAll()
+        try chooseForTeacher(&out, student: student, store: store)
         // 4. Write everything and the next offsets in one transaction.
         let result = try store.write(out, modelVersion: student.version, labels: student.labels) { [self] in stopDeadline }
         healthState.withLock { $0.postgresUp = true }
@@ -234,6 +244,7 @@ public final class IngestPipeline: @unchecked Sendable {
             s.consumed += records.count
             s.stored += result.inserted
             s.rejected += result.rejected
+            s.queuedForTeacher += result.queued
             s.batches += 1
             s.parseSeconds += t1 - t0
             s.classifySeconds += t2 - t1
@@ -245,6 +256,26 @@ public final class IngestPipeline: @unchecked Sendable {
         }
         logger.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
                                                  "rejected": "\(result.rejected)", "model": "\(student.version)"])
+    }
+
+    /// Marks the items the teacher should see (uncertainty sampling; cold start while the student
+    /// is an untrained base; nothing once the day's budget is spent).
+    private func chooseForTeacher(_ out: inout [ProcessedMessage], student: StudentModel, store: IngestStore) throws {
+        guard let selector else { return }
+        let t = settings.configuration.teacher
+        if now() - teacherState.refreshedAt > 5 {
+            let state = try store.teacherState(until: { [self] in stopDeadline })
+            teacherState = (state.queued, state.spent, now())
+        }
+        let accepted = out.indices.filter { if case .accepted = out[$0].outcome { return true }; return false }
+        var margins: [Float] = [], entropies: [Float] = []
+        for i in accepted { if case let .accepted(_, p, _) = out[i].outcome { margins.append(p.margin); entropies.append(p.entropy) } }
+        let untrained = student.manifest == nil
+        let coldStartRemaining = untrained ? max(0, t.coldStartItems - teacherState.queued) : 0
+        let budgetExhausted = t.dailyBudgetUSD > 0 && teacherState.spent >= t.dailyBudgetUSD
+        let reasons = selector.select(margins: margins, entropies: entropies, coldStartRemaining: coldStartRemaining, budgetExhausted: budgetExhausted)
+        for (k, i) in accepted.enumerated() { out[i].teach = reasons[k] }
+        teacherState.queued += reasons.lazy.filter { $0 != nil }.count
     }
 
     private func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }

@@ -4,6 +4,7 @@ import NewsdCore
 import NewsdKafka
 import NewsdModel
 import NewsdPostgres
+import NewsdTeacher
 
 /// One consumed message after parsing, linking and classification.
 public struct ProcessedMessage: Sendable {
@@ -22,6 +23,8 @@ public struct ProcessedMessage: Sendable {
     public var raw: [UInt8]
     /// What became of it.
     public var outcome: Outcome
+    /// Why it goes to the teacher (nil: it does not); enqueued in the same transaction.
+    public var teach: SelectionReason? = nil
 }
 
 /// Figures of one written batch.
@@ -32,6 +35,8 @@ public struct BatchWriteResult: Sendable {
     public var rejected = 0
     /// Mentions inserted.
     public var mentions = 0
+    /// Items put on the teacher queue.
+    public var queued = 0
 }
 
 /// Writes micro-batches to Postgres: items, predictions, mentions, rejected messages and the
@@ -63,7 +68,7 @@ public final class IngestStore {
             CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
                 topic text, partition integer, kafka_offset bigint, external_id text, text text,
                 published_at timestamptz, source text, label text, probabilities jsonb, margin real, entropy real,
-                companies text[], matched_by text[]) ON COMMIT DELETE ROWS;
+                companies text[], matched_by text[], text_hash text, teach text) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS rejected_stage (
                 topic text, partition integer, kafka_offset bigint, raw bytea, reason text) ON COMMIT DELETE ROWS;
             """)
@@ -131,6 +136,7 @@ public final class IngestStore {
                     item.externalID, item.text, item.publishedAt.map(timestamp), item.source, p.label, probabilities,
                     p.margin.isFinite ? String(p.margin) : "NaN", p.entropy.isFinite ? String(p.entropy) : "NaN",
                     PostgresArray.text(mentions.map(\.companyID)), PostgresArray.text(mentions.map(\.kind.rawValue)),
+                    m.teach == nil ? nil : teacherTextHash(item.text), m.teach?.rawValue,
                 ])
             case let .rejected(reason):
                 rejected += CopyText.row(key + [CopyText.bytea(m.raw), reason])
@@ -163,6 +169,21 @@ public final class IngestStore {
                     """, [modelVersion])
                 result.inserted = Int(r.rows.first?[0] ?? "0") ?? 0
                 result.mentions = Int(r.rows.first?[2] ?? "0") ?? 0
+                if batch.contains(where: { $0.teach != nil }) {
+                    // Chosen for the teacher: queued with the facts, once per text, never when the
+                    // text already has a verdict. Exploration items go first (they measure live
+                    // accuracy), then the least certain.
+                    result.queued = try db.execute("""
+                        INSERT INTO teacher_queue (text_hash, text, item_id, reason, model_version, predicted_label, margin, priority)
+                        SELECT DISTINCT ON (s.text_hash) s.text_hash, s.text, n.id, s.teach, $1, s.label, s.margin,
+                               CASE s.teach WHEN 'explore' THEN -1 WHEN 'cold_start' THEN 0 ELSE s.margin END
+                        FROM ingest_stage s JOIN news_items n USING (topic, partition, kafka_offset)
+                        WHERE s.teach IS NOT NULL
+                          AND NOT EXISTS (SELECT 1 FROM teacher_labels l WHERE l.text_hash = s.text_hash)
+                        ORDER BY s.text_hash, n.id
+                        ON CONFLICT (text_hash) DO NOTHING
+                        """, [modelVersion]).affected
+                }
             }
             if !rejected.isEmpty {
                 try db.copyIn("COPY rejected_stage FROM STDIN", data: rejected)
@@ -200,6 +221,13 @@ public final class IngestStore {
                 Thread.sleep(forTimeInterval: delay * Double.random(in: 0.8...1.2))
                 delay = min(delay * 2, maxBackoff)
             }
+        }
+    }
+
+    /// Items ever queued for the teacher and today's (UTC) teacher spend, for selection.
+    public func teacherState(until deadline: @escaping () -> Date?) throws -> (queued: Int, spent: Double) {
+        try withRetry(until: deadline, what: "read teacher state") { db in
+            (try TeacherQueue.counts(db).queued, try TeacherQueue.spentToday(db))
         }
     }
 

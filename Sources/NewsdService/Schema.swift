@@ -89,6 +89,60 @@ public enum Schema {
             FROM mentions m JOIN latest_predictions lp ON lp.item_id = m.item_id
             GROUP BY m.company_id, date_trunc('day', m.published_at);
         """),
+        (2, "teacher queue, teacher labels, teacher requests", """
+        -- Items chosen for the teacher, one per normalised text (the hash deduplicates).
+        CREATE TABLE teacher_queue (
+            id               bigserial PRIMARY KEY,
+            text_hash        text NOT NULL UNIQUE,
+            text             text NOT NULL,
+            item_id          bigint REFERENCES news_items(id) ON DELETE SET NULL,
+            reason           text NOT NULL,            -- cold_start, uncertain, explore, random, manual
+            model_version    text,                     -- the student that chose it
+            predicted_label  text,                     -- what that student said (live-accuracy estimate)
+            margin           real,
+            priority         real NOT NULL DEFAULT 0,  -- lower is labelled first
+            status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+            attempts         integer NOT NULL DEFAULT 0,
+            lease_owner      text,
+            leased_until     timestamptz,
+            last_error       text,
+            enqueued_at      timestamptz NOT NULL DEFAULT now(),
+            done_at          timestamptz
+        );
+        CREATE INDEX teacher_queue_pending ON teacher_queue (priority, id) WHERE status = 'pending';
+        -- The teacher's verdicts, one per normalised text: never asked twice.
+        CREATE TABLE teacher_labels (
+            text_hash      text PRIMARY KEY,
+            text           text NOT NULL,
+            label          text,                       -- NULL when ambiguous
+            status         text NOT NULL CHECK (status IN ('labelled', 'ambiguous')),
+            distribution   jsonb NOT NULL,             -- vote shares: the soft label
+            votes          jsonb NOT NULL,             -- label per sample, FAIL for none
+            reasons        jsonb NOT NULL,             -- reason per sample
+            teacher_model  text NOT NULL,
+            queue_id       bigint,
+            labelled_at    timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX teacher_labels_labelled_at ON teacher_labels (labelled_at);
+        -- Every HTTP request to the teacher: spend, audit, rate checks.
+        CREATE TABLE teacher_requests (
+            id                 bigserial PRIMARY KEY,
+            queue_id           bigint,
+            text_hash          text,
+            sample             integer NOT NULL,
+            samples            integer NOT NULL,
+            status             text NOT NULL,
+            http_status        integer,
+            prompt_tokens      integer NOT NULL DEFAULT 0,
+            completion_tokens  integer NOT NULL DEFAULT 0,
+            cost_usd           double precision NOT NULL DEFAULT 0,
+            latency_ms         real NOT NULL,
+            started_at         timestamptz NOT NULL,
+            worker             text NOT NULL,
+            error              text
+        );
+        CREATE INDEX teacher_requests_started_at ON teacher_requests (started_at);
+        """),
     ]
 
     /// The newest schema version this build knows.

@@ -84,12 +84,30 @@ public struct PromptTemplate: Sendable, Equatable {
     """
 }
 
-/// The one error type of `NewsdTeacher` (this first part: configuration and templates; never
-/// retriable).
+/// The one error type of `NewsdTeacher`: what went wrong, its kind, and whether trying again (the
+/// same item, later) can help.
 public struct TeacherError: Error, CustomStringConvertible, Sendable {
+    /// The kinds of failure.
+    public enum Kind: Sendable, Equatable {
+        /// Configuration or template problems (never retriable).
+        case configuration
+        /// The server answered with this HTTP status.
+        case http(Int)
+        /// Timeout or connection error.
+        case transport
+        /// A 200 response that is not a chat completion.
+        case badResponse
+        /// Today's spend budget is used up.
+        case budgetExhausted
+    }
     /// What is wrong.
     public var description: String
     /// Whether trying again can help.
     public var isRetriable: Bool
-    init(_ description: String, retriable: Bool = false) { self.description = description; isRetriable = retriable }
+    /// The kind.
+    public var kind: Kind
+    /// Creates an error.
+    public init(_ description: String, retriable: Bool = false, kind: Kind = .configuration) {
+        self.description = description; isRetriable = retriable; self.kind = kind
+    }
 }

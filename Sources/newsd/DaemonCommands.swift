@@ -6,6 +6,7 @@ import NewsdKafka
 import NewsdModel
 import NewsdPostgres
 import NewsdService
+import NewsdTeacher
 import ServiceLifecycle
 
 /// Sets up logging to standard error (the journal, under systemd) at `level`.
@@ -20,8 +21,8 @@ func bootstrapLogging(_ level: String) -> Logger {
 }
 
 /// Loads the configuration or exits with the key, value and reason.
-func loadConfiguration(_ file: String?) throws -> NewsdConfiguration {
-    do { return try NewsdConfiguration.load(file: file) } catch {
+func loadConfiguration(_ file: String?, requireModel: Bool = true) throws -> NewsdConfiguration {
+    do { return try NewsdConfiguration.load(file: file, requireModel: requireModel) } catch {
         throw ValidationError("configuration: \(error)")
     }
 }
@@ -45,12 +46,23 @@ struct RunCommand: AsyncParsableCommand {
         }
         let pipeline = try Daemon.prepare(cfg, logger: logger, consumerProperties: props)
         pipeline.onReady = { SystemdNotifier.notify("READY=1\nSTATUS=consuming") }
+        // The teacher worker drains the queue beside ingest (same group, same graceful shutdown).
+        var worker: TeacherWorker?
+        var teacherClient: TeacherClient?
+        if !cfg.teacher.baseURL.isEmpty && cfg.teacher.worker {
+            let client = try TeacherClient(settings: try TeacherSettings(configuration: cfg.teacher))
+            teacherClient = client
+            worker = TeacherWorker(configuration: cfg, client: client, logger: logger)
+            logger.info("teacher worker enabled", metadata: ["teacher": "\(cfg.teacher.baseURL)", "model": "\(cfg.teacher.model)",
+                                                           "selection": "\(cfg.teacher.selection)", "samples": "\(cfg.teacher.samples)"])
+        }
+        defer { teacherClient?.shutdown() }
         var metricsServer: MetricsServer?
         if !cfg.metrics.listen.isEmpty {
             do {
-                metricsServer = try MetricsServer(listen: cfg.metrics.listen, logger: logger) { [pipeline] in
+                metricsServer = try MetricsServer(listen: cfg.metrics.listen, logger: logger) { [pipeline, worker] in
                     let h = pipeline.healthReport()
-                    return (pipeline.prometheusText(), h.healthy, h.text)
+                    return (pipeline.prometheusText() + (worker?.prometheusText() ?? ""), h.healthy, h.text)
                 }
                 logger.info("metrics and health served", metadata: ["listen": "\(cfg.metrics.listen)", "port": "\(metricsServer!.port)"])
             } catch {
@@ -60,6 +72,7 @@ struct RunCommand: AsyncParsableCommand {
         defer { _ = metricsServer }
         let service = IngestService(pipeline: pipeline, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
+        if let worker { services.append(.init(service: worker)) }
         if stopAfter > 0 { services.append(.init(service: StopAfterService(pipeline: pipeline, count: stopAfter), successTerminationBehavior: .gracefullyShutdownGroup)) }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -209,11 +209,17 @@ final class DaemonProcess: @unchecked Sendable {
         return Harness.packageRoot.appendingPathComponent(".build/debug/newsd")
     }
 
-    init(config: URL, name: String) throws {
+    convenience init(config: URL, name: String) throws {
+        try self.init(arguments: ["run", "--config", config.path], name: name)
+    }
+
+    /// Any newsd subcommand.
+    init(arguments: [String], name: String, environment: [String: String] = [:]) throws {
         log = Harness.temporaryDirectory().appendingPathComponent("\(name).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         process.executableURL = Self.binary
-        process.arguments = ["run", "--config", config.path]
+        process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = try FileHandle(forWritingTo: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()

@@ -1,0 +1,179 @@
+import Dispatch
+import Foundation
+import Logging
+import NewsdCore
+import NewsdModel
+import NewsdPostgres
+import NewsdTeacher
+
+/// The teacher-cache key of a text: SHA-256 of its normalised form (NFC, lower-case, collapsed
+/// whitespace), 32 hex digits. Stable across versions and hosts: a sentence labelled once is
+/// never sent again.
+public func teacherTextHash(_ text: String) -> String {
+    String(SHA256.hex(of: Array(TextHash.normalize(text).utf8)).prefix(32))
+}
+
+/// One blocking Postgres connection used from async code: every call runs on a serial dispatch
+/// queue (never on Swift's cooperative pool), reconnecting with exponential backoff on retriable
+/// errors until the operation succeeds or `stopped` is set.
+public final class BlockingDatabase: @unchecked Sendable {
+    private let url: String
+    private let queue: DispatchQueue
+    private let logger: Logger
+    private var connection: PostgresConnection?
+    private let stopFlag = LockedValue(false)
+
+    /// A lazily connected database.
+    public init(url: String, label: String, logger: Logger) {
+        self.url = url
+        self.logger = logger
+        queue = DispatchQueue(label: label)
+    }
+
+    /// Stops retrying (calls in progress fail at their next retry).
+    public func stop() { stopFlag.withLock { $0 = true } }
+
+    /// Runs `body` with the connection on the database queue, retrying retriable failures.
+    public func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { [self] in continuation.resume(with: Result { try runBlocking(what, body) }) }
+        }
+    }
+
+    /// Queues `body` without waiting (audit records); failures are logged.
+    public func enqueue(_ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> Void) {
+        queue.async { [self] in
+            do { try runBlocking(what, body) } catch { logger.error("database write failed", metadata: ["operation": "\(what)", "error": "\(error)"]) }
+        }
+    }
+
+    private func runBlocking<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
+        var delay = 0.2
+        while true {
+            do {
+                if connection == nil || !connection!.isConnected { connection = try PostgresConnection(url) }
+                return try body(connection!)
+            } catch let e as PostgresError where e.isRetriable {
+                connection = nil
+                if stopFlag.withLock({ $0 }) { throw e }
+                logger.warning("postgres unavailable, retrying", metadata: ["operation": "\(what)", "error": "\(e)"])
+                Thread.sleep(forTimeInterval: delay * Double.random(in: 0.8...1.2))
+                delay = min(delay * 2, 30)
+            }
+        }
+    }
+}
+
+/// An item claimed from the teacher queue.
+public struct QueuedItem: Sendable {
+    /// Queue row id.
+    public var id: Int64
+    /// Normalised-text hash.
+    public var textHash: String
+    /// The text.
+    public var text: String
+    /// Claims so far, this one included.
+    public var attempts: Int
+}
+
+/// The durable teacher queue in Postgres: claims with `FOR UPDATE SKIP LOCKED` and a lease (so
+/// several hosts share it and a crashed worker's items are taken up again when the lease ends),
+/// request records, and verdicts keyed by text hash (a text is labelled once, ever).
+public enum TeacherQueue {
+    /// Claims up to `limit` pending items whose lease is free, least certain first.
+    public static func claim(_ db: PostgresConnection, worker: String, limit: Int, leaseSeconds: Double) throws -> [QueuedItem] {
+        try db.execute("""
+            UPDATE teacher_queue q SET lease_owner = $1, leased_until = now() + make_interval(secs => $2::double precision),
+                   attempts = q.attempts + 1
+            WHERE q.id IN (SELECT id FROM teacher_queue
+                           WHERE status = 'pending' AND (leased_until IS NULL OR leased_until < now())
+                           ORDER BY priority, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+            RETURNING q.id, q.text_hash, q.text, q.attempts
+            """, [worker, String(leaseSeconds), String(limit)]).rows.compactMap { r in
+            guard let id = r[0].flatMap({ Int64($0) }), let hash = r[1], let text = r[2] else { return nil }
+            return QueuedItem(id: id, textHash: hash, text: text, attempts: Int(r[3] ?? "1") ?? 1)
+        }.sorted { $0.id < $1.id }
+    }
+
+    /// Records one HTTP request.
+    public static func record(_ db: PostgresConnection, item: QueuedItem?, worker: String, _ r: TeacherRequestRecord) throws {
+        try db.execute("""
+            INSERT INTO teacher_requests (queue_id, text_hash, sample, samples, status, http_status, prompt_tokens,
+                                          completion_tokens, cost_usd, latency_ms, started_at, worker, error)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11::double precision), $12, $13)
+            """, [item.map { String($0.id) }, item?.textHash, String(r.sample), String(r.samples), r.status, r.httpStatus.map(String.init),
+                  String(r.promptTokens), String(r.completionTokens), String(r.cost), String(r.latency * 1000),
+                  String(r.startedAt.timeIntervalSince1970), worker, r.error.map { String($0.prefix(500)) }])
+    }
+
+    /// Stores the verdict and marks the item done, in one transaction. Returns false when the text
+    /// already had a verdict (another worker finished it first): it is never stored twice.
+    @discardableResult
+    public static func complete(_ db: PostgresConnection, item: QueuedItem, label: TeacherLabel, teacherModel: String) throws -> Bool {
+        try db.transaction {
+            let inserted = try db.execute("""
+                INSERT INTO teacher_labels (text_hash, text, label, status, distribution, votes, reasons, teacher_model, queue_id)
+                VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9)
+                ON CONFLICT (text_hash) DO NOTHING
+                """, [item.textHash, item.text, label.label, label.status, jsonText(label.distribution), jsonText(label.votes),
+                      jsonText(label.reasons), teacherModel, String(item.id)]).affected
+            try db.execute("""
+                UPDATE teacher_queue SET status = 'done', done_at = now(), lease_owner = NULL, leased_until = NULL, last_error = NULL
+                WHERE id = $1 AND status = 'pending'
+                """, [String(item.id)])
+            return inserted == 1
+        }
+    }
+
+    /// Gives an item back (its labelling failed or the worker is stopping); after `maxAttempts`
+    /// claims it is marked failed with the last error.
+    public static func release(_ db: PostgresConnection, item: QueuedItem, error: String, maxAttempts: Int, retryAfterSeconds: Double = 0) throws {
+        try db.execute("""
+            UPDATE teacher_queue SET last_error = $2,
+                   status = CASE WHEN attempts >= $3 THEN 'failed' ELSE status END,
+                   lease_owner = NULL,
+                   leased_until = CASE WHEN $4::double precision > 0 THEN now() + make_interval(secs => $4::double precision) END
+            WHERE id = $1 AND status = 'pending'
+            """, [String(item.id), String(error.prefix(500)), String(maxAttempts), String(retryAfterSeconds)])
+    }
+
+    /// Puts texts on the queue (manual enqueue); returns how many were new (labelled or queued
+    /// texts are skipped).
+    public static func enqueue(_ db: PostgresConnection, texts: [String], reason: String) throws -> Int {
+        var data = ""
+        var seen = Set<String>()
+        for t in texts {
+            let h = teacherTextHash(t)
+            if seen.insert(h).inserted { data += CopyText.row([h, t]) }
+        }
+        return try db.transaction {
+            try db.execute("CREATE TEMP TABLE IF NOT EXISTS enqueue_stage (text_hash text, text text) ON COMMIT DELETE ROWS")
+            try db.copyIn("COPY enqueue_stage FROM STDIN", data: data)
+            return try db.execute("""
+                INSERT INTO teacher_queue (text_hash, text, reason)
+                SELECT s.text_hash, s.text, $1 FROM enqueue_stage s
+                WHERE NOT EXISTS (SELECT 1 FROM teacher_labels l WHERE l.text_hash = s.text_hash)
+                ON CONFLICT (text_hash) DO NOTHING
+                """, [reason]).affected
+        }
+    }
+
+    /// Today's (UTC) spend over all hosts, US dollars.
+    public static func spentToday(_ db: PostgresConnection) throws -> Double {
+        let r = try db.execute("""
+            SELECT coalesce(sum(cost_usd), 0) FROM teacher_requests
+            WHERE started_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+            """)
+        return Double(r.rows.first?[0] ?? "0") ?? 0
+    }
+
+    /// Items queued ever (pending, done or failed) and still pending.
+    public static func counts(_ db: PostgresConnection) throws -> (queued: Int, pending: Int) {
+        let r = try db.execute("SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM teacher_queue")
+        return (Int(r.rows.first?[0] ?? "0") ?? 0, Int(r.rows.first?[1] ?? "0") ?? 0)
+    }
+
+    static func jsonText(_ value: Any) -> String {
+        String(decoding: (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data("null".utf8), as: UTF8.self)
+    }
+}

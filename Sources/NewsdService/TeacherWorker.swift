@@ -1,0 +1,188 @@
+import Foundation
+import Logging
+import NewsdCore
+import NewsdPostgres
+import NewsdTeacher
+import ServiceLifecycle
+
+extension TeacherSettings {
+    /// Settings from the `[teacher]` configuration; the API key from `NEWSD_TEACHER_API_KEY` or
+    /// the credentials file (`TEACHER_API_KEY=...`).
+    public init(configuration c: NewsdConfiguration.Teacher) throws {
+        self.init(baseURL: c.baseURL)
+        model = c.model
+        apiKey = Secrets.value("TEACHER_API_KEY")
+        labels = c.labels.map { $0.lowercased() }
+        if !c.promptFile.isEmpty { prompt = try PromptTemplate(file: c.promptFile) }
+        samples = c.samples
+        extraSamples = c.extraSamples
+        temperature = c.temperature
+        topP = c.topP
+        maxTokens = c.maxTokens
+        useN = c.useN
+        concurrency = c.concurrency
+        requestsPerMinute = c.requestsPerMinute
+        tokensPerMinute = c.tokensPerMinute
+        dailyBudget = c.dailyBudgetUSD
+        inputPricePerMillion = c.inputPricePerMillion
+        outputPricePerMillion = c.outputPricePerMillion
+        timeout = c.timeoutSeconds
+        connectTimeout = c.connectTimeoutSeconds
+        maxRetries = c.maxRetries
+    }
+}
+
+extension SelectionPolicy {
+    /// The policy from the `[teacher]` configuration.
+    public init(configuration c: NewsdConfiguration.Teacher) {
+        self.init()
+        strategy = Strategy(rawValue: c.selection) ?? .margin
+        marginThreshold = Float(c.marginThreshold)
+        entropyThreshold = Float(c.entropyThreshold)
+        topK = c.topK
+        windowSeconds = c.windowSeconds
+        explorationRate = c.explorationRate
+        maxShare = c.maxShare
+        coldStartItems = c.coldStartItems
+    }
+}
+
+/// Running totals of a teacher worker.
+public struct TeacherWorkerStatistics: Sendable {
+    /// Items labelled (majority) and ambiguous (no majority).
+    public var labelled = 0, ambiguous = 0
+    /// Items given back after a failure.
+    public var released = 0
+    /// HTTP requests by status.
+    public var requests: [String: Int] = [:]
+    /// Tokens and spend reported.
+    public var promptTokens = 0, completionTokens = 0
+    /// US dollars.
+    public var cost = 0.0
+}
+
+/// Drains the teacher queue: claims items (`FOR UPDATE SKIP LOCKED`, with a lease), labels them
+/// with k samples through the teacher client (limits, retries, breaker), records every request,
+/// stores each verdict and marks the item done in one transaction. Items whose labelling failed
+/// go back to the queue. Holds back while the breaker is open or the day's budget is spent; ingest
+/// is unaffected either way. Several hosts can run one each.
+public final class TeacherWorker: Service, @unchecked Sendable {
+    private let configuration: NewsdConfiguration
+    private let client: TeacherClient
+    private let logger: Logger
+    private let database: BlockingDatabase
+    /// This worker's name in leases and request records (`host:pid`).
+    public let workerID: String
+    private let stats = LockedValue(TeacherWorkerStatistics())
+    private let stopFlag = LockedValue(false)
+    /// Return once the queue is empty and nothing is in flight (batch runs, benchmarks).
+    public var stopWhenEmpty = false
+
+    /// A worker for this configuration.
+    public init(configuration: NewsdConfiguration, client: TeacherClient, logger: Logger) {
+        self.configuration = configuration
+        self.client = client
+        self.logger = logger
+        workerID = "\(ProcessInfo.processInfo.hostName):\(getpid())"
+        database = BlockingDatabase(url: configuration.postgres.url, label: "newsd-teacher-db", logger: logger)
+    }
+
+    /// Current totals.
+    public var statistics: TeacherWorkerStatistics { stats.withLock { $0 } }
+
+    /// Asks the worker to stop claiming and return once its items in flight are done.
+    public func requestStop() { stopFlag.withLock { $0 = true } }
+    private var stopping: Bool { stopFlag.withLock { $0 } }
+
+    /// Runs until graceful shutdown (or an empty queue with `stopWhenEmpty`).
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await loop()
+        } onGracefulShutdown: { [self] in
+            logger.info("teacher worker: finishing the items in flight")
+            requestStop()
+        }
+        database.stop()
+    }
+
+    private func loop() async throws {
+        let t = configuration.teacher
+        let slots = t.concurrency
+        var lastBudgetSync = -1e9
+        var loggedHold: String?
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var inFlight = 0
+            while !stopping {
+                let now = Date().timeIntervalSince1970
+                if now - lastBudgetSync > 15 {
+                    let spent = try await database.run("read spend") { try TeacherQueue.spentToday($0) }
+                    client.ledger.synchronise(spentToday: spent)
+                    lastBudgetSync = now
+                }
+                var hold: String?
+                if client.ledger.isExhausted { hold = "daily budget of $\(t.dailyBudgetUSD) spent; waiting for the next UTC day" }
+                else if client.breaker.isOpen { hold = "teacher unavailable (circuit open); the queue waits" }
+                if hold != loggedHold { if let hold { logger.warning("teacher worker holding: \(hold)") } else if loggedHold != nil { logger.info("teacher worker resumed") }; loggedHold = hold }
+                var claimed: [QueuedItem] = []
+                if hold == nil && inFlight < slots {
+                    let (worker, lease, limit) = (workerID, t.leaseSeconds, slots - inFlight)
+                    claimed = try await database.run("claim") { try TeacherQueue.claim($0, worker: worker, limit: limit, leaseSeconds: lease) }
+                    for item in claimed {
+                        inFlight += 1
+                        group.addTask { await self.process(item) }
+                    }
+                }
+                if claimed.isEmpty && inFlight == 0 {
+                    if stopWhenEmpty && hold == nil { return }
+                    try await Task.sleep(nanoseconds: hold == nil ? 300_000_000 : 1_000_000_000)
+                } else if inFlight >= slots || claimed.isEmpty {
+                    // Wait for one item to finish, but come back to claim more now and then.
+                    _ = try await group.next()
+                    inFlight -= 1
+                }
+            }
+            while inFlight > 0 { _ = try await group.next(); inFlight -= 1 }
+        }
+    }
+
+    private func process(_ item: QueuedItem) async {
+        let (worker, db, stats) = (workerID, database, stats)
+        do {
+            let verdict = try await client.label(item.text) { record in
+                stats.withLock { s in
+                    s.requests[record.status, default: 0] += 1
+                    s.promptTokens += record.promptTokens; s.completionTokens += record.completionTokens; s.cost += record.cost
+                }
+                db.enqueue("record request") { try TeacherQueue.record($0, item: item, worker: worker, record) }
+            }
+            let model = configuration.teacher.model
+            let stored = try await database.run("store verdict") { try TeacherQueue.complete($0, item: item, label: verdict, teacherModel: model) }
+            stats.withLock { s in if verdict.label == nil { s.ambiguous += 1 } else { s.labelled += 1 } }
+            logger.debug("teacher verdict", metadata: ["queue_id": "\(item.id)", "status": "\(verdict.status)", "label": "\(verdict.label ?? "-")",
+                                                       "votes": "\(verdict.votes)", "stored": "\(stored)"])
+        } catch {
+            let budget = (error as? TeacherError)?.kind == .budgetExhausted
+            if !budget { logger.warning("teacher could not label an item; it goes back to the queue", metadata: ["queue_id": "\(item.id)", "error": "\(error)"]) }
+            stats.withLock { $0.released += 1 }
+            let max = configuration.teacher.maxAttempts
+            // Not retried at once: the server just failed every retry, give it a moment.
+            let wait = budget ? 0 : min(60, 5 * Double(item.attempts))
+            _ = try? await database.run("release") { try TeacherQueue.release($0, item: item, error: "\(error)", maxAttempts: budget ? Int.max : max, retryAfterSeconds: wait) }
+        }
+    }
+
+    /// Prometheus lines for `/metrics`.
+    public func prometheusText() -> String {
+        let s = statistics
+        var out = "# HELP newsd_teacher_items_total Items the teacher worker finished, by outcome.\n# TYPE newsd_teacher_items_total counter\n"
+        out += "newsd_teacher_items_total{outcome=\"labelled\"} \(s.labelled)\nnewsd_teacher_items_total{outcome=\"ambiguous\"} \(s.ambiguous)\nnewsd_teacher_items_total{outcome=\"released\"} \(s.released)\n"
+        out += "# HELP newsd_teacher_requests_total Teacher HTTP requests by status.\n# TYPE newsd_teacher_requests_total counter\n"
+        for (k, v) in s.requests.sorted(by: { $0.key < $1.key }) { out += "newsd_teacher_requests_total{status=\"\(k)\"} \(v)\n" }
+        out += "# HELP newsd_teacher_tokens_total Tokens reported by the teacher.\n# TYPE newsd_teacher_tokens_total counter\n"
+        out += "newsd_teacher_tokens_total{kind=\"prompt\"} \(s.promptTokens)\nnewsd_teacher_tokens_total{kind=\"completion\"} \(s.completionTokens)\n"
+        out += "# HELP newsd_teacher_spend_usd_total Teacher spend of this host, US dollars.\n# TYPE newsd_teacher_spend_usd_total counter\nnewsd_teacher_spend_usd_total \(s.cost)\n"
+        out += "# HELP newsd_teacher_circuit_open 1 while the teacher's circuit breaker holds requests back.\n# TYPE newsd_teacher_circuit_open gauge\nnewsd_teacher_circuit_open \(client.breaker.isOpen ? 1 : 0)\n"
+        out += "# HELP newsd_teacher_budget_exhausted 1 while today's budget is spent.\n# TYPE newsd_teacher_budget_exhausted gauge\nnewsd_teacher_budget_exhausted \(client.ledger.isExhausted ? 1 : 0)\n"
+        return out
+    }
+}
