@@ -13,6 +13,10 @@ public struct ServerRequest: Sendable {
     public var headers: [String: String]
     /// Body (by `Content-Length`).
     public var body: [UInt8]
+    /// A request (the server builds these; tests call handlers directly).
+    public init(method: String, path: String, headers: [String: String], body: [UInt8]) {
+        self.method = method; self.path = path; self.headers = headers; self.body = body
+    }
 }
 
 /// What the handler answers.

@@ -108,6 +108,12 @@ public struct TeacherLabel: Sendable {
     }
 }
 
+/// The contents of one request of a group of concurrent requests.
+struct SampleBatch: Sendable {
+    var index: Int
+    var contents: [String]
+}
+
 /// An OpenAI-compatible chat-completions client for labelling: k samples per text (in one request
 /// with `n` where the server supports it), parsed strictly-then-tolerantly, majority vote with up
 /// to m extra samples; retries with exponential backoff and jitter on 429, 5xx, timeouts and
@@ -174,13 +180,13 @@ public final class TeacherClient: @unchecked Sendable {
             nSupportedValue = false
         }
         let have = contents.count
-        let rest = try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
+        let rest = try await withThrowingTaskGroup(of: SampleBatch.self) { group in
             for i in have..<count {
-                group.addTask { (i, try await self.complete(messages, n: 1, sample: first + i, onRequest: onRequest)) }
+                group.addTask { SampleBatch(index: i, contents: try await self.complete(messages, n: 1, sample: first + i, onRequest: onRequest)) }
             }
-            var out: [(Int, [String])] = []
+            var out: [SampleBatch] = []
             for try await r in group { out.append(r) }
-            return out.sorted { $0.0 < $1.0 }.flatMap { $0.1.prefix(1) }
+            return out.sorted { $0.index < $1.index }.flatMap { $0.contents.prefix(1) }
         }
         return contents + rest
     }

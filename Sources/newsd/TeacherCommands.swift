@@ -96,20 +96,22 @@ struct LabelCommand: AsyncParsableCommand {
         let start = Date()
         var finished = 0, labelled = 0, ambiguous = 0, failed = 0
         var budgetSpent = false
-        try await withThrowingTaskGroup(of: (String, Result<TeacherLabel, Error>).self) { group in
+        try await withThrowingTaskGroup(of: LabelOutcome.self) { group in
             var next = 0, inFlight = 0
             while next < order.count || inFlight > 0 {
                 while !budgetSpent && inFlight < settings.concurrency && next < order.count {
                     let text = order[next]
                     next += 1; inFlight += 1
                     group.addTask {
-                        do { return (text, .success(try await client.label(text) { totals.add($0) })) } catch { return (text, .failure(error)) }
+                        do { return LabelOutcome(text: text, verdict: try await client.label(text) { totals.add($0) }, error: nil) } catch {
+                            return LabelOutcome(text: text, verdict: nil, error: error as? TeacherError ?? TeacherError("\(error)", retriable: true))
+                        }
                     }
                 }
-                guard inFlight > 0, let (text, result) = try await group.next() else { break }
+                guard inFlight > 0, let outcome = try await group.next() else { break }
                 inFlight -= 1
-                switch result {
-                case let .success(v):
+                let text = outcome.text
+                if let v = outcome.verdict {
                     if v.label == nil { ambiguous += 1 } else { labelled += 1 }
                     var lines = ""
                     for row in pending[text] ?? [] {
@@ -117,9 +119,9 @@ struct LabelCommand: AsyncParsableCommand {
                             .map(CSVTable.quote).joined(separator: ",") + "\n"
                     }
                     handle.write(Data(lines.utf8))
-                case let .failure(e):
+                } else if let e = outcome.error {
                     failed += 1
-                    if (e as? TeacherError)?.kind == .budgetExhausted {
+                    if e.kind == .budgetExhausted {
                         if !budgetSpent { note("label: the daily budget of $\(settings.dailyBudget) is spent; stopping (run again tomorrow to resume)") }
                         budgetSpent = true
                     } else {
@@ -165,6 +167,13 @@ struct LabelCommand: AsyncParsableCommand {
     static func json(_ value: Any) -> String {
         String(decoding: (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self)
     }
+}
+
+/// One finished text of a labelling run.
+struct LabelOutcome: Sendable {
+    var text: String
+    var verdict: TeacherLabel?
+    var error: TeacherError?
 }
 
 /// Request totals of a labelling run.
