@@ -39,6 +39,9 @@ public struct NewsdConfiguration: Sendable, Equatable {
         public var threads = 2
         /// Sentences per inference chunk group. Default 32.
         public var batchSize = 32
+        /// Where registered models are unpacked. Default `$STATE_DIRECTORY/models`, else the
+        /// temporary directory.
+        public var cacheDir = ""
     }
 
     /// `[portfolio]`: the companies to link.
@@ -134,6 +137,38 @@ public struct NewsdConfiguration: Sendable, Equatable {
         public var coldStartItems = 500
     }
 
+    /// `[trainer]`: continuous distillation.
+    public struct Trainer: Sendable, Equatable {
+        /// `daemon` (trains inside `newsd run`), `separate` (only `newsd trainer` trains) or `off`. Default daemon.
+        public var mode = "daemon"
+        /// New labels since the last model that start a run. Default 200.
+        public var minNewLabels = 200
+        /// Labels needed at all. Default 100.
+        public var minLabels = 100
+        /// Seconds after which any new labels start a run. Default 3600.
+        public var intervalSeconds = 3600.0
+        /// Seconds between checks. Default 30.
+        public var checkSeconds = 30.0
+        /// Training threads (a cap, so ingest keeps its cores). Default 1.
+        public var threads = 1
+        /// Epochs. Default 4.
+        public var epochs = 4
+        /// `head`, `top:K` or `all`. Default top:2.
+        public var trainable = "top:2"
+        /// Learning rate. Default 0.0001.
+        public var learningRate = 1e-4
+        /// Share of labels held out for validation, chosen by text hash (never trained on). Default 0.1.
+        public var validationFraction = 0.1
+        /// ε: promote only if macro-F1 >= active's - ε. Default 0.01.
+        public var f1Tolerance = 0.01
+        /// δ: and negative-class recall >= active's - δ. Default 0.02.
+        public var negativeRecallTolerance = 0.02
+        /// Gold sets (CSV with `text` and `label` or `label_experts`) scored for every candidate.
+        public var goldSets: [String] = []
+        /// Live items on which a candidate's agreement with the active model is measured. Default 300.
+        public var shadowItems = 300
+    }
+
     /// `[log]`.
     public struct Log: Sendable, Equatable {
         /// trace, debug, info, notice, warning, error or critical. Default info.
@@ -147,6 +182,7 @@ public struct NewsdConfiguration: Sendable, Equatable {
     public var ingest = Ingest()
     public var metrics = Metrics()
     public var teacher = Teacher()
+    public var trainer = Trainer()
     public var log = Log()
 
     /// The defaults.
@@ -214,6 +250,23 @@ public struct NewsdConfiguration: Sendable, Equatable {
         if !(16...1_000_000).contains(ingest.maxTextBytes) { throw bad("ingest.max_text_bytes", ingest.maxTextBytes, "must be between 16 and 1000000") }
         if !(ingest.shutdownTimeoutSeconds > 0) { throw bad("ingest.shutdown_timeout_seconds", ingest.shutdownTimeoutSeconds, "must be > 0") }
         try validateTeacher()
+        let tr = trainer
+        if !["daemon", "separate", "off"].contains(tr.mode) { throw bad("trainer.mode", tr.mode, "must be daemon, separate or off") }
+        if tr.minNewLabels < 1 { throw bad("trainer.min_new_labels", tr.minNewLabels, "must be >= 1") }
+        if tr.minLabels < 10 { throw bad("trainer.min_labels", tr.minLabels, "must be >= 10") }
+        if !(tr.intervalSeconds > 0) { throw bad("trainer.interval_seconds", tr.intervalSeconds, "must be > 0") }
+        if !(tr.checkSeconds > 0) { throw bad("trainer.check_seconds", tr.checkSeconds, "must be > 0") }
+        if !(1...64).contains(tr.threads) { throw bad("trainer.threads", tr.threads, "must be between 1 and 64") }
+        if !(1...100).contains(tr.epochs) { throw bad("trainer.epochs", tr.epochs, "must be between 1 and 100") }
+        if !(tr.trainable == "head" || tr.trainable == "all" || (tr.trainable.hasPrefix("top:") && Int(tr.trainable.dropFirst(4)).map { $0 > 0 } == true)) {
+            throw bad("trainer.trainable", tr.trainable, "must be head, top:K or all")
+        }
+        if !(tr.learningRate > 0 && tr.learningRate < 1) { throw bad("trainer.learning_rate", tr.learningRate, "must be in (0, 1)") }
+        if !(tr.validationFraction > 0 && tr.validationFraction < 0.5) { throw bad("trainer.validation_fraction", tr.validationFraction, "must be in (0, 0.5)") }
+        if !(tr.f1Tolerance >= 0) { throw bad("trainer.f1_tolerance", tr.f1Tolerance, "must be >= 0") }
+        if !(tr.negativeRecallTolerance >= 0) { throw bad("trainer.negative_recall_tolerance", tr.negativeRecallTolerance, "must be >= 0") }
+        for g in tr.goldSets where !FileManager.default.fileExists(atPath: g) { throw bad("trainer.gold_sets", g, "no such file") }
+        if tr.shadowItems < 0 { throw bad("trainer.shadow_items", tr.shadowItems, "must be >= 0") }
         if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(log.level) {
             throw bad("log.level", log.level, "must be trace, debug, info, notice, warning, error or critical")
         }
@@ -321,6 +374,7 @@ public struct NewsdConfiguration: Sendable, Equatable {
         .string("postgres.url", \.postgres.url), .double("postgres.max_backoff_seconds", \.postgres.maxBackoffSeconds),
         .string("model.dir", \.model.dir), .string("model.base_dir", \.model.baseDir),
         .int("model.threads", \.model.threads), .int("model.batch_size", \.model.batchSize),
+        .string("model.cache_dir", \.model.cacheDir),
         .string("portfolio.file", \.portfolio.file),
         .int("ingest.batch_max_messages", \.ingest.batchMaxMessages), .int("ingest.batch_max_wait_ms", \.ingest.batchMaxWaitMs),
         .int("ingest.max_text_bytes", \.ingest.maxTextBytes), .double("ingest.shutdown_timeout_seconds", \.ingest.shutdownTimeoutSeconds),
@@ -341,6 +395,13 @@ public struct NewsdConfiguration: Sendable, Equatable {
         .double("teacher.entropy_threshold", \.teacher.entropyThreshold), .int("teacher.top_k", \.teacher.topK),
         .double("teacher.window_seconds", \.teacher.windowSeconds), .double("teacher.exploration_rate", \.teacher.explorationRate),
         .double("teacher.max_share", \.teacher.maxShare), .int("teacher.cold_start_items", \.teacher.coldStartItems),
+        .string("trainer.mode", \.trainer.mode), .int("trainer.min_new_labels", \.trainer.minNewLabels),
+        .int("trainer.min_labels", \.trainer.minLabels), .double("trainer.interval_seconds", \.trainer.intervalSeconds),
+        .double("trainer.check_seconds", \.trainer.checkSeconds), .int("trainer.threads", \.trainer.threads),
+        .int("trainer.epochs", \.trainer.epochs), .string("trainer.trainable", \.trainer.trainable),
+        .double("trainer.learning_rate", \.trainer.learningRate), .double("trainer.validation_fraction", \.trainer.validationFraction),
+        .double("trainer.f1_tolerance", \.trainer.f1Tolerance), .double("trainer.negative_recall_tolerance", \.trainer.negativeRecallTolerance),
+        .strings("trainer.gold_sets", \.trainer.goldSets), .int("trainer.shadow_items", \.trainer.shadowItems),
     ] }
 }
 

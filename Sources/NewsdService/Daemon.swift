@@ -70,7 +70,7 @@ public enum Daemon {
     /// Loads everything `newsd run` needs, failing early with a clear message.
     public static func prepare(_ config: NewsdConfiguration, logger: Logger,
                                consumerProperties: [String: String] = [:]) throws -> IngestPipeline {
-        let model = try Artifact.load(directory: URL(fileURLWithPath: config.model.dir),
+        var model = try Artifact.load(directory: URL(fileURLWithPath: config.model.dir),
                                       baseDirectory: config.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: config.model.baseDir),
                                       threads: config.model.threads)
         logger.info("student loaded", metadata: ["version": "\(model.version)", "labels": "\(model.labels)", "dir": "\(config.model.dir)"])
@@ -79,6 +79,16 @@ public enum Daemon {
             let applied = try Schema.migrate(db)
             if !applied.isEmpty { logger.info("schema migrated", metadata: ["versions": "\(applied)"]) }
             if !companies.isEmpty { try Schema.loadPortfolio(companies, into: db) }
+            // A registered active model wins over model.dir: a host that starts later serves
+            // what the others serve.
+            if let active = try ModelRegistry.active(db), active.version != model.version {
+                do {
+                    model = try ModelWatcher.load(db, version: active.version, configuration: config)
+                    logger.info("active model loaded from the registry", metadata: ["version": "\(active.version)", "seq": "v\(active.seq)"])
+                } catch {
+                    logger.error("active model refused; serving model.dir instead", metadata: ["version": "\(active.version)", "error": "\(error)"])
+                }
+            }
         }
         logger.info("portfolio loaded", metadata: ["companies": "\(companies.count)"])
         var settings = IngestPipeline.Settings(configuration: config)

@@ -26,6 +26,8 @@ public struct IngestStatistics: Sendable {
     public var databaseFailures = 0
     /// Items put on the teacher queue.
     public var queuedForTeacher = 0
+    /// Models swapped in, and models refused (corrupt or unloadable).
+    public var modelSwaps = 0, modelSwapFailures = 0
     /// Monotonic seconds when the first message arrived and when the last batch was committed.
     public var firstMessageAt: Double?, lastCommitAt: Double?
 
@@ -107,6 +109,9 @@ public final class IngestPipeline: @unchecked Sendable {
 
     /// Swaps the model; takes effect between batches.
     public func swapModel(_ new: StudentModel) { model.withLock { $0 = new } }
+
+    /// Counts a swap or a refused model (for `/metrics`).
+    public func recordSwap(failed: Bool) { stats.withLock { if failed { $0.modelSwapFailures += 1 } else { $0.modelSwaps += 1 } } }
 
     /// Asks the loop to stop: it finishes the batch in flight (within the shutdown bound), leaves
     /// the group and returns.

@@ -105,6 +105,9 @@ extension IngestPipeline {
         metric("newsd_batch_latency_seconds", "summary", "Batch latency from first message to commit (last 10,000 batches).",
                [("{quantile=\"0.5\"}", s.latencyMilliseconds(0.5) / 1000), ("{quantile=\"0.99\"}", s.latencyMilliseconds(0.99) / 1000)])
         metric("newsd_model_info", "gauge", "The student model serving.", [("{version=\"\(model.version)\"}", 1)])
+        metric("newsd_model_swaps_total", "counter", "Models swapped in while running.", [("", Double(s.modelSwaps))])
+        metric("newsd_model_swap_failures_total", "counter", "Promoted models refused by this host (corrupt or unloadable); it kept its model.", [("", Double(s.modelSwapFailures))])
+        metric("newsd_teacher_items_queued_total", "counter", "Items this host put on the teacher queue.", [("", Double(s.queuedForTeacher))])
         metric("newsd_kafka_up", "gauge", "1 unless librdkafka reports the brokers unreachable.", [("", health.kafkaUp ? 1 : 0)])
         metric("newsd_postgres_up", "gauge", "1 unless the last Postgres attempt failed.", [("", health.postgresUp ? 1 : 0)])
         metric("newsd_assigned_partitions", "gauge", "Partitions assigned to this host.", [("", Double(health.assignedPartitions))])

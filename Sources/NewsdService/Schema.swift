@@ -143,6 +143,40 @@ public enum Schema {
         );
         CREATE INDEX teacher_requests_started_at ON teacher_requests (started_at);
         """),
+        (3, "model registry, model artifacts, imported labels", """
+        -- Student versions. `version` is the artifact checksum prefix every prediction records;
+        -- `seq` numbers them v1, v2, ... for people.
+        CREATE TABLE models (
+            version        text PRIMARY KEY,
+            seq            integer NOT NULL UNIQUE,
+            parent         text REFERENCES models(version),
+            status         text NOT NULL CHECK (status IN ('candidate', 'active', 'retired', 'rejected')),
+            created_at     timestamptz NOT NULL DEFAULT now(),
+            activated_at   timestamptz,
+            label_counts   jsonb NOT NULL,
+            training       jsonb NOT NULL,
+            metrics        jsonb NOT NULL,
+            checksum       text NOT NULL,
+            reasons        text
+        );
+        CREATE UNIQUE INDEX models_one_active ON models ((status)) WHERE status = 'active';
+        -- Artifact files, so every host loads a model from the database it already trusts (no
+        -- shared file system to mount, back up and keep consistent with the registry).
+        CREATE TABLE model_files (
+            version  text NOT NULL REFERENCES models(version) ON DELETE CASCADE,
+            name     text NOT NULL,
+            content  bytea NOT NULL,
+            PRIMARY KEY (version, name)
+        );
+        -- Human or gold labels (`newsd labels import`); they take precedence over the teacher's.
+        CREATE TABLE imported_labels (
+            text_hash    text PRIMARY KEY,
+            text         text NOT NULL,
+            label        text NOT NULL,
+            source       text NOT NULL,
+            imported_at  timestamptz NOT NULL DEFAULT now()
+        );
+        """),
     ]
 
     /// The newest schema version this build knows.

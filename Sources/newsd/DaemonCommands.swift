@@ -73,6 +73,11 @@ struct RunCommand: AsyncParsableCommand {
         let service = IngestService(pipeline: pipeline, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
         if let worker { services.append(.init(service: worker)) }
+        if cfg.trainer.mode == "daemon" { services.append(.init(service: TrainerService(configuration: cfg, logger: logger))) }
+        // Hot swap: promoted models are loaded off the hot path and swapped in between batches.
+        let watcher = ModelWatcher(configuration: cfg, pipeline: pipeline, logger: logger)
+        watcher.start()
+        defer { watcher.stop() }
         if stopAfter > 0 { services.append(.init(service: StopAfterService(pipeline: pipeline, count: stopAfter), successTerminationBehavior: .gracefullyShutdownGroup)) }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -9,7 +9,8 @@ struct Newsd: AsyncParsableCommand {
         abstract: "Financial-news sentiment daemon with a self-improving student model.",
         subcommands: [RunCommand.self, CheckConfigCommand.self, MigrateCommand.self, DevBrokerCommand.self, ProduceCommand.self,
                       DemoDataCommand.self, TrainCommand.self, EvalCommand.self, ClassifyCommand.self, BenchCommand.self,
-                      DevTeacherCommand.self, LabelCommand.self, TeacherCommand.self])
+                      DevTeacherCommand.self, LabelCommand.self, TeacherCommand.self,
+                      ModelsCommand.self, LabelsCommand.self, TrainerCommand.self])
 }
 
 /// Where the base checkpoint is when no flag says: `NEWSD_BASE_MODEL_DIR`, else the project's
