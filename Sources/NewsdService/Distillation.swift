@@ -91,9 +91,15 @@ public enum Distiller {
         guard data.count >= 10 else { return .skipped("\(data.count) usable labels") }
         let isValidation = data.map { TextHash.isValidation($0.text, fraction: t.validationFraction) }
         if shuffleLabels {
-            var rng = SystemRandomNumberGenerator()
-            let targets = data.map(\.target).shuffled(using: &rng)
-            for i in data.indices { data[i].target = targets[i] }
+            // Only the training targets: the validation split keeps the truth it is scored on.
+            let train = data.indices.filter { !isValidation[$0] }
+            var state: UInt64 = 0x5EED_CAFE
+            var targets = train.map { data[$0].target }
+            for i in stride(from: targets.count - 1, to: 0, by: -1) {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                targets.swapAt(i, Int((state >> 33) % UInt64(i + 1)))
+            }
+            for (k, i) in train.enumerated() { data[i].target = targets[k] }
         }
         var training: [TrainingExample] = [], validation: [(ids: [Int32], label: Int)] = []
         var validationTexts: [String] = []

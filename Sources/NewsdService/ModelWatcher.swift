@@ -65,6 +65,7 @@ public final class ModelWatcher: @unchecked Sendable {
     private func loop() {
         var db: PostgresConnection?
         var lastCheck = 0.0
+        var backfilled = false
         while !stopping {
             do {
                 if db == nil || !db!.isConnected {
@@ -78,6 +79,9 @@ public final class ModelWatcher: @unchecked Sendable {
                     let n = try db!.notifications().filter { $0.channel == ModelRegistry.channel }
                     if !n.isEmpty { notified = true; refused.subtract(n.map(\.payload)) }
                 }
+                // A host restarted after its first swap (or that crashed before backfilling)
+                // finishes the cold-start backfill.
+                if !backfilled && pipeline.activeModel.manifest != nil { try backfill(db!, model: pipeline.activeModel); backfilled = true }
                 let now = Date().timeIntervalSince1970
                 if notified || now - lastCheck > checkSeconds {
                     lastCheck = now
@@ -91,6 +95,15 @@ public final class ModelWatcher: @unchecked Sendable {
         }
     }
 
+    /// Cold start: items that arrived before the first trained model got only the untrained
+    /// base's prediction; classify them now (one host does it, under an advisory lock).
+    func backfill(_ db: PostgresConnection, model: StudentModel) throws {
+        guard try db.execute("SELECT pg_try_advisory_lock($1)", [String(Schema.migrationLock + 3)]).rows.first?[0] == "t" else { return }
+        defer { _ = try? db.execute("SELECT pg_advisory_unlock($1)", [String(Schema.migrationLock + 3)]) }
+        let n = try Rescorer.rescore(db, model: model, selection: .withoutTrainedPrediction)
+        if n > 0 { logger.notice("cold start: items that arrived before the first model classified", metadata: ["items": "\(n)", "version": "\(model.version)"]) }
+    }
+
     private func check(_ db: PostgresConnection) throws {
         guard let active = try ModelRegistry.active(db) else { return }
         let serving = pipeline.activeModel.version
@@ -98,10 +111,12 @@ public final class ModelWatcher: @unchecked Sendable {
         let start = Date()
         do {
             let model = try Self.load(db, version: active.version, configuration: configuration)
+            let wasUntrained = pipeline.activeModel.manifest == nil
             pipeline.swapModel(model)
             pipeline.recordSwap(failed: false)
             logger.notice("model swapped in", metadata: ["version": "\(active.version)", "seq": "v\(active.seq)", "previous": "\(serving)",
                                                          "load_seconds": "\(String(format: "%.2f", Date().timeIntervalSince(start)))"])
+            if wasUntrained { try backfill(db, model: model) }
         } catch {
             refused.insert(active.version)
             pipeline.recordSwap(failed: true)

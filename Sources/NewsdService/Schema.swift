@@ -176,6 +176,9 @@ public enum Schema {
             source       text NOT NULL,
             imported_at  timestamptz NOT NULL DEFAULT now()
         );
+        -- Predictions made again later (re-scoring, cold-start backfill), as opposed to the one
+        -- ingest made; the earlier ones are kept.
+        ALTER TABLE predictions ADD COLUMN rescored boolean NOT NULL DEFAULT false;
         """),
     ]
 

@@ -131,3 +131,31 @@ struct TrainerCommand: AsyncParsableCommand {
         try await group.run()
     }
 }
+
+/// `newsd rescore --since TIME`: classify past items again with the active model.
+struct RescoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rescore", abstract: "Classify past items again with the active model, keeping earlier predictions.")
+    @Option(help: "Configuration file.") var config: String?
+    @Option(help: "Items published (or received) since this time: ISO 8601 (2026-11-24T00:00:00Z or 2026-11-24) or a duration ago (90m, 24h, 7d).") var since: String
+
+    func run() throws {
+        let cfg = try loadConfiguration(config, requireModel: false)
+        guard let date = Self.parse(since) else { throw ValidationError("--since \(since): expected ISO 8601 or a duration like 24h") }
+        let n = try Daemon.withDatabase(cfg) { db -> (Int, String) in
+            guard let active = try ModelRegistry.active(db) else { throw ValidationError("no active model in the registry") }
+            let model = try ModelWatcher.load(db, version: active.version, configuration: cfg)
+            return (try Rescorer.rescore(db, model: model, selection: .since(date)) { note("rescored \($0)") }, "v\(active.seq) \(active.version)")
+        }
+        print("added \(n.0) predictions by \(n.1) for items since \(date)")
+    }
+
+    static func parse(_ s: String) -> Date? {
+        if let unit = s.last, let n = Double(s.dropLast()), let scale = ["s": 1.0, "m": 60, "h": 3600, "d": 86_400][String(unit)] {
+            return Date().addingTimeInterval(-n * scale)
+        }
+        let f = ISO8601DateFormatter()
+        if let d = f.date(from: s) { return d }
+        f.formatOptions = [.withFullDate]
+        return f.date(from: s)
+    }
+}
