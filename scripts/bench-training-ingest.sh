@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Ingest slowdown during training (figures, not a test): the same stream is ingested twice —
+# alone, then with a training run (`newsd trainer --force`, the daemon's own code path: nice 10,
+# trainer.threads cores) working beside it on the shared teacher labels — and the sustained rates
+# and the training time are printed side by side.
+# usage: scripts/bench-training-ingest.sh [--count N] [--trainer-threads N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=8000; tthreads=1; data=../shared/data/fpb-mixtral-train.csv
+while [ $# -gt 0 ]; do case $1 in --count) count=$2; shift 2;; --trainer-threads) tthreads=$2; shift 2;; *) exit 2;; esac; done
+[ -f "$data" ] || { echo "needs $data" >&2; exit 1; }
+./scripts/setup.sh >&2
+swift build -c release --product newsd >&2
+newsd=$PWD/.build/release/newsd
+work=$PWD/.run/bench-training; rm -rf "$work"; mkdir -p "$work"
+broker=; trap 'kill $broker 2>/dev/null || true' EXIT
+admin=$(./scripts/pg.sh start)
+python3 - "$data" "$count" "$work/news.jsonl" <<'PY'
+import csv, json, sys
+texts = [r['text'] for r in csv.DictReader(open(sys.argv[1], newline=''))]
+with open(sys.argv[3], 'w') as f:
+    for i in range(int(sys.argv[2])):
+        f.write(json.dumps({'id': f'b{i}', 'text': texts[i % len(texts)]}) + '\n')
+PY
+"$newsd" dev-broker --topic news:4 --bootstrap-file "$work/bootstrap" < /dev/null > /dev/null 2>&1 &
+broker=$!
+for _ in $(seq 100); do [ -s "$work/bootstrap" ] && break; sleep 0.1; done
+brokers=$(cat "$work/bootstrap")
+"$newsd" produce --brokers "$brokers" --topic news --file "$work/news.jsonl" 2>/dev/null
+run() {   # run NAME WITH_TRAINING
+  local name=$1 db=${admin%/postgres}/newsd_bench_$1
+  psql -q "$admin" -c "DROP DATABASE IF EXISTS newsd_bench_$name" -c "CREATE DATABASE newsd_bench_$name" >/dev/null 2>&1
+  cat > "$work/$name.toml" <<TOML
+[kafka]
+brokers = "$brokers"
+topics = ["news"]
+group_id = "bench-$name"
+session_timeout_ms = 6000
+[postgres]
+url = "$db"
+[model]
+dir = "$PWD/.models/all-MiniLM-L6-v2"
+threads = 2
+[trainer]
+mode = "off"
+threads = $tthreads
+trainable = "top:2"
+epochs = 2
+TOML
+  "$newsd" migrate --config "$work/$name.toml" > /dev/null
+  "$newsd" labels import --config "$work/$name.toml" "$data" --label-column label_llm_cot_multiple --source bench > /dev/null
+  local trainer=
+  if [ "$2" = yes ]; then
+    ( start=$(date +%s.%N); "$newsd" trainer --config "$work/$name.toml" --force > "$work/trainer.out" 2> "$work/trainer.log"; \
+      echo "$start $(date +%s.%N)" > "$work/trainer.time" ) &
+    trainer=$!
+    sleep 2
+  fi
+  NEWSD_STATS_FILE="$work/$name.json" "$newsd" run --config "$work/$name.toml" --stop-after "$count" 2> "$work/$name.log"
+  [ -n "$trainer" ] && wait $trainer
+  true
+}
+run alone no
+run training yes
+python3 - "$work/alone.json" "$work/training.json" "$work/trainer.time" "$tthreads" "$work/trainer.out" <<'PY'
+import json, sys
+a = json.load(open(sys.argv[1])); t = json.load(open(sys.argv[2]))
+s, e = map(float, open(sys.argv[3]).read().split())
+print(f"ingest alone:           {a['sustained_per_second']:.1f} messages/s, p99 batch {a['p99_batch_ms']:.0f} ms")
+print(f"ingest during training: {t['sustained_per_second']:.1f} messages/s, p99 batch {t['p99_batch_ms']:.0f} ms "
+      f"({100 * (1 - t['sustained_per_second'] / a['sustained_per_second']):.0f} % slower)")
+print(f"training beside it: trainer.threads = {sys.argv[4]}, nice 10, {e - s:.0f} s wall; {open(sys.argv[5]).read().strip()}")
+PY
