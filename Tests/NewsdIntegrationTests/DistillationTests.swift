@@ -146,6 +146,18 @@ struct DistillationTests {
         #expect(hosts.allSatisfy { $0.logText.contains("refusing model") })
         let versions = try db.execute("SELECT DISTINCT model_version FROM predictions").rows.map { $0[0] ?? "" }
         #expect(versions == [v1.version])
+
+        // Re-scoring: past items classified again by the active model, the earlier predictions kept.
+        try ModelRegistry.promote(db, v2.version)
+        var rc = c
+        rc.kafka.brokers = "127.0.0.1:9"
+        let rescore = try DaemonProcess(arguments: ["rescore", "--config", try Harness.writeConfig(rc).path, "--since", "2020-01-01"], name: "rescore",
+                                        environment: ["NEWSD_MODEL_CACHE_DIR": c.model.cacheDir])
+        #expect(rescore.wait(timeout: 120) == 0, "\(rescore.logText.suffix(1500))")
+        let after = try db.execute("""
+            SELECT count(*) FILTER (WHERE model_version = $1 AND rescored), count(*) FILTER (WHERE model_version = $2 AND NOT rescored) FROM predictions
+            """, [v2.version, v1.version]).rows[0].map { Int($0 ?? "0") ?? 0 }
+        #expect(after == [200, 200])
     }
 
     static func registered(_ outcome: DistillationOutcome) throws -> RegisteredModel {
