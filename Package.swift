@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "NewsdTeacher", dependencies: ["NewsdHTTP", "NewsdCore"]),
         .target(name: "NewsdPostgres", dependencies: ["CLibPQ"]),
         .target(name: "NewsdService", dependencies: [
-            "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres", "NewsdTeacher",
+            "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres", "NewsdTeacher", "NewsdHTTP",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

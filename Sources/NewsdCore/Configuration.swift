@@ -151,8 +151,16 @@ public struct NewsdConfiguration: Sendable, Equatable {
         public var checkSeconds = 30.0
         /// Training threads (a cap, so ingest keeps its cores). Default 1.
         public var threads = 1
-        /// Epochs. Default 4.
+        /// Epochs at least. Default 4.
         public var epochs = 4
+        /// Optimizer steps at least: small label sets get more epochs (at most 20). Default 250.
+        public var minSteps = 250
+        /// Recent unlabelled items the active student predicts with at least this margin join the
+        /// training set with its probabilities as soft targets (self-training; 0 disables). Default 0 (off: on the shared data it helped random sampling by
+        /// 1.8 points macro-F1 and cost uncertainty sampling 0.9; see the experiment script).
+        public var pseudoLabelMinMargin = 0.0
+        /// Recent items considered for pseudo-labels at most. Default 5000.
+        public var pseudoLabelItems = 5000
         /// `head`, `top:K` or `all`. Default top:2.
         public var trainable = "top:2"
         /// Learning rate. Default 0.0001.
@@ -258,6 +266,9 @@ public struct NewsdConfiguration: Sendable, Equatable {
         if !(tr.checkSeconds > 0) { throw bad("trainer.check_seconds", tr.checkSeconds, "must be > 0") }
         if !(1...64).contains(tr.threads) { throw bad("trainer.threads", tr.threads, "must be between 1 and 64") }
         if !(1...100).contains(tr.epochs) { throw bad("trainer.epochs", tr.epochs, "must be between 1 and 100") }
+        if tr.minSteps < 0 { throw bad("trainer.min_steps", tr.minSteps, "must be >= 0") }
+        if !(0...1).contains(tr.pseudoLabelMinMargin) { throw bad("trainer.pseudo_label_min_margin", tr.pseudoLabelMinMargin, "must be between 0 and 1 (0 disables)") }
+        if tr.pseudoLabelItems < 0 { throw bad("trainer.pseudo_label_items", tr.pseudoLabelItems, "must be >= 0") }
         if !(tr.trainable == "head" || tr.trainable == "all" || (tr.trainable.hasPrefix("top:") && Int(tr.trainable.dropFirst(4)).map { $0 > 0 } == true)) {
             throw bad("trainer.trainable", tr.trainable, "must be head, top:K or all")
         }
@@ -398,7 +409,8 @@ public struct NewsdConfiguration: Sendable, Equatable {
         .string("trainer.mode", \.trainer.mode), .int("trainer.min_new_labels", \.trainer.minNewLabels),
         .int("trainer.min_labels", \.trainer.minLabels), .double("trainer.interval_seconds", \.trainer.intervalSeconds),
         .double("trainer.check_seconds", \.trainer.checkSeconds), .int("trainer.threads", \.trainer.threads),
-        .int("trainer.epochs", \.trainer.epochs), .string("trainer.trainable", \.trainer.trainable),
+        .int("trainer.epochs", \.trainer.epochs), .int("trainer.min_steps", \.trainer.minSteps),
+        .double("trainer.pseudo_label_min_margin", \.trainer.pseudoLabelMinMargin), .int("trainer.pseudo_label_items", \.trainer.pseudoLabelItems), .string("trainer.trainable", \.trainer.trainable),
         .double("trainer.learning_rate", \.trainer.learningRate), .double("trainer.validation_fraction", \.trainer.validationFraction),
         .double("trainer.f1_tolerance", \.trainer.f1Tolerance), .double("trainer.negative_recall_tolerance", \.trainer.negativeRecallTolerance),
         .strings("trainer.gold_sets", \.trainer.goldSets), .int("trainer.shadow_items", \.trainer.shadowItems),

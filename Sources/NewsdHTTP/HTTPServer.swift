@@ -131,7 +131,7 @@ public final class HTTPServer: @unchecked Sendable {
                     if n <= 0 { return }
                     sent += n
                 }
-                if headers["connection"]?.lowercased() == "close" { return }
+                if headers["connection"]?.lowercased() == "close" || extra.contains(where: { $0.lowercased() == "connection: close" }) { return }
             }
         }
     }

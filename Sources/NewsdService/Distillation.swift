@@ -65,7 +65,7 @@ public enum Distiller {
     /// Runs one check (and training when due). `force` ignores the thresholds; `shuffleLabels`
     /// trains on permuted targets (to show the gate refusing a worse model).
     public static func runOnce(_ c: NewsdConfiguration, logger: Logger, force: Bool = false, shuffleLabels: Bool = false) throws -> DistillationOutcome {
-        let db = try PostgresConnection(c.postgres.url)
+        var db = try PostgresConnection(c.postgres.url)
         guard try db.execute("SELECT pg_try_advisory_lock($1)", [String(lockKey)]).rows.first?[0] == "t" else {
             return .skipped("another host is training")
         }
@@ -89,7 +89,7 @@ public enum Distiller {
         let base = try CheckpointCache.shared.checkpoint(baseDir)
         var data = try labelledTexts(db, labels: labels)
         guard data.count >= 10 else { return .skipped("\(data.count) usable labels") }
-        let isValidation = data.map { TextHash.isValidation($0.text, fraction: t.validationFraction) }
+        var isValidation = data.map { TextHash.isValidation($0.text, fraction: t.validationFraction) }
         if shuffleLabels {
             // Only the training targets: the validation split keeps the truth it is scored on.
             let train = data.indices.filter { !isValidation[$0] }
@@ -101,9 +101,27 @@ public enum Distiller {
             }
             for (k, i) in train.enumerated() { data[i].target = targets[k] }
         }
+        // Self-training: the active student's confident predictions on recent unlabelled items
+        // (never validation texts) join as soft targets; the teacher's labels stay the anchor.
+        let active = try ModelRegistry.active(db)
+        let activeModel = try active.map { try ModelWatcher.load(db, version: $0.version, configuration: c) }
+        if let activeModel, t.pseudoLabelMinMargin > 0, t.pseudoLabelItems > 0, !shuffleLabels {
+            let labelled = Set(data.map { teacherTextHash($0.text) })
+            let recent = try db.execute("SELECT DISTINCT ON (text) text FROM (SELECT text FROM news_items ORDER BY id DESC LIMIT $1) r",
+                                        [String(t.pseudoLabelItems)]).rows.compactMap { $0[0] }
+                .filter { !labelled.contains(teacherTextHash($0)) && !TextHash.isValidation($0, fraction: t.validationFraction) }
+            let predictions = activeModel.predict(recent)
+            var added = 0
+            for (text, p) in zip(recent, predictions) where Double(p.margin) >= t.pseudoLabelMinMargin && activeModel.labels == labels {
+                data.append((text, p.probabilities, "pseudo"))
+                added += 1
+            }
+            logger.info("pseudo-labels from the active model", metadata: ["considered": "\(recent.count)", "added": "\(added)"])
+        }
         var training: [TrainingExample] = [], validation: [(ids: [Int32], label: Int)] = []
         var validationTexts: [String] = []
         var labelCounts: [String: Int] = [:]
+        isValidation += [Bool](repeating: false, count: data.count - isValidation.count)   // pseudo-labels: training only
         for (i, d) in data.enumerated() {
             let ids = base.tokenizer.encode(d.text)
             if isValidation[i] {
@@ -117,7 +135,8 @@ public enum Distiller {
         labelCounts["validation"] = validation.count
         guard training.count >= 8, validation.count >= 3 else { return .skipped("too few labels for a training and a validation split (\(training.count) / \(validation.count))") }
         var cfg = TrainingConfiguration()
-        cfg.epochs = t.epochs
+        // A fixed minimum of optimizer steps: a few hundred labels need more passes than thousands.
+        cfg.epochs = min(20, max(t.epochs, (t.minSteps * cfg.batchSize + training.count - 1) / max(training.count, 1)))
         cfg.learningRate = Float(t.learningRate)
         cfg.threads = t.threads
         cfg.trainable = try TrainableScope(parsing: t.trainable)
@@ -132,10 +151,16 @@ public enum Distiller {
         let dir = ModelWatcher.cacheDirectory(c).appendingPathComponent("candidate-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         defer { try? FileManager.default.removeItem(at: dir) }
         let candidate = try FineTune.save(result, trainer: cfg, base: base, to: dir, threads: c.model.threads)
+        // Training took minutes with the connection idle; if it was lost (Postgres restarted, an
+        // idle timeout), reconnect and take the lock again: without it another host may train.
+        if (try? db.execute("SELECT 1")) == nil {
+            db = try PostgresConnection(c.postgres.url)
+            guard try db.execute("SELECT pg_try_advisory_lock($1)", [String(lockKey)]).rows.first?[0] == "t" else {
+                return .skipped("lost the training lock while training (connection dropped); another host is training")
+            }
+        }
 
         // Evaluate candidate and active on the same held-out sets.
-        let active = try ModelRegistry.active(db)
-        let activeModel = try active.map { try ModelWatcher.load(db, version: $0.version, configuration: c) }
         func score(_ m: StudentModel, _ texts: [String], _ truth: [Int]) -> EvaluationMetrics {
             EvaluationMetrics(probabilities: m.predict(texts).map(\.probabilities), truth: truth, labels: labels)
         }

@@ -1,76 +1,39 @@
 import Foundation
 import Logging
+import NewsdHTTP
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A minimal HTTP/1.1 endpoint for operators: `GET /metrics` (Prometheus text format) and
-/// `GET /health` (200 while consuming and Postgres answers, 503 otherwise). It serves one short
-/// request at a time on its own thread; it is meant for a scraper on a private interface, not
-/// for the internet. Owns its listening socket.
+/// The operators' endpoint: `GET /metrics` (Prometheus text format) and `GET /health` (200 while
+/// consuming and Postgres answers, 503 otherwise), served by `HTTPServer` on its own threads. It is
+/// meant for a scraper on a private interface, not for the internet.
 public final class MetricsServer: @unchecked Sendable {
-    private let fd: Int32
-    private let render: @Sendable () -> (metrics: String, healthy: Bool, health: String)
-    private let logger: Logger
+    private let server: HTTPServer
     /// The bound port (useful when asked for port 0).
-    public let port: UInt16
+    public var port: UInt16 { server.port }
 
     /// Binds `host:port` (IPv4 literal or `localhost`); throws with the reason if it cannot.
     public init(listen: String, logger: Logger, render: @escaping @Sendable () -> (metrics: String, healthy: Bool, health: String)) throws {
         let parts = listen.split(separator: ":")
         guard parts.count == 2, let p = UInt16(parts[1]) else { throw ServiceError("metrics.listen = \(listen): expected host:port") }
         let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard s >= 0 else { throw ServiceError("metrics: socket: \(String(cString: strerror(errno)))") }
-        var yes: Int32 = 1
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = p.bigEndian
-        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { close(s); throw ServiceError("metrics.listen = \(listen): \(host) is not an IPv4 address") }
-        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0, Glibc.listen(s, 16) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(s)
-            throw ServiceError("metrics.listen = \(listen): \(reason)")
-        }
-        var actual = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) } }
-        port = UInt16(bigEndian: actual.sin_port)
-        fd = s
-        self.render = render
-        self.logger = logger
-        let thread = Thread { [self] in serve() }
-        thread.name = "newsd-metrics"
-        thread.start()
-    }
-
-    deinit { close(fd) }
-
-    private func serve() {
-        while true {
-            let client = accept(fd, nil, nil)
-            if client < 0 { if errno == EINTR { continue }; return }
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let n = read(client, &buffer, buffer.count)
-            let request = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : ""
-            let path = request.split(separator: " ").dropFirst().first.map(String.init) ?? ""
-            let (status, type, body): (String, String, String)
-            switch (request.hasPrefix("GET "), path) {
-            case (true, "/metrics"):
-                status = "200 OK"; type = "text/plain; version=0.0.4"; body = render().metrics
-            case (true, "/health"), (true, "/healthz"):
-                let r = render()
-                status = r.healthy ? "200 OK" : "503 Service Unavailable"; type = "text/plain"; body = r.health + "\n"
-            default:
-                status = "404 Not Found"; type = "text/plain"; body = "try /metrics or /health\n"
+        do {
+            server = try HTTPServer(host: host, port: p) { request in
+                let close = "Connection: close"
+                func text(_ status: Int, _ type: String, _ body: String) -> ServerReply {
+                    .respond(status: status, headers: ["Content-Type: \(type)", close], body: Array(body.utf8))
+                }
+                switch (request.method, request.path) {
+                case ("GET", "/metrics"): return text(200, "text/plain; version=0.0.4", render().metrics)
+                case ("GET", "/health"), ("GET", "/healthz"):
+                    let r = render()
+                    return text(r.healthy ? 200 : 503, "text/plain", r.health + "\n")
+                default: return text(404, "text/plain", "try /metrics or /health\n")
+                }
             }
-            let response = "HTTP/1.1 \(status)\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-            _ = response.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-            close(client)
+        } catch let e as HTTPError {
+            throw ServiceError("metrics.listen = \(listen): \(e.message)")
         }
     }
 }

@@ -110,38 +110,49 @@ public final class TeacherWorker: Service, @unchecked Sendable {
         let slots = t.concurrency
         var lastBudgetSync = -1e9
         var loggedHold: String?
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            var inFlight = 0
-            while !stopping {
-                let now = Date().timeIntervalSince1970
-                if now - lastBudgetSync > 15 {
-                    let spent = try await database.run("read spend") { try TeacherQueue.spentToday($0) }
-                    client.ledger.synchronise(spentToday: spent)
-                    lastBudgetSync = now
-                }
-                var hold: String?
-                if client.ledger.isExhausted { hold = "daily budget of $\(t.dailyBudgetUSD) spent; waiting for the next UTC day" }
-                else if client.breaker.isOpen { hold = "teacher unavailable (circuit open); the queue waits" }
-                if hold != loggedHold { if let hold { logger.warning("teacher worker holding: \(hold)") } else if loggedHold != nil { logger.info("teacher worker resumed") }; loggedHold = hold }
-                var claimed: [QueuedItem] = []
-                if hold == nil && inFlight < slots {
-                    let (worker, lease, limit) = (workerID, t.leaseSeconds, slots - inFlight)
-                    claimed = try await database.run("claim") { try TeacherQueue.claim($0, worker: worker, limit: limit, leaseSeconds: lease) }
-                    for item in claimed {
-                        inFlight += 1
-                        group.addTask { await self.process(item) }
-                    }
-                }
-                if claimed.isEmpty && inFlight == 0 {
-                    if stopWhenEmpty && hold == nil { return }
-                    try await Task.sleep(nanoseconds: hold == nil ? 300_000_000 : 1_000_000_000)
-                } else if inFlight >= slots || claimed.isEmpty {
-                    // Wait for one item to finish, but come back to claim more now and then.
-                    _ = try await group.next()
-                    inFlight -= 1
+        // Items in flight run as their own tasks; the loop tops them up as they finish. On
+        // shutdown it waits for them within the ingest shutdown bound, then gives the rest back
+        // to the queue at once (another host takes them without waiting for the lease).
+        let inFlight = LockedValue([Int64: QueuedItem]())
+        while !stopping {
+            let now = Date().timeIntervalSince1970
+            if now - lastBudgetSync > 15 {
+                let spent = try await database.run("read spend") { try TeacherQueue.spentToday($0) }
+                client.ledger.synchronise(spentToday: spent)
+                lastBudgetSync = now
+            }
+            var hold: String?
+            if client.ledger.isExhausted { hold = "daily budget of $\(t.dailyBudgetUSD) spent; waiting for the next UTC day" }
+            else if client.breaker.isOpen { hold = "teacher unavailable (circuit open); the queue waits" }
+            if hold != loggedHold {
+                if let hold { logger.warning("teacher worker holding: \(hold)") } else if loggedHold != nil { logger.info("teacher worker resumed") }
+                loggedHold = hold
+            }
+            let free = slots - inFlight.withLock { $0.count }
+            var claimed: [QueuedItem] = []
+            if hold == nil && free > 0 {
+                let (worker, lease) = (workerID, t.leaseSeconds)
+                claimed = try await database.run("claim") { try TeacherQueue.claim($0, worker: worker, limit: free, leaseSeconds: lease) }
+                for item in claimed {
+                    inFlight.withLock { $0[item.id] = item }
+                    Task { await self.process(item); inFlight.withLock { $0[item.id] = nil } }
                 }
             }
-            while inFlight > 0 { _ = try await group.next(); inFlight -= 1 }
+            let busy = inFlight.withLock { $0.count }
+            if claimed.isEmpty && busy == 0 && stopWhenEmpty && hold == nil { return }
+            // Poll the queue while idle; check often for free slots while busy.
+            let pause: UInt64 = hold != nil ? 1_000_000_000 : (busy < slots && claimed.isEmpty ? 300_000_000 : 20_000_000)
+            try await Task.sleep(nanoseconds: pause)
+        }
+        let deadline = Date().addingTimeInterval(max(1, configuration.ingest.shutdownTimeoutSeconds - 2))
+        while inFlight.withLock({ !$0.isEmpty }) && Date() < deadline { try await Task.sleep(nanoseconds: 50_000_000) }
+        let left = inFlight.withLock { Array($0.values) }
+        if !left.isEmpty {
+            logger.info("teacher worker: giving unfinished items back to the queue", metadata: ["items": "\(left.count)"])
+            // A stop is not the item's failure: it never counts towards max_attempts.
+            _ = try? await database.run("release on shutdown") { db in
+                for item in left { try TeacherQueue.release(db, item: item, error: "worker stopped", maxAttempts: Int.max) }
+            }
         }
     }
 

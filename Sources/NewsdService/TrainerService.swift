@@ -32,7 +32,9 @@ public final class TrainerService: Service, @unchecked Sendable {
             case let .success(.rejected(m, why)): logger.warning("trainer: rejected v\(m.seq)", metadata: ["version": "\(m.version)", "reasons": "\(why)"])
             case let .failure(e): logger.error("trainer: run failed; will try again", metadata: ["error": "\(e)"])
             }
-            try? await Task.sleep(nanoseconds: UInt64(configuration.trainer.checkSeconds * 1e9))
+            // The wait ends early on graceful shutdown (SIGTERM must not wait out a check interval).
+            let interval = UInt64(configuration.trainer.checkSeconds * 1e9)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(nanoseconds: interval) }
         }
     }
 }
