@@ -167,10 +167,10 @@ struct TeacherTests {
         #expect(abs(Double(sums[2]!)! - expectedCost) < 1e-9)
         #expect(totals.completions == byStatus["ok"])
         // What `newsd teacher stats` reports adds up to the same records.
-        let stats = try TeacherStatistics.read(db)
-        #expect(stats.requests == starts.count && stats.okRequests == byStatus["ok"] && stats.labelled + stats.ambiguous == 48)
-        #expect(stats.promptTokens == totals.promptTokens && abs(stats.cost - expectedCost) < 1e-9 && stats.queueByStatus == ["done": 48])
-        #expect(stats.report(prices: (0.6, 1.8)).contains("FAIL rate"))
+        let reported = try TeacherStatistics.read(db)
+        #expect(reported.requests == starts.count && reported.okRequests == byStatus["ok"] && reported.labelled + reported.ambiguous == 48)
+        #expect(reported.promptTokens == totals.promptTokens && abs(reported.cost - expectedCost) < 1e-9 && reported.queueByStatus == ["done": 48])
+        #expect(reported.report(prices: (0.6, 1.8)).contains("FAIL rate"))
     }
 
     @Test("a worker killed mid-run and restarted: no item lost, none labelled twice")
