@@ -38,7 +38,13 @@ public final class HTTPServer: @unchecked Sendable {
     public let port: UInt16
 
     /// Binds `host:port` (IPv4) and starts accepting; the error names the address and the reason.
-    public init(host: String = "127.0.0.1", port: UInt16, handler: @escaping @Sendable (ServerRequest) -> ServerReply) throws {
+    private let idleTimeout: Int
+    /// Requests larger than this are refused (connection closed).
+    static let maxRequestBytes = 1 << 20
+
+    /// `idleTimeout`: seconds a connection may stay silent before it is closed.
+    public init(host: String = "127.0.0.1", port: UInt16, idleTimeout: Int = 120, handler: @escaping @Sendable (ServerRequest) -> ServerReply) throws {
+        self.idleTimeout = idleTimeout
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard s >= 0 else { throw HTTPError(code: 0, message: "socket: \(String(cString: strerror(errno)))", isRetriable: false) }
         var yes: Int32 = 1
@@ -74,6 +80,8 @@ public final class HTTPServer: @unchecked Sendable {
             if client < 0 { if errno == EINTR || errno == ECONNABORTED { continue }; return }
             var one: Int32 = 1
             setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            var timeout = timeval(tv_sec: idleTimeout, tv_usec: 0)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             let t = Thread { [self] in serve(client) }
             t.name = "newsd-http-conn"
             t.stackSize = 1 << 20
@@ -93,7 +101,7 @@ public final class HTTPServer: @unchecked Sendable {
                 let n = read(client, &chunk, chunk.count)
                 if n <= 0 { return }
                 buffer.append(contentsOf: chunk[0..<n])
-                if buffer.count > 1 << 20 { return }
+                if buffer.count > Self.maxRequestBytes { return }
             }
             let head = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
             var lines = head.components(separatedBy: "\r\n")
@@ -104,7 +112,7 @@ public final class HTTPServer: @unchecked Sendable {
                 guard let c = l.firstIndex(of: ":") else { continue }
                 headers[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces)
             }
-            let length = Int(headers["content-length"] ?? "0") ?? 0
+            guard let length = Int(headers["content-length"] ?? "0"), (0...Self.maxRequestBytes).contains(length) else { return }
             let bodyStart = headerEnd! + 4
             while buffer.count < bodyStart + length {
                 let n = read(client, &chunk, chunk.count)
@@ -127,7 +135,8 @@ public final class HTTPServer: @unchecked Sendable {
                 let bytes = Array(text.utf8) + body
                 var sent = 0
                 while sent < bytes.count {
-                    let n = bytes[sent...].withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+                    // MSG_NOSIGNAL: a client gone mid-write must not SIGPIPE the process.
+                    let n = bytes[sent...].withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                     if n <= 0 { return }
                     sent += n
                 }

@@ -19,7 +19,7 @@ public final class MetricsServer: @unchecked Sendable {
         guard parts.count == 2, let p = UInt16(parts[1]) else { throw ServiceError("metrics.listen = \(listen): expected host:port") }
         let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
         do {
-            server = try HTTPServer(host: host, port: p) { request in
+            server = try HTTPServer(host: host, port: p, idleTimeout: 5) { request in
                 let close = "Connection: close"
                 func text(_ status: Int, _ type: String, _ body: String) -> ServerReply {
                     .respond(status: status, headers: ["Content-Type: \(type)", close], body: Array(body.utf8))

@@ -63,7 +63,7 @@ public enum ModelRegistry {
     /// A version by checksum prefix, `vN` or `N`.
     public static func get(_ db: PostgresConnection, _ key: String) throws -> RegisteredModel? {
         let seq = Int(key.hasPrefix("v") ? String(key.dropFirst()) : key)
-        let r = try db.execute("SELECT \(columns) FROM models WHERE version = $1 OR seq = $2 ORDER BY seq LIMIT 1",
+        let r = try db.execute("SELECT \(columns) FROM models WHERE version = $1 OR seq::bigint = $2::bigint ORDER BY seq LIMIT 1",
                                [key, seq.map(String.init) ?? "-1"]).rows
         return r.first.map(row)
     }
@@ -102,6 +102,7 @@ public enum ModelRegistry {
             }
             guard let previous = try db.execute("""
                 SELECT version FROM models WHERE status = 'retired' AND activated_at IS NOT NULL AND version <> $1
+                  AND reasons IS NULL   -- never back to a model that was itself rolled back
                 ORDER BY activated_at DESC LIMIT 1
                 """, [current ?? ""]).rows.first?[0] else {
                 throw ServiceError("no previously active model to roll back to")

@@ -117,10 +117,15 @@ public final class ModelWatcher: @unchecked Sendable {
             logger.notice("model swapped in", metadata: ["version": "\(active.version)", "seq": "v\(active.seq)", "previous": "\(serving)",
                                                          "load_seconds": "\(String(format: "%.2f", Date().timeIntervalSince(start)))"])
             if wasUntrained { try backfill(db, model: model) }
-        } catch {
+        } catch let e as PostgresError {
+            throw e   // transient: reconnect and try again at the next check
+        } catch let e where e is ModelError || e is ServiceError {
             refused.insert(active.version)
             pipeline.recordSwap(failed: true)
-            logger.error("refusing model: keeping the one serving", metadata: ["version": "\(active.version)", "serving": "\(serving)", "error": "\(error)"])
+            logger.error("refusing model: keeping the one serving", metadata: ["version": "\(active.version)", "serving": "\(serving)", "error": "\(e)"])
+        } catch {
+            // Disk full, cache not writable...: this host's problem, not the model's; retried.
+            logger.error("cannot load model now; keeping the one serving, retrying", metadata: ["version": "\(active.version)", "error": "\(error)"])
         }
     }
 }

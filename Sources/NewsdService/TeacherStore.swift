@@ -80,9 +80,14 @@ public struct QueuedItem: Sendable {
 /// several hosts share it and a crashed worker's items are taken up again when the lease ends),
 /// request records, and verdicts keyed by text hash (a text is labelled once, ever).
 public enum TeacherQueue {
-    /// Claims up to `limit` pending items whose lease is free, least certain first.
-    public static func claim(_ db: PostgresConnection, worker: String, limit: Int, leaseSeconds: Double) throws -> [QueuedItem] {
+    /// Claims up to `limit` pending items whose lease is free, least certain first. Items claimed
+    /// `maxAttempts` times already (their workers kept dying) are marked failed instead.
+    public static func claim(_ db: PostgresConnection, worker: String, limit: Int, leaseSeconds: Double, maxAttempts: Int = 1_000_000) throws -> [QueuedItem] {
         try db.execute("""
+            UPDATE teacher_queue SET status = 'failed', last_error = coalesce(last_error || '; ', '') || 'claimed too often'
+            WHERE status = 'pending' AND attempts >= $1::integer AND (leased_until IS NULL OR leased_until < now())
+            """, [String(maxAttempts)])
+        return try db.execute("""
             UPDATE teacher_queue q SET lease_owner = $1, leased_until = now() + make_interval(secs => $2::double precision),
                    attempts = q.attempts + 1
             WHERE q.id IN (SELECT id FROM teacher_queue
@@ -125,16 +130,29 @@ public enum TeacherQueue {
         }
     }
 
-    /// Gives an item back (its labelling failed or the worker is stopping); after `maxAttempts`
-    /// claims it is marked failed with the last error.
-    public static func release(_ db: PostgresConnection, item: QueuedItem, error: String, maxAttempts: Int, retryAfterSeconds: Double = 0) throws {
+    /// Gives an item back, if this worker still holds it. A failure of the item counts towards
+    /// `maxAttempts` (then it is marked failed with the last error); a stop or a spent budget does
+    /// not (`countsAsAttempt: false` undoes the claim's count).
+    public static func release(_ db: PostgresConnection, item: QueuedItem, worker: String, error: String, maxAttempts: Int,
+                               countsAsAttempt: Bool = true, retryAfterSeconds: Double = 0) throws {
         try db.execute("""
             UPDATE teacher_queue SET last_error = $2,
-                   status = CASE WHEN attempts >= $3 THEN 'failed' ELSE status END,
+                   attempts = CASE WHEN $5::boolean THEN attempts ELSE greatest(attempts - 1, 0) END,
+                   status = CASE WHEN $5::boolean AND attempts >= $3::integer THEN 'failed' ELSE status END,
                    lease_owner = NULL,
                    leased_until = CASE WHEN $4::double precision > 0 THEN now() + make_interval(secs => $4::double precision) END
-            WHERE id = $1 AND status = 'pending'
-            """, [String(item.id), String(error.prefix(500)), String(maxAttempts), String(retryAfterSeconds)])
+            WHERE id = $1 AND status = 'pending' AND lease_owner = $6
+            """, [String(item.id), String(error.prefix(500)), String(maxAttempts), String(retryAfterSeconds),
+                  countsAsAttempt ? "true" : "false", worker])
+    }
+
+    /// Extends this worker's leases on items still being labelled.
+    public static func renew(_ db: PostgresConnection, ids: [Int64], worker: String, leaseSeconds: Double) throws {
+        guard !ids.isEmpty else { return }
+        try db.execute("""
+            UPDATE teacher_queue SET leased_until = now() + make_interval(secs => $3::double precision)
+            WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND status = 'pending'
+            """, ["{" + ids.map(String.init).joined(separator: ",") + "}", worker, String(leaseSeconds)])
     }
 
     /// Puts texts on the queue (manual enqueue); returns how many were new (labelled or queued

@@ -101,14 +101,19 @@ public final class TeacherWorker: Service, @unchecked Sendable {
         } onGracefulShutdown: { [self] in
             logger.info("teacher worker: finishing the items in flight")
             requestStop()
+            // Postgres being down must not hold the shutdown past its bound.
+            let database = database
+            DispatchQueue.global().asyncAfter(deadline: .now() + configuration.ingest.shutdownTimeoutSeconds) { database.stop() }
         }
         database.stop()
     }
 
+
+
     private func loop() async throws {
         let t = configuration.teacher
         let slots = t.concurrency
-        var lastBudgetSync = -1e9
+        var lastBudgetSync = -1e9, lastRenewal = Date().timeIntervalSince1970
         var loggedHold: String?
         // Items in flight run as their own tasks; the loop tops them up as they finish. On
         // shutdown it waits for them within the ingest shutdown bound, then gives the rest back
@@ -128,13 +133,27 @@ public final class TeacherWorker: Service, @unchecked Sendable {
                 if let hold { logger.warning("teacher worker holding: \(hold)") } else if loggedHold != nil { logger.info("teacher worker resumed") }
                 loggedHold = hold
             }
+            // Leases are renewed while items are still being labelled (retries and breaker waits
+            // can outlast one), so no other worker, nor this one, starts them again.
+            if now - lastRenewal > max(1, t.leaseSeconds / 3) {
+                let (ids, worker, lease) = (inFlight.withLock { Array($0.keys) }, workerID, t.leaseSeconds)
+                try await database.run("renew leases") { try TeacherQueue.renew($0, ids: ids, worker: worker, leaseSeconds: lease) }
+                lastRenewal = now
+            }
             let free = slots - inFlight.withLock { $0.count }
             var claimed: [QueuedItem] = []
             if hold == nil && free > 0 {
-                let (worker, lease) = (workerID, t.leaseSeconds)
-                claimed = try await database.run("claim") { try TeacherQueue.claim($0, worker: worker, limit: free, leaseSeconds: lease) }
+                let (worker, lease, maxAttempts) = (workerID, t.leaseSeconds, t.maxAttempts)
+                claimed = try await database.run("claim") {
+                    try TeacherQueue.claim($0, worker: worker, limit: free, leaseSeconds: lease, maxAttempts: maxAttempts)
+                }
                 for item in claimed {
-                    inFlight.withLock { $0[item.id] = item }
+                    let fresh = inFlight.withLock { running -> Bool in
+                        guard running[item.id] == nil else { return false }
+                        running[item.id] = item
+                        return true
+                    }
+                    guard fresh else { continue }
                     Task { await self.process(item); inFlight.withLock { $0[item.id] = nil } }
                 }
             }
@@ -149,9 +168,12 @@ public final class TeacherWorker: Service, @unchecked Sendable {
         let left = inFlight.withLock { Array($0.values) }
         if !left.isEmpty {
             logger.info("teacher worker: giving unfinished items back to the queue", metadata: ["items": "\(left.count)"])
-            // A stop is not the item's failure: it never counts towards max_attempts.
+            // A stop is not the item's failure: it never counts towards max_attempts. Tasks still
+            // waiting on a transfer may finish later; they no longer hold the lease, so their
+            // release is a no-op and a verdict they store is stored once (text-hash key).
+            let worker = workerID
             _ = try? await database.run("release on shutdown") { db in
-                for item in left { try TeacherQueue.release(db, item: item, error: "worker stopped", maxAttempts: Int.max) }
+                for item in left { try TeacherQueue.release(db, item: item, worker: worker, error: "worker stopped", maxAttempts: 0, countsAsAttempt: false) }
             }
         }
     }
@@ -178,7 +200,9 @@ public final class TeacherWorker: Service, @unchecked Sendable {
             let max = configuration.teacher.maxAttempts
             // Not retried at once: the server just failed every retry, give it a moment.
             let wait = budget ? 0 : min(60, 5 * Double(item.attempts))
-            _ = try? await database.run("release") { try TeacherQueue.release($0, item: item, error: "\(error)", maxAttempts: budget ? Int.max : max, retryAfterSeconds: wait) }
+            _ = try? await database.run("release") {
+                try TeacherQueue.release($0, item: item, worker: worker, error: "\(error)", maxAttempts: max, countsAsAttempt: !budget, retryAfterSeconds: wait)
+            }
         }
     }
 

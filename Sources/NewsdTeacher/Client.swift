@@ -144,7 +144,8 @@ public final class TeacherClient: @unchecked Sendable {
         http = try HTTPClient(maxConcurrent: settings.concurrency, userAgent: "newsd-teacher")
         parser = AnswerParser(labels: settings.labels)
         limiter = RateLimiter(requestsPerMinute: settings.requestsPerMinute, tokensPerMinute: settings.tokensPerMinute)
-        breaker = CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown)
+        breaker = CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown,
+                                 probeTimeout: settings.timeout * 2 + settings.connectTimeout)
         ledger = SpendLedger(dailyBudget: settings.dailyBudget)
     }
 
@@ -213,8 +214,10 @@ public final class TeacherClient: @unchecked Sendable {
             if ledger.isExhausted {
                 throw TeacherError("daily teacher budget of $\(settings.dailyBudget) is spent", retriable: true, kind: .budgetExhausted)
             }
-            try await breaker.admit()
+            // The rate slot first, then the breaker: once admitted (possibly as the half-open
+            // probe), nothing but the request itself stands before its success or failure report.
             let reservation = try await limiter.acquire(estimatedTokens: estimate)
+            try await breaker.admit()
             let startedAt = Date(), t0 = monotonicSeconds()
             var record = TeacherRequestRecord(sample: sample, samples: n, status: "ok", latency: 0, startedAt: startedAt)
             var retryAfter: Double?

@@ -91,11 +91,15 @@ public final class CircuitBreaker: @unchecked Sendable {
     private let lock = NSLock()
     private var state = State.closed(failures: 0)
     private var cooldown: Double
+    private var probeSince = 0.0
+    /// A probe that never reported (its task was cancelled) stops blocking after this long.
+    private let probeTimeout: Double
     /// Times the breaker opened.
     public private(set) var openings = 0
 
     /// A breaker opening after `threshold` consecutive failures for `cooldown` seconds at first.
-    public init(threshold: Int = 5, cooldown: Double = 5, maxCooldown: Double = 120) {
+    public init(threshold: Int = 5, cooldown: Double = 5, maxCooldown: Double = 120, probeTimeout: Double = 180) {
+        self.probeTimeout = probeTimeout
         self.threshold = max(1, threshold)
         baseCooldown = cooldown
         self.cooldown = cooldown
@@ -120,8 +124,11 @@ public final class CircuitBreaker: @unchecked Sendable {
         case let .open(until):
             if now < until { return (false, until - now) }
             state = .halfOpen
+            probeSince = now
             return (true, 0)
-        case .halfOpen: return (false, 0.2)
+        case .halfOpen:
+            if now - probeSince > probeTimeout { probeSince = now; return (true, 0) }
+            return (false, 0.2)
         }
     }
 
