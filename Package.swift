@@ -13,6 +13,9 @@ let avx2Numerics: [SwiftSetting] = optimisedNumerics + [.unsafeFlags(["-target-c
 let avx2Numerics: [SwiftSetting] = optimisedNumerics
 #endif
 
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+
 let package = Package(
     name: "newsd",
     platforms: [.macOS(.v14)],
@@ -24,43 +27,60 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
-        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
-        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto",
-                       providers: [.apt(["libssl-dev"])]),
-        .target(name: "NewsdKernels", swiftSettings: optimisedNumerics),
-        .target(name: "NewsdKernelsAVX2", swiftSettings: avx2Numerics),
-        .target(name: "NewsdModel", dependencies: ["CBLAS", "CCrypto", "NewsdKernels", "NewsdKernelsAVX2"],
-                swiftSettings: optimisedNumerics),
+        // C libraries, each behind a module map and a shim header with typed wrappers of the
+        // variadic functions Swift cannot call.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         .systemLibrary(name: "CLibPQ", providers: [.apt(["libpq-dev"])]),
-        .target(name: "NewsdCore"),
-        .target(name: "NewsdKafka", dependencies: ["CRdKafka"]),
         .systemLibrary(name: "CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-        .target(name: "NewsdHTTP", dependencies: ["CCurl"]),
-        .target(name: "NewsdTeacher", dependencies: ["NewsdHTTP", "NewsdCore"]),
-        .target(name: "NewsdPostgres", dependencies: ["CLibPQ"]),
-        .target(name: "NewsdService", dependencies: [
-            "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres", "NewsdTeacher", "NewsdHTTP",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+
+        // The one place for libc: clocks, signals, systemd, files, terminal, retry; CSV.
+        .target(name: "NewsdSystem", dependencies: [lifecycle]),
+        // Transports and stores, one per C library.
+        .target(name: "NewsdKafka", dependencies: ["CRdKafka", "NewsdSystem"]),
+        .target(name: "NewsdPostgres", dependencies: ["CLibPQ", "NewsdSystem", logging]),
+        .target(name: "NewsdHTTP", dependencies: ["CCurl", "NewsdSystem"]),
+
+        // The student: pure compute, no network, no database.
+        .target(name: "NewsdKernels", swiftSettings: optimisedNumerics),
+        .target(name: "NewsdKernelsAVX2", swiftSettings: avx2Numerics),
+        .target(name: "NewsdModel", dependencies: ["CBLAS", "CCrypto", "NewsdKernels", "NewsdKernelsAVX2", "NewsdSystem"],
+                swiftSettings: optimisedNumerics),
+
+        // Configuration, schema, metrics and health.
+        .target(name: "NewsdOps", dependencies: ["NewsdSystem", "NewsdPostgres", "NewsdHTTP", logging, lifecycle,
+                                                 .product(name: "TOMLKit", package: "TOMLKit")]),
+        // The stages of the data flow.
+        .target(name: "NewsdTeacher", dependencies: ["NewsdSystem", "NewsdHTTP", "NewsdPostgres", "NewsdModel", "NewsdOps", logging, lifecycle]),
+        .target(name: "NewsdIngest", dependencies: ["NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher",
+                                                    logging, lifecycle]),
+        .target(name: "NewsdDistill", dependencies: ["NewsdSystem", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", logging, lifecycle]),
+        // Wires the stages into one ServiceGroup.
+        .target(name: "NewsdDaemon", dependencies: ["NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher",
+                                                    "NewsdIngest", "NewsdDistill", logging, lifecycle,
+                                                    .product(name: "UnixSignals", package: "swift-service-lifecycle")]),
+        // Development stand-ins (mock cluster, dev teacher, demo data): linked by the CLI and tests only.
+        .target(name: "NewsdDevTools", dependencies: ["CRdKafka", "NewsdSystem", "NewsdKafka", "NewsdHTTP", "NewsdModel", "NewsdTeacher", "NewsdIngest"]),
         .executableTarget(name: "newsd", dependencies: [
-            "NewsdModel", "NewsdCore", "NewsdKafka", "NewsdPostgres", "NewsdService", "NewsdTeacher",
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            "NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", "NewsdIngest", "NewsdDistill",
+            "NewsdDaemon", "NewsdDevTools", logging, lifecycle,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "NewsdCoreTests", dependencies: ["NewsdCore"]),
-        .testTarget(name: "NewsdTeacherTests", dependencies: ["NewsdTeacher", "NewsdHTTP", "NewsdCore"]),
+
+        .testTarget(name: "NewsdSystemTests", dependencies: ["NewsdSystem"]),
+        .testTarget(name: "NewsdModelTests", dependencies: ["NewsdModel", "NewsdSystem"],
+                    resources: [.copy("Fixtures")], swiftSettings: optimisedNumerics),
+        .testTarget(name: "NewsdOpsTests", dependencies: ["NewsdOps", "NewsdSystem"]),
+        .testTarget(name: "NewsdIngestTests", dependencies: ["NewsdIngest", "NewsdSystem"]),
+        .testTarget(name: "NewsdTeacherTests", dependencies: ["NewsdTeacher", "NewsdHTTP", "NewsdSystem", "NewsdOps"]),
+        .testTarget(name: "NewsdDevToolsTests", dependencies: ["NewsdDevTools", "NewsdTeacher", "NewsdHTTP", "NewsdSystem"]),
         .testTarget(name: "NewsdIntegrationTests", dependencies: [
-            "NewsdCore", "NewsdModel", "NewsdKafka", "NewsdPostgres", "NewsdService", "NewsdTeacher",
-            .product(name: "Logging", package: "swift-log"),
+            "NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", "NewsdIngest", "NewsdDistill",
+            "NewsdDaemon", "NewsdDevTools", logging, lifecycle,
         ]),
-        .testTarget(name: "NewsdModelTests", dependencies: ["NewsdModel", "NewsdCore"],
-                    resources: [.copy("Fixtures")],
-                    swiftSettings: optimisedNumerics),
     ]
 )

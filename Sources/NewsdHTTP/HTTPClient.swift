@@ -1,9 +1,10 @@
 import CCurl
 import Foundation
+import NewsdSystem
 
 /// The one error type of `NewsdHTTP`: libcurl's code, its message, and whether trying again can
 /// help (timeouts and connection errors can; a malformed URL or a TLS verification failure cannot).
-public struct HTTPError: Error, CustomStringConvertible, Sendable {
+public struct HTTPError: Error, RetryClassifiable, CustomStringConvertible, Sendable {
     /// libcurl's `CURLcode` (0 when the error is ours).
     public var code: Int32
     /// What went wrong.

@@ -1,4 +1,5 @@
 import Foundation
+import NewsdSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -72,12 +73,21 @@ public final class HTTPServer: @unchecked Sendable {
         t.start()
     }
 
+    private let stopped = StopFlag()
+
     deinit { close(fd) }
 
+    /// Stops accepting (connections being served finish on their own). Idempotent.
+    public func stop() {
+        guard !stopped.isSet else { return }
+        stopped.set()
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     private func acceptLoop() {
-        while true {
+        while !stopped.isSet {
             let client = accept(fd, nil, nil)
-            if client < 0 { if errno == EINTR || errno == ECONNABORTED { continue }; return }
+            if client < 0 { if !stopped.isSet && (errno == EINTR || errno == ECONNABORTED) { continue }; return }
             var one: Int32 = 1
             setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             var timeout = timeval(tv_sec: idleTimeout, tv_usec: 0)

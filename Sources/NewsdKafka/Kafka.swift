@@ -1,9 +1,10 @@
 import CRdKafka
 import Foundation
+import NewsdSystem
 
 /// The one error type of `NewsdKafka`: librdkafka's error code, its message, and whether waiting
 /// and trying again can help (broker down, timeouts, rebalances in progress).
-public struct KafkaError: Error, CustomStringConvertible, Sendable {
+public struct KafkaError: Error, CustomStringConvertible, RetryClassifiable, Sendable {
     /// librdkafka's `rd_kafka_resp_err_t` value (0 when the error is ours, e.g. a bad property).
     public var code: Int32
     /// What happened.
@@ -61,10 +62,10 @@ public struct KafkaRecord: Sendable {
 }
 
 /// Builds an `rd_kafka_conf_t` from string properties; errors name the property and value.
-final class KafkaConfiguration {
+package final class KafkaConfiguration {
     private(set) var handle: OpaquePointer?
 
-    init(_ properties: [String: String]) throws {
+    package init(_ properties: [String: String]) throws {
         handle = rd_kafka_conf_new()
         for (key, value) in properties.sorted(by: { $0.key < $1.key }) {
             var error = [CChar](repeating: 0, count: 512)
@@ -76,13 +77,13 @@ final class KafkaConfiguration {
     }
 
     /// Hands the configuration to `rd_kafka_new`, which owns it from then on.
-    func take() -> OpaquePointer? { defer { handle = nil }; return handle }
+    package func take() -> OpaquePointer? { defer { handle = nil }; return handle }
 
     deinit { if let handle { rd_kafka_conf_destroy(handle) } }
 }
 
 /// Creates an `rd_kafka_t` of the given type from a configuration it takes over.
-func makeKafkaHandle(_ type: rd_kafka_type_t, _ conf: KafkaConfiguration) throws -> OpaquePointer {
+package func makeKafkaHandle(_ type: rd_kafka_type_t, _ conf: KafkaConfiguration) throws -> OpaquePointer {
     var error = [CChar](repeating: 0, count: 512)
     let raw = conf.take()
     guard let rk = rd_kafka_new(type, raw, &error, error.count) else {

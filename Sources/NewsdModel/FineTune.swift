@@ -1,4 +1,5 @@
 import Foundation
+import NewsdSystem
 
 /// The outcome of a fine-tuning run: the trained student (already calibrated) and its figures.
 public struct FineTuneResult: Sendable {
@@ -25,11 +26,11 @@ public enum FineTune {
     /// temperature then stays 1).
     public static func run(base: Checkpoint, labels: [String], training examples: [TrainingExample],
                            validation: [(ids: [Int32], label: Int)], configuration: TrainingConfiguration,
-                           servingThreads: Int? = nil,
+                           servingThreads: Int? = nil, cancel: StopFlag? = nil,
                            progress: (TrainingProgress) -> Void = { _ in }) throws -> FineTuneResult {
         let start = Date()
         let trainer = try Trainer(base: base.weights, classes: labels.count, configuration: configuration)
-        let losses = try trainer.train(examples, progress: progress)
+        let losses = try trainer.train(examples, cancel: cancel, progress: progress)
         let weights = trainer.weights
         let head = trainer.trainedHead
         var temperature: Float = 1

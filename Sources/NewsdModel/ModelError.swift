@@ -1,6 +1,8 @@
+import NewsdSystem
+
 /// The one error type of `NewsdModel`. Every case names the file or value at fault; none is
 /// retriable by waiting (a model file does not repair itself), so `isRetriable` is always false.
-public enum ModelError: Error, CustomStringConvertible, Equatable {
+public enum ModelError: Error, CustomStringConvertible, Equatable, RetryClassifiable {
     /// A required file is missing or unreadable.
     case missingFile(String, underlying: String)
     /// A file exists but its content is wrong (format, JSON, dtype, shape).
@@ -13,6 +15,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidArgument(String)
     /// Writing an artifact failed.
     case writeFailed(String, reason: String)
+    /// A training run or a batch job was stopped between two steps (shutdown); nothing was kept.
+    case cancelled(String)
 
     /// Whether trying again unchanged could succeed. Model errors never do.
     public var isRetriable: Bool { false }
@@ -27,6 +31,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
         case let .unsupported(what): return "unsupported: \(what)"
         case let .invalidArgument(what): return "invalid argument: \(what)"
         case let .writeFailed(path, reason): return "cannot write \(path): \(reason)"
+        case let .cancelled(what): return "\(what) cancelled"
         }
     }
 }

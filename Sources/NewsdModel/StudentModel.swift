@@ -1,4 +1,5 @@
 import Foundation
+import NewsdSystem
 
 /// One classification with its uncertainty.
 public struct Prediction: Sendable, Codable, Equatable {
@@ -21,6 +22,14 @@ public struct Prediction: Sendable, Codable, Equatable {
         self.probabilities = probabilities
         margin = order.count > 1 ? probabilities[order[0]] - probabilities[order[1]] : 1
         entropy = -probabilities.reduce(0) { $0 + ($1 > 0 ? $1 * logf($1) : 0) }
+    }
+
+    /// The probabilities as a JSON object keyed by label (`{"negative":0.1,...}`; a non-finite
+    /// value is `null`), as stored in `predictions.probabilities`.
+    public func probabilitiesJSON(labels: [String]) -> String {
+        var object: [String: Float?] = [:]
+        for (label, p) in zip(labels, probabilities) { object[label] = p.isFinite ? p : nil }
+        return (try? JSONText.encode(object)) ?? "{}"
     }
 }
 

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import NewsdSystem
 
 /// Which parameters fine-tuning updates.
 public enum TrainableScope: Sendable, Equatable, CustomStringConvertible, Codable {
@@ -207,7 +208,7 @@ public final class Trainer: @unchecked Sendable {
     public var trainsEmbeddings: Bool { configuration.trainable == .all }
 
     /// Sets the examples and computes the frozen part of the network for them once.
-    func load(_ examples: [TrainingExample]) throws {
+    func load(_ examples: [TrainingExample], cancel: StopFlag? = nil) throws {
         for (i, e) in examples.enumerated() {
             guard e.target.count == classes else {
                 throw ModelError.invalidArgument("example \(i) has \(e.target.count) target values, expected \(classes)")
@@ -220,18 +221,28 @@ public final class Trainer: @unchecked Sendable {
             return e
         }
         let runner = EncoderRunner(weights: base, threads: configuration.threads)
-        switch configuration.trainable {
-        case .all: cache = []
-        case .head: cache = runner.pooled(self.examples.map(\.ids), batchSize: 32)
-        case .top: cache = runner.hiddenStates(self.examples.map(\.ids), layers: firstTrainable, batchSize: 32)
+        // The frozen layers' outputs are computed in slices (each example on its own, so slicing
+        // changes no number) with a cancellation check between them.
+        let ids = self.examples.map(\.ids), slice = 256
+        cache = []
+        if case .all = configuration.trainable { return }
+        for start in stride(from: 0, to: ids.count, by: slice) {
+            if cancel?.isSet == true { throw ModelError.cancelled("training") }
+            let part = Array(ids[start..<min(ids.count, start + slice)])
+            switch configuration.trainable {
+            case .all: break
+            case .head: cache += runner.pooled(part, batchSize: 32)
+            case .top: cache += runner.hiddenStates(part, layers: firstTrainable, batchSize: 32)
+            }
         }
     }
 
     /// Trains on `examples`, calling `progress` after each step. Returns the mean loss per epoch.
     @discardableResult
-    public func train(_ examples: [TrainingExample], progress: (TrainingProgress) -> Void = { _ in }) throws -> [Double] {
+    public func train(_ examples: [TrainingExample], cancel: StopFlag? = nil,
+                      progress: (TrainingProgress) -> Void = { _ in }) throws -> [Double] {
         guard !examples.isEmpty else { throw ModelError.invalidArgument("no training examples") }
-        try load(examples)
+        try load(examples, cancel: cancel)
         let n = examples.count, bs = configuration.batchSize
         let stepsPerEpoch = (n + bs - 1) / bs, total = stepsPerEpoch * configuration.epochs
         let warmup = Int((Float(total) * configuration.warmupFraction).rounded(.up))
@@ -244,6 +255,8 @@ public final class Trainer: @unchecked Sendable {
             order.shuffle(using: &rng)
             var lossSum = 0.0, seen = 0
             for s in 0..<stepsPerEpoch {
+                // A shutdown stops training between two optimizer steps (within one step's time).
+                if cancel?.isSet == true { throw ModelError.cancelled("training") }
                 let batch = Array(order[(s * bs)..<min(n, (s + 1) * bs)])
                 let loss = lossAndGradients(batch, dropout: configuration.dropout, stepSeed: configuration.seed &* 1_000_003 &+ UInt64(step))
                 lossSum += loss * Double(batch.count); seen += batch.count

@@ -1,9 +1,10 @@
 import CLibPQ
 import Foundation
+import NewsdSystem
 
 /// The one error type of `NewsdPostgres`: the SQLSTATE when the server gave one, the message, and
 /// whether trying again (after reconnecting) can succeed.
-public struct PostgresError: Error, CustomStringConvertible, Sendable {
+public struct PostgresError: Error, CustomStringConvertible, Sendable, RetryClassifiable {
     /// Five-character SQLSTATE, or nil for client-side and connection errors.
     public var sqlState: String?
     /// The server's or libpq's message.
@@ -46,9 +47,14 @@ public final class PostgresConnection {
     /// The connection string (libpq keyword/value or URI). Never logged: it may hold a password.
     private let conninfo: String
 
+    /// A password given apart from the connection string (`NEWSD_POSTGRES_PASSWORD`); one in the
+    /// string wins.
+    private let password: String?
+
     /// Connects; the error says why not (host, authentication, database).
-    public init(_ conninfo: String) throws {
+    public init(_ conninfo: String, password: String? = nil) throws {
         self.conninfo = conninfo
+        self.password = password ?? ProcessInfo.processInfo.environment["NEWSD_POSTGRES_PASSWORD"]
         try connect()
     }
 
@@ -56,17 +62,20 @@ public final class PostgresConnection {
 
     private func connect() throws {
         if let handle { PQfinish(handle) }
-        // Without a connect timeout a host that silently drops packets blocks a connect for
-        // minutes; libpq reads PGCONNECT_TIMEOUT when the connection string sets none.
-        if getenv("PGCONNECT_TIMEOUT") == nil { setenv("PGCONNECT_TIMEOUT", "10", 0) }
-        handle = PQconnectdb(conninfo)
+        // Parameters are processed in order and the connection string (expanded in place of
+        // dbname) overrides what comes before it: a 10 s connect timeout (without one a host
+        // that drops packets blocks a connect for minutes) and the separately given password
+        // are defaults the string may override. No environment variable is set at run time.
+        var keywords = ["connect_timeout", "application_name"], values = ["10", "newsd"]
+        if let password, !password.isEmpty { keywords.append("password"); values.append(password) }
+        keywords.append("dbname"); values.append(conninfo)
+        handle = withCStrings(keywords) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
         guard let h = handle, PQstatus(h) == CONNECTION_OK else {
             let message = handle.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
             if let h = handle { PQfinish(h) }
             handle = nil
             throw PostgresError(sqlState: nil, message: "cannot connect to PostgreSQL: \(message)", connectionLost: true)
         }
-        _ = try? execute("SET application_name = 'newsd'")
     }
 
     /// Whether the connection is usable.
@@ -170,12 +179,12 @@ public final class PostgresConnection {
     }
 }
 
-/// Calls `body` with a C array of C strings (NULL for nil) valid during the call.
+/// Calls `body` with a NULL-terminated C array of C strings (NULL for nil) valid during the call.
 private func withCStrings<R>(_ values: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
-    var pointers: [UnsafeMutablePointer<CChar>?] = values.map { $0.flatMap { strdup($0) } }
+    var pointers: [UnsafeMutablePointer<CChar>?] = values.map { $0.flatMap { strdup($0) } } + [nil]
     defer { for p in pointers { free(p) } }
     return pointers.withUnsafeMutableBufferPointer { buffer in
-        buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) { body(values.isEmpty ? nil : $0) }
+        buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buffer.count) { body(values.isEmpty ? nil : $0) }
     }
 }
 

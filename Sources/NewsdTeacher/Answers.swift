@@ -1,4 +1,9 @@
 import Foundation
+import NewsdHTTP
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
 
 /// How an answer's label was found.
 public enum ParseStage: String, Sendable, Codable {

@@ -1,64 +1,53 @@
 import Foundation
 import NewsdHTTP
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
 
-/// Everything the teacher client needs; `NewsdService` builds it from the `[teacher]` configuration.
+/// What the teacher client needs: the `[teacher]` configuration (the one definition of every key
+/// and its default, read through dynamic member lookup: `settings.samples`), the API key and the
+/// prompt, and the client's own retry and breaker constants.
+@dynamicMemberLookup
 public struct TeacherSettings: Sendable {
-    /// Base URL of an OpenAI-compatible API; requests go to `{baseURL}/chat/completions`.
-    public var baseURL: String
-    /// Model name sent with each request.
-    public var model = "teacher"
+    /// The `[teacher]` configuration.
+    public var configuration: NewsdConfiguration.Teacher
     /// Bearer token (from `NEWSD_TEACHER_API_KEY` or the credentials file); never logged.
     public var apiKey: String?
-    /// Allowed labels, lower-case.
-    public var labels = ["negative", "neutral", "positive"]
-    /// The prompt.
+    /// The prompt (`teacher.prompt_file`, else the built-in investor-sentiment prompt).
     public var prompt = PromptTemplate.investorSentiment
-    /// Samples per item (k).
-    public var samples = 3
-    /// Extra samples at most when the first k have no majority (m).
-    public var extraSamples = 2
-    /// Sampling temperature.
-    public var temperature = 0.8
-    /// Nucleus sampling.
-    public var topP = 0.9
-    /// Completion tokens per sample at most.
-    public var maxTokens = 256
-    /// Ask for several samples in one request (`n`); falls back to one request per sample when the
-    /// server returns fewer choices than asked.
-    public var useN = true
-    /// Requests in flight at most.
-    public var concurrency = 16
-    /// Requests per minute (0 = unlimited).
-    public var requestsPerMinute = 600
-    /// Tokens per minute (0 = unlimited).
-    public var tokensPerMinute = 0
-    /// Seconds to connect at most.
-    public var connectTimeout = 10.0
-    /// Seconds per request at most.
-    public var timeout = 60.0
-    /// Retries per request after the first attempt.
-    public var maxRetries = 6
-    /// First backoff in seconds (doubles per retry, with jitter, up to `maxBackoff`).
-    public var backoff = 0.5
-    /// Largest backoff in seconds.
-    public var maxBackoff = 30.0
-    /// US dollars per million prompt tokens.
-    public var inputPricePerMillion = 0.0
-    /// US dollars per million completion tokens.
-    public var outputPricePerMillion = 0.0
-    /// US dollars per UTC day (0 = unlimited).
-    public var dailyBudget = 0.0
+    /// Backoff between retries of one request (429, 5xx, timeouts, connection errors);
+    /// `Retry-After` from the server wins when longer.
+    public var retry = RetryPolicy(initialDelay: 0.5, multiplier: 2, maxDelay: 30, jitter: 0.25)
     /// Consecutive failures that open the circuit breaker.
     public var breakerThreshold = 5
     /// First cool-down of the open breaker, seconds.
     public var breakerCooldown = 5.0
 
-    /// Settings for a server at `baseURL`.
-    public init(baseURL: String) { self.baseURL = baseURL }
+    /// Settings from the `[teacher]` configuration; the API key from `NEWSD_TEACHER_API_KEY` or
+    /// the credentials file (`TEACHER_API_KEY=...`) unless given.
+    public init(configuration: NewsdConfiguration.Teacher, apiKey: String? = Secrets.value("TEACHER_API_KEY")) throws {
+        self.configuration = configuration
+        self.configuration.labels = configuration.labels.map { $0.lowercased() }
+        self.apiKey = apiKey
+        if !configuration.promptFile.isEmpty { prompt = try PromptTemplate(file: configuration.promptFile) }
+    }
+
+    /// The default configuration pointed at `baseURL`, with no API key (tests, tools).
+    public init(baseURL: String) {
+        configuration = NewsdConfiguration.Teacher()
+        configuration.baseURL = baseURL
+    }
+
+    /// Reads and sets configuration keys directly: `settings.samples = 5`.
+    public subscript<T>(dynamicMember key: WritableKeyPath<NewsdConfiguration.Teacher, T>) -> T {
+        get { configuration[keyPath: key] }
+        set { configuration[keyPath: key] = newValue }
+    }
 
     /// The cost of a request with this usage.
     public func cost(promptTokens: Int, completionTokens: Int) -> Double {
-        (Double(promptTokens) * inputPricePerMillion + Double(completionTokens) * outputPricePerMillion) / 1_000_000
+        (Double(promptTokens) * configuration.inputPricePerMillion + Double(completionTokens) * configuration.outputPricePerMillion) / 1_000_000
     }
 }
 
@@ -145,8 +134,8 @@ public final class TeacherClient: @unchecked Sendable {
         parser = AnswerParser(labels: settings.labels)
         limiter = RateLimiter(requestsPerMinute: settings.requestsPerMinute, tokensPerMinute: settings.tokensPerMinute)
         breaker = CircuitBreaker(threshold: settings.breakerThreshold, cooldown: settings.breakerCooldown,
-                                 probeTimeout: settings.timeout * 2 + settings.connectTimeout)
-        ledger = SpendLedger(dailyBudget: settings.dailyBudget)
+                                 probeTimeout: settings.timeoutSeconds.value * 2 + settings.connectTimeoutSeconds.value)
+        ledger = SpendLedger(dailyBudget: settings.dailyBudgetUSD)
     }
 
     /// Stops the HTTP thread.
@@ -199,20 +188,21 @@ public final class TeacherClient: @unchecked Sendable {
 
     /// One chat completion with retries; returns the choices' contents (possibly fewer than `n`).
     func complete(_ messages: [ChatMessage], n: Int, sample: Int, onRequest: @Sendable (TeacherRequestRecord) -> Void) async throws -> [String] {
-        var body: [String: Any] = [
-            "model": settings.model, "messages": messages.map { ["role": $0.role, "content": $0.content] },
-            "temperature": settings.temperature, "top_p": settings.topP, "max_tokens": settings.maxTokens,
-        ]
-        if n > 1 { body["n"] = n }
-        let payload = Array(try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys]))
+        let body = ChatCompletionRequest(model: settings.model, messages: messages, temperature: settings.temperature,
+                                         topP: settings.topP, maxTokens: settings.maxTokens, n: n > 1 ? n : nil)
+        let payload = Array(try Self.encoder.encode(body))
         var headers = ["Content-Type: application/json", "Accept: application/json"]
         if let key = settings.apiKey, !key.isEmpty { headers.append("Authorization: Bearer \(key)") }
-        let request = HTTPRequest(url: endpoint, headers: headers, body: payload, connectTimeout: settings.connectTimeout, timeout: settings.timeout)
+        let request = HTTPRequest(url: endpoint, headers: headers, body: payload, connectTimeout: settings.connectTimeoutSeconds.value, timeout: settings.timeoutSeconds.value)
         let estimate = messages.reduce(0) { $0 + $1.content.utf8.count / 4 } + n * settings.maxTokens
-        var attempt = 0
-        while true {
+        var policy = settings.retry
+        policy.maxAttempts = settings.maxRetries + 1
+        // A spent budget ends the item at once (the worker gives it back); everything else that
+        // is retriable (429, 408, 5xx, timeouts, connection errors, bad responses) is retried with
+        // the shared backoff, `Retry-After` winning when longer.
+        return try await retry(policy, isRetriable: { e in (e as? TeacherError).map { $0.isRetriable && $0.kind != .budgetExhausted } ?? false }) {
             if ledger.isExhausted {
-                throw TeacherError("daily teacher budget of $\(settings.dailyBudget) is spent", retriable: true, kind: .budgetExhausted)
+                throw TeacherError("daily teacher budget of $\(settings.dailyBudgetUSD) is spent", retriable: true, kind: .budgetExhausted)
             }
             // The rate slot first, then the breaker: once admitted (possibly as the half-open
             // probe), nothing but the request itself stands before its success or failure report.
@@ -220,7 +210,6 @@ public final class TeacherClient: @unchecked Sendable {
             try await breaker.admit()
             let startedAt = Date(), t0 = monotonicSeconds()
             var record = TeacherRequestRecord(sample: sample, samples: n, status: "ok", latency: 0, startedAt: startedAt)
-            var retryAfter: Double?
             var failure: TeacherError
             do {
                 let response = try await http.send(request)
@@ -245,7 +234,7 @@ public final class TeacherClient: @unchecked Sendable {
                     let detail = String(decoding: response.body.prefix(300), as: UTF8.self)
                     let retriable = response.status == 429 || response.status == 408 || response.status >= 500
                     failure = TeacherError("teacher answered HTTP \(response.status): \(detail)", retriable: retriable, kind: .http(response.status))
-                    if let ra = response.headers["retry-after"].flatMap(Self.retryAfterSeconds) { retryAfter = ra; limiter.pause(seconds: ra) }
+                    if let ra = response.headers["retry-after"].flatMap(Self.retryAfterSeconds) { failure.retryAfterSeconds = ra; limiter.pause(seconds: ra) }
                     if response.status >= 500 { breaker.failure() } else { breaker.success() }
                 }
             } catch let e as HTTPError {
@@ -256,21 +245,22 @@ public final class TeacherClient: @unchecked Sendable {
             }
             record.error = failure.description
             onRequest(record)
-            attempt += 1
-            guard failure.isRetriable, attempt <= settings.maxRetries else { throw failure }
-            let delay = min(settings.backoff * pow(2, Double(attempt - 1)), settings.maxBackoff) * Double.random(in: 0.5...1.0)
-            try await Task.sleep(nanoseconds: UInt64(max(delay, retryAfter ?? 0) * 1e9))
+            throw failure
         }
     }
 
+    private static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
     /// Contents and usage of a chat-completions response body; nil if it is not one.
-    static func parseCompletion(_ body: [UInt8]) -> (contents: [String], promptTokens: Int, completionTokens: Int)? {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
-              let choices = object["choices"] as? [[String: Any]] else { return nil }
-        let ordered = choices.enumerated().sorted { ($0.element["index"] as? Int ?? $0.offset) < ($1.element["index"] as? Int ?? $1.offset) }
-        let contents = ordered.map { (($0.element["message"] as? [String: Any])?["content"] as? String) ?? "" }
-        let usage = object["usage"] as? [String: Any]
-        return (contents, usage?["prompt_tokens"] as? Int ?? 0, usage?["completion_tokens"] as? Int ?? 0)
+    public static func parseCompletion(_ body: [UInt8]) -> (contents: [String], promptTokens: Int, completionTokens: Int)? {
+        guard let response = try? JSONDecoder().decode(ChatCompletionResponse.self, from: Data(body)) else { return nil }
+        let ordered = response.choices.enumerated().sorted { ($0.element.index ?? $0.offset) < ($1.element.index ?? $1.offset) }
+        let contents = ordered.map { $0.element.message?.content ?? "" }
+        return (contents, response.usage?.promptTokens ?? 0, response.usage?.completionTokens ?? 0)
     }
 
     /// Retry-After as seconds (delta-seconds or an HTTP date).
@@ -282,4 +272,65 @@ public final class TeacherClient: @unchecked Sendable {
         f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         return f.date(from: value).map { max(0, min($0.timeIntervalSinceNow, 300)) }
     }
+}
+
+/// The body of `POST /chat/completions` (OpenAI-compatible).
+public struct ChatCompletionRequest: Codable, Sendable, Equatable {
+    /// Model name.
+    public var model: String
+    /// The conversation.
+    public var messages: [ChatMessage]
+    /// Sampling temperature.
+    public var temperature: Double
+    /// Nucleus sampling.
+    public var topP: Double
+    /// Completion tokens per sample at most.
+    public var maxTokens: Int
+    /// Samples in one request (omitted for one).
+    public var n: Int?
+
+    enum CodingKeys: String, CodingKey { case model, messages, temperature, topP = "top_p", maxTokens = "max_tokens", n }
+
+    /// A request.
+    public init(model: String, messages: [ChatMessage], temperature: Double, topP: Double, maxTokens: Int, n: Int?) {
+        self.model = model; self.messages = messages; self.temperature = temperature; self.topP = topP; self.maxTokens = maxTokens; self.n = n
+    }
+}
+
+/// The parts of a chat-completions response newsd reads.
+public struct ChatCompletionResponse: Codable, Sendable, Equatable {
+    /// One sample.
+    public struct Choice: Codable, Sendable, Equatable {
+        /// Its position (servers may return them out of order).
+        public var index: Int?
+        /// The answer.
+        public var message: Message?
+        /// A choice.
+        public init(index: Int?, message: Message?) { self.index = index; self.message = message }
+    }
+    /// An answer.
+    public struct Message: Codable, Sendable, Equatable {
+        /// Usually "assistant".
+        public var role: String?
+        /// The text.
+        public var content: String?
+        /// A message.
+        public init(role: String?, content: String?) { self.role = role; self.content = content }
+    }
+    /// Tokens reported by the server.
+    public struct Usage: Codable, Sendable, Equatable {
+        /// Prompt tokens.
+        public var promptTokens: Int?
+        /// Completion tokens.
+        public var completionTokens: Int?
+        enum CodingKeys: String, CodingKey { case promptTokens = "prompt_tokens", completionTokens = "completion_tokens" }
+        /// Usage figures.
+        public init(promptTokens: Int?, completionTokens: Int?) { self.promptTokens = promptTokens; self.completionTokens = completionTokens }
+    }
+    /// The samples.
+    public var choices: [Choice]
+    /// Token usage, when reported.
+    public var usage: Usage?
+    /// A response.
+    public init(choices: [Choice], usage: Usage?) { self.choices = choices; self.usage = usage }
 }

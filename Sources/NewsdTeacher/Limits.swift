@@ -1,8 +1,10 @@
 import Dispatch
 import Foundation
-
-/// Monotonic seconds (never jumps with the wall clock).
-func monotonicSeconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+import NewsdHTTP
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
 
 /// Requests-per-minute and tokens-per-minute limits as sliding windows, so the limit holds over
 /// EVERY 60-second window, not just on average: a request starts only when fewer than

@@ -1,4 +1,9 @@
 import Foundation
+import NewsdHTTP
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
 
 /// One chat message of an OpenAI-compatible request.
 public struct ChatMessage: Sendable, Equatable, Codable {
@@ -86,7 +91,7 @@ public struct PromptTemplate: Sendable, Equatable {
 
 /// The one error type of `NewsdTeacher`: what went wrong, its kind, and whether trying again (the
 /// same item, later) can help.
-public struct TeacherError: Error, CustomStringConvertible, Sendable {
+public struct TeacherError: Error, CustomStringConvertible, Sendable, RetryClassifiable {
     /// The kinds of failure.
     public enum Kind: Sendable, Equatable {
         /// Configuration or template problems (never retriable).
@@ -106,6 +111,8 @@ public struct TeacherError: Error, CustomStringConvertible, Sendable {
     public var isRetriable: Bool
     /// The kind.
     public var kind: Kind
+    /// The server's `Retry-After`, seconds: the next attempt waits at least this long.
+    public var retryAfterSeconds: Double?
     /// Creates an error.
     public init(_ description: String, retriable: Bool = false, kind: Kind = .configuration) {
         self.description = description; isRetriable = retriable; self.kind = kind

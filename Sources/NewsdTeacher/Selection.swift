@@ -1,39 +1,9 @@
 import Foundation
-
-/// Which items go to the teacher (uncertainty sampling).
-public struct SelectionPolicy: Sendable, Equatable {
-    /// How uncertainty is judged.
-    public enum Strategy: String, Sendable, CaseIterable {
-        /// Margin (top-1 minus top-2 probability) below `marginThreshold`.
-        case margin
-        /// Entropy (nats) above `entropyThreshold`.
-        case entropy
-        /// The least certain items by margin, up to `topK` per `windowSeconds`.
-        case topK = "top_k"
-        /// Uniformly random items at `maxShare` of traffic (the baseline uncertainty sampling beats).
-        case random
-    }
-    /// The strategy. Default margin.
-    public var strategy = Strategy.margin
-    /// Default 0.3.
-    public var marginThreshold: Float = 0.3
-    /// Default 0.7 nats (ln 3 = 1.10 is the most uncertain three-way prediction).
-    public var entropyThreshold: Float = 0.7
-    /// Items per window for `top_k`. Default 200.
-    public var topK = 200
-    /// The `top_k` window in seconds. Default 3600.
-    public var windowSeconds = 3600.0
-    /// Share of items sent at random whatever their uncertainty; their labels also estimate the
-    /// student's live accuracy without bias. Default 0.02.
-    public var explorationRate = 0.02
-    /// Share of traffic sent to the teacher at most (exploration aside); within a batch the least
-    /// certain items go first. Default 0.3.
-    public var maxShare = 0.3
-    /// With no trained model, the first N items all go to the teacher. Default 500.
-    public var coldStartItems = 500
-    /// The defaults.
-    public init() {}
-}
+import NewsdHTTP
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
 
 /// Why an item was chosen.
 public enum SelectionReason: String, Sendable {
@@ -50,14 +20,14 @@ public enum SelectionReason: String, Sendable {
 /// Chooses items for the teacher, batch by batch. Not thread-safe (the ingest thread owns it).
 public final class TeacherSelector {
     /// The policy.
-    public let policy: SelectionPolicy
+    public let policy: NewsdConfiguration.Teacher
     private var rng: UInt64
     private var credit = 0.0
     private var windowStart: Double?
     private var chosenInWindow = 0
 
     /// A selector; `seed` makes exploration reproducible.
-    public init(policy: SelectionPolicy, seed: UInt64 = 0x5EED) {
+    public init(policy: NewsdConfiguration.Teacher, seed: UInt64 = 0x5EED) {
         self.policy = policy
         rng = seed | 1
     }
@@ -79,23 +49,23 @@ public final class TeacherSelector {
             return out
         }
         for i in margins.indices where uniform() < policy.explorationRate { out[i] = .explore }
-        if policy.strategy == .random {
+        if policy.selection == .random {
             for i in margins.indices where out[i] == nil && uniform() < policy.maxShare { out[i] = .random }
             return out
         }
         // Share of traffic: credit accrues per item seen, a pick costs one; bounded so a quiet
         // hour does not become a burst.
         credit = min(credit + policy.maxShare * Double(margins.count), max(1, policy.maxShare * 1_000))
-        if policy.strategy == .topK {
-            if windowStart == nil || now - windowStart! >= policy.windowSeconds { windowStart = now; chosenInWindow = 0 }
+        if policy.selection == .topK {
+            if windowStart == nil || now - windowStart! >= policy.windowSeconds.value { windowStart = now; chosenInWindow = 0 }
         }
         let order = margins.indices.sorted { uncertainty(margins[$0], entropies[$0]) > uncertainty(margins[$1], entropies[$1]) }
         for i in order where out[i] == nil {
             guard credit >= 1 else { break }
             let wanted: Bool
-            switch policy.strategy {
-            case .margin: wanted = margins[i] < policy.marginThreshold
-            case .entropy: wanted = entropies[i] > policy.entropyThreshold
+            switch policy.selection {
+            case .margin: wanted = Double(margins[i]) < policy.marginThreshold
+            case .entropy: wanted = Double(entropies[i]) > policy.entropyThreshold
             case .topK: wanted = chosenInWindow < policy.topK
             case .random: wanted = false
             }
@@ -108,6 +78,6 @@ public final class TeacherSelector {
     }
 
     private func uncertainty(_ margin: Float, _ entropy: Float) -> Float {
-        policy.strategy == .entropy ? entropy : -margin
+        policy.selection == .entropy ? entropy : -margin
     }
 }

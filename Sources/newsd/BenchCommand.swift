@@ -1,8 +1,16 @@
 import ArgumentParser
 import Dispatch
 import Foundation
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
+import NewsdKafka
 import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
+import NewsdTeacher
 
 /// `newsd bench`: benchmarks (figures, never pass/fail).
 struct BenchCommand: ParsableCommand {
@@ -26,24 +34,23 @@ struct BenchModel: ParsableCommand {
         let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads)
         let texts = try CSVTable(contentsOf: URL(fileURLWithPath: data)).values(textColumn)
         guard !texts.isEmpty else { throw ValidationError("no sentences in \(data)") }
-        func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
         _ = student.predict(Array(texts.prefix(64)), batchSize: batch)          // warm-up
         var rates: [Double] = []
         var tokens = 0
         for _ in 0..<max(1, `repeat`) {
-            let t0 = now()
+            let t0 = monotonicSeconds()
             let ids = student.encode(texts)
             _ = student.logits(ids: ids, batchSize: batch)
-            rates.append(Double(texts.count) / (now() - t0))
+            rates.append(Double(texts.count) / (monotonicSeconds() - t0))
             tokens = ids.reduce(0) { $0 + $1.count }
         }
         rates.sort()
         let batched = rates[rates.count / 2]
         var latencies: [Double] = []
         for text in texts.prefix(batch1Count) {
-            let t0 = now()
+            let t0 = monotonicSeconds()
             _ = student.predict([text], batchSize: 1)
-            latencies.append((now() - t0) * 1000)
+            latencies.append((monotonicSeconds() - t0) * 1000)
         }
         let total1 = latencies.reduce(0, +) / 1000
         latencies.sort()

@@ -1,17 +1,21 @@
 import ArgumentParser
 import Foundation
 import Logging
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
 import NewsdKafka
 import NewsdModel
+import NewsdOps
 import NewsdPostgres
-import NewsdService
+import NewsdSystem
 import NewsdTeacher
 import ServiceLifecycle
 
 /// Sets up logging to standard error (the journal, under systemd) at `level`.
-func bootstrapLogging(_ level: String) -> Logger {
-    let parsed = Logger.Level(rawValue: level) ?? .info
+func bootstrapLogging(_ level: LogLevel) -> Logger {
+    let parsed = Logger.Level(rawValue: level.rawValue) ?? .info
     LoggingSystem.bootstrap { label in
         var h = StreamLogHandler.standardError(label: label)
         h.logLevel = parsed
@@ -46,52 +50,38 @@ struct RunCommand: AsyncParsableCommand {
         }
         let pipeline = try Daemon.prepare(cfg, logger: logger, consumerProperties: props)
         pipeline.onReady = { SystemdNotifier.notify("READY=1\nSTATUS=consuming") }
-        // The teacher worker drains the queue beside ingest (same group, same graceful shutdown).
-        var worker: TeacherWorker?
-        var teacherClient: TeacherClient?
-        if !cfg.teacher.baseURL.isEmpty && cfg.teacher.worker {
-            let client = try TeacherClient(settings: try TeacherSettings(configuration: cfg.teacher))
-            teacherClient = client
-            worker = TeacherWorker(configuration: cfg, client: client, logger: logger)
-            logger.info("teacher worker enabled", metadata: ["teacher": "\(cfg.teacher.baseURL)", "model": "\(cfg.teacher.model)",
-                                                           "selection": "\(cfg.teacher.selection)", "samples": "\(cfg.teacher.samples)"])
-        }
-        defer { teacherClient?.shutdown() }
-        var metricsServer: MetricsServer?
-        if !cfg.metrics.listen.isEmpty {
-            do {
-                metricsServer = try MetricsServer(listen: cfg.metrics.listen, logger: logger) { [pipeline, worker] in
-                    let h = pipeline.healthReport()
-                    return (pipeline.prometheusText() + (worker?.prometheusText() ?? ""), h.healthy, h.text)
-                }
-                logger.info("metrics and health served", metadata: ["listen": "\(cfg.metrics.listen)", "port": "\(metricsServer!.port)"])
-            } catch {
-                logger.error("metrics endpoint not started; running without it", metadata: ["error": "\(error)"])
-            }
-        }
-        defer { _ = metricsServer }
-        let service = IngestService(pipeline: pipeline, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
-        if let worker { services.append(.init(service: worker)) }
-        if cfg.trainer.mode == "daemon" { services.append(.init(service: TrainerService(configuration: cfg, logger: logger))) }
-        // Hot swap: promoted models are loaded off the hot path and swapped in between batches.
-        let watcher = ModelWatcher(configuration: cfg, pipeline: pipeline, logger: logger)
-        watcher.start()
-        defer { watcher.stop() }
-        if stopAfter > 0 { services.append(.init(service: StopAfterService(pipeline: pipeline, count: stopAfter), successTerminationBehavior: .gracefullyShutdownGroup)) }
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        let services = try Daemon.Services(configuration: cfg, pipeline: pipeline, logger: logger)
+        let extra: [ServiceGroupConfiguration.ServiceConfiguration] = stopAfter > 0
+            ? [.init(service: StopAfterService(pipeline: pipeline, count: stopAfter), successTerminationBehavior: .gracefullyShutdownGroup)] : []
+        try await services.run(logger: logger, shutdownTimeout: cfg.ingest.shutdownTimeoutSeconds, extra: extra)
         let s = pipeline.statistics
         logger.info("stopped", metadata: ["consumed": "\(s.consumed)", "stored": "\(s.stored)", "rejected": "\(s.rejected)", "batches": "\(s.batches)"])
-        let busy = s.parseSeconds + s.classifySeconds + s.writeSeconds + s.pollSeconds
-        if let stats = ProcessInfo.processInfo.environment["NEWSD_STATS_FILE"] {
-            let json: [String: Any] = ["consumed": s.consumed, "stored": s.stored, "rejected": s.rejected, "batches": s.batches,
-                                       "poll_seconds": s.pollSeconds, "parse_seconds": s.parseSeconds, "classify_seconds": s.classifySeconds,
-                                       "write_seconds": s.writeSeconds, "busy_seconds": busy, "database_failures": s.databaseFailures,
-                                       "p50_batch_ms": s.latencyMilliseconds(0.5), "p99_batch_ms": s.latencyMilliseconds(0.99),
-                                       "sustained_per_second": s.sustainedRate, "peak_rss_mb": peakResidentBytes() / 1_048_576]
-            try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: URL(fileURLWithPath: stats))
+        if let path = ProcessInfo.processInfo.environment["NEWSD_STATS_FILE"] {
+            try JSONText.data(RunSummary(s)).write(to: URL(fileURLWithPath: path))
         }
+    }
+}
+
+/// The figures `NEWSD_STATS_FILE` receives when `newsd run` ends (benchmarks read them).
+struct RunSummary: Encodable {
+    let consumed: Int, stored: Int, rejected: Int, batches: Int
+    let pollSeconds: Double, parseSeconds: Double, classifySeconds: Double, writeSeconds: Double, busySeconds: Double
+    let databaseFailures: Int, p50BatchMs: Double, p99BatchMs: Double, sustainedPerSecond: Double, peakRssMb: Int
+
+    init(_ s: IngestStatistics) {
+        consumed = s.consumed; stored = s.stored; rejected = s.rejected; batches = s.batches
+        pollSeconds = s.pollSeconds; parseSeconds = s.parseSeconds; classifySeconds = s.classifySeconds; writeSeconds = s.writeSeconds
+        busySeconds = s.parseSeconds + s.classifySeconds + s.writeSeconds + s.pollSeconds
+        databaseFailures = s.databaseFailures
+        p50BatchMs = s.latencyMilliseconds(0.5); p99BatchMs = s.latencyMilliseconds(0.99)
+        sustainedPerSecond = s.sustainedRate; peakRssMb = peakResidentBytes() / 1_048_576
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case consumed, stored, rejected, batches, pollSeconds = "poll_seconds", parseSeconds = "parse_seconds"
+        case classifySeconds = "classify_seconds", writeSeconds = "write_seconds", busySeconds = "busy_seconds"
+        case databaseFailures = "database_failures", p50BatchMs = "p50_batch_ms", p99BatchMs = "p99_batch_ms"
+        case sustainedPerSecond = "sustained_per_second", peakRssMb = "peak_rss_mb"
     }
 }
 

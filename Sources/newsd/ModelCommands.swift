@@ -1,7 +1,15 @@
 import ArgumentParser
 import Foundation
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
+import NewsdKafka
 import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
+import NewsdTeacher
 
 /// `newsd train`: fine-tunes a student on a labelled CSV and writes an artifact.
 struct TrainCommand: ParsableCommand {

@@ -1,9 +1,16 @@
 import ArgumentParser
 import Foundation
 import Logging
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
+import NewsdKafka
+import NewsdModel
+import NewsdOps
 import NewsdPostgres
-import NewsdService
+import NewsdSystem
+import NewsdTeacher
 import ServiceLifecycle
 
 /// `newsd models ...`: the registry.

@@ -1,5 +1,15 @@
 import ArgumentParser
 import Foundation
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
+import NewsdKafka
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
+import NewsdTeacher
 
 /// The `newsd` command line: the daemon and its tools.
 @main

@@ -1,9 +1,15 @@
 import ArgumentParser
 import Foundation
 import Logging
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
+import NewsdKafka
+import NewsdModel
+import NewsdOps
 import NewsdPostgres
-import NewsdService
+import NewsdSystem
 import NewsdTeacher
 import ServiceLifecycle
 
@@ -122,7 +128,7 @@ struct LabelCommand: AsyncParsableCommand {
                 } else if let e = outcome.error {
                     failed += 1
                     if e.kind == .budgetExhausted {
-                        if !budgetSpent { note("label: the daily budget of $\(settings.dailyBudget) is spent; stopping (run again tomorrow to resume)") }
+                        if !budgetSpent { note("label: the daily budget of $\(settings.dailyBudgetUSD) is spent; stopping (run again tomorrow to resume)") }
                         budgetSpent = true
                     } else {
                         note("label: not labelled (a rerun retries it): \(e)")
@@ -249,7 +255,7 @@ struct TeacherStatsCommand: ParsableCommand {
     func run() throws {
         let cfg = try loadConfiguration(config, requireModel: false)
         let stats = try Daemon.withDatabase(cfg) { db in try TeacherStatistics.read(db) }
-        if json { print(jsonLine(stats.dictionary)); return }
+        if json { print(try JSONText.encode(stats)); return }
         print(stats.report(prices: (cfg.teacher.inputPricePerMillion, cfg.teacher.outputPricePerMillion)))
     }
 }

@@ -1,9 +1,14 @@
 import Foundation
 import Logging
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
+import NewsdKafka
 import NewsdModel
+import NewsdOps
 import NewsdPostgres
-import NewsdService
+import NewsdSystem
 import NewsdTeacher
 import Testing
 #if canImport(Glibc)
@@ -163,7 +168,7 @@ struct DistillationTests {
     static func registered(_ outcome: DistillationOutcome) throws -> RegisteredModel {
         switch outcome {
         case let .promoted(m), let .rejected(m, _): return m
-        case let .skipped(why): throw CoreError("no candidate: \(why)")
+        case let .skipped(why): throw TestFailure("no candidate: \(why)")
         }
     }
 

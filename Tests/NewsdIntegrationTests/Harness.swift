@@ -1,13 +1,24 @@
 import Foundation
 import Logging
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
 import NewsdKafka
 import NewsdModel
+import NewsdOps
 import NewsdPostgres
-import NewsdService
+import NewsdSystem
+import NewsdTeacher
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// A failed precondition of a test (not a product error).
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
 
 /// Real parts for integration tests: a PostgreSQL server (started by scripts/test.sh on loopback,
 /// URL in NEWSD_TEST_POSTGRES_URL), librdkafka's mock cluster, the newsd binary as a subprocess.
@@ -70,7 +81,7 @@ enum Harness {
         c.ingest.batchMaxMessages = 200
         c.ingest.batchMaxWaitMs = 100
         c.ingest.shutdownTimeoutSeconds = 8
-        c.log.level = "warning"
+        c.log.level = .warning
         c.metrics.listen = ""
         return c
     }

@@ -1,8 +1,14 @@
 import Foundation
 import Logging
-import NewsdCore
+import NewsdDaemon
+import NewsdDevTools
+import NewsdDistill
+import NewsdIngest
+import NewsdKafka
+import NewsdModel
+import NewsdOps
 import NewsdPostgres
-import NewsdService
+import NewsdSystem
 import NewsdTeacher
 import Testing
 #if canImport(Glibc)

@@ -1,0 +1,243 @@
+import Foundation
+import NewsdHTTP
+import NewsdIngest
+import NewsdKafka
+import NewsdModel
+import NewsdSystem
+import NewsdTeacher
+
+/// Recorded teacher answers: for each text, the samples a real LLM gave (label and reason).
+/// Read from a CSV with `text` and either per-sample columns `sc_iter1..k` (with optional
+/// `reason_iter1..k`) or one `label` column (optional `reason`).
+public struct AnswerBook: Sendable {
+    /// One recorded sample.
+    public struct Sample: Sendable, Equatable {
+        /// What the model answered as its label (possibly not a valid label: replayed as is).
+        public var label: String
+        /// Its reason.
+        public var reason: String
+    }
+    /// Texts in file order.
+    public let texts: [String]
+    /// Samples per text, same order.
+    public let samples: [[Sample]]
+    private let index: [String: Int]
+
+    /// Reads the CSV table; the error names the missing column.
+    public init(table: CSVTable, source: String = "answers") throws {
+        let textColumn = try table.column("text")
+        let sampleColumns = table.header.enumerated().compactMap { i, name -> (Int, Int)? in
+            guard name.hasPrefix("sc_iter"), let k = Int(name.dropFirst("sc_iter".count)) else { return nil }
+            return (k, i)
+        }.sorted { $0.0 < $1.0 }
+        let reasonColumn = Dictionary(uniqueKeysWithValues: table.header.enumerated().compactMap { i, name -> (Int, Int)? in
+            guard name.hasPrefix("reason_iter"), let k = Int(name.dropFirst("reason_iter".count)) else { return nil }
+            return (k, i)
+        })
+        var texts: [String] = [], samples: [[Sample]] = [], index: [String: Int] = [:]
+        if !sampleColumns.isEmpty {
+            for row in table.rows {
+                texts.append(row[textColumn])
+                samples.append(sampleColumns.map { k, i in Sample(label: row[i], reason: reasonColumn[k].map { row[$0] } ?? "") })
+            }
+        } else if let labelColumn = table.header.firstIndex(of: "label") {
+            let reason = table.header.firstIndex(of: "reason")
+            for row in table.rows {
+                texts.append(row[textColumn])
+                samples.append([Sample(label: row[labelColumn], reason: reason.map { row[$0] } ?? "recorded label")])
+            }
+        } else {
+            throw TeacherError("\(source): expected sc_iter1..k columns or a label column next to text")
+        }
+        for (i, t) in texts.enumerated() where index[TextHash.normalize(t)] == nil { index[TextHash.normalize(t)] = i }
+        self.texts = texts; self.samples = samples; self.index = index
+    }
+
+    /// The entry for a text (compared after normalisation).
+    public func lookup(_ text: String) -> Int? { index[TextHash.normalize(text)] }
+}
+
+/// What the dev teacher does with texts it has no answers for.
+public enum UnknownTextRule: Sendable, Equatable {
+    /// Answer this label.
+    case label(String)
+    /// Answer prose with no label (the client's parser FAILs it).
+    case fail
+    /// HTTP 404.
+    case error
+
+    /// Parses `label:X`, `fail` or `error`.
+    public init(parsing s: String) throws {
+        if s == "fail" { self = .fail } else if s == "error" { self = .error }
+        else if s.hasPrefix("label:"), s.count > 6 { self = .label(String(s.dropFirst(6))) }
+        else { throw TeacherError("--unknown \(s): expected label:LABEL, fail or error") }
+    }
+}
+
+/// Injected faults, each a probability per request.
+public struct FaultRates: Sendable {
+    /// Added to every answer, milliseconds.
+    public var latencyMilliseconds = 0
+    /// 429 Too Many Requests with `Retry-After: 1`.
+    public var rate429 = 0.0
+    /// 500 Internal Server Error.
+    public var rate500 = 0.0
+    /// Never answer.
+    public var rateHang = 0.0
+    /// A 200 whose content is not the JSON asked for, or empty.
+    public var rateMalformed = 0.0
+    /// No faults.
+    public init() {}
+}
+
+/// Totals of what the dev teacher served (`GET /stats`).
+public struct DevTeacherTotals: Sendable, Codable {
+    /// Requests received.
+    public var requests = 0
+    /// Requests answered with a completion.
+    public var completions = 0
+    /// Faults injected by kind.
+    public var status429 = 0, status500 = 0, hangs = 0, malformed = 0
+    /// Choices returned.
+    public var samples = 0
+    /// Usage reported in the completions.
+    public var promptTokens = 0, completionTokens = 0
+    /// Texts not in the answer book.
+    public var unknownTexts = 0
+}
+
+/// An OpenAI-compatible chat-completions server for development and tests that replays recorded
+/// teacher answers: the i-th answered request for a text gets sample i (cycling; a request with
+/// `n` gets the next n). An injected fault does not use up a sample, so the retry gets the sample
+/// the failed request would have. Answers are real completions (JSON in the message content, a
+/// `usage` block).
+public final class DevTeacher: @unchecked Sendable {
+    private let book: AnswerBook
+    private let faults: FaultRates
+    private let unknown: UnknownTextRule
+    private let apiKey: String?
+    private let textMarker: (prefix: String, suffix: String)
+    private let lock = NSLock()
+    private var served: [Int: Int] = [:]
+    private var totalsValue = DevTeacherTotals()
+    private var random: UInt64
+    private var server: HTTPServer?
+
+    /// A server replaying `book`; the prompt template tells it where the text is in a request.
+    public init(book: AnswerBook, faults: FaultRates = FaultRates(), unknown: UnknownTextRule = .label("neutral"),
+                prompt: PromptTemplate = .investorSentiment, apiKey: String? = nil, seed: UInt64 = 1) {
+        self.book = book
+        self.faults = faults
+        self.unknown = unknown
+        self.apiKey = apiKey
+        random = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        // The text sits between what precedes {{text}} on its line and what follows it.
+        let parts = prompt.user.components(separatedBy: "{{text}}")
+        let before = parts[0].components(separatedBy: "\n").last ?? ""
+        textMarker = (before, parts.count > 1 ? parts[1] : "")
+    }
+
+    /// Starts serving on `host:port` (0 = any free port); returns the port.
+    @discardableResult
+    public func start(host: String = "127.0.0.1", port: UInt16) throws -> UInt16 {
+        let s = try HTTPServer(host: host, port: port) { [self] in handle($0) }
+        server = s
+        return s.port
+    }
+
+    /// What was served so far.
+    public var totals: DevTeacherTotals { lock.lock(); defer { lock.unlock() }; return totalsValue }
+
+    private func chance(_ p: Double) -> Bool {
+        guard p > 0 else { return false }
+        lock.lock(); defer { lock.unlock() }
+        random ^= random << 13; random ^= random >> 7; random ^= random << 17
+        return Double(random >> 11) / Double(1 << 53) < p
+    }
+
+    /// Finds the text inside a rendered prompt.
+    func extractText(_ content: String) -> String {
+        var body = content
+        if !textMarker.suffix.isEmpty, let r = body.range(of: textMarker.suffix, options: .backwards) { body = String(body[..<r.lowerBound]) }
+        if !textMarker.prefix.isEmpty, let r = body.range(of: textMarker.prefix, options: .backwards) { body = String(body[r.upperBound...]) }
+        return body.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func handle(_ request: ServerRequest) -> ServerReply {
+        func json(_ status: Int, _ object: Any, headers: [String] = []) -> ServerReply {
+            .respond(status: status, headers: headers, body: Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()))
+        }
+        if request.method == "GET" && request.path.hasPrefix("/stats") {
+            let data = (try? JSONEncoder().encode(totals)) ?? Data()
+            return .respond(status: 200, headers: [], body: Array(data))
+        }
+        guard request.method == "POST", request.path.hasSuffix("/chat/completions") else {
+            return json(404, ["error": ["message": "not found: \(request.method) \(request.path)", "type": "invalid_request_error"]])
+        }
+        if let apiKey, request.headers["authorization"] != "Bearer \(apiKey)" {
+            return json(401, ["error": ["message": "invalid API key", "type": "authentication_error"]])
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(request.body))) as? [String: Any],
+              let messages = object["messages"] as? [[String: Any]],
+              let last = messages.last(where: { $0["role"] as? String == "user" })?["content"] as? String else {
+            return json(400, ["error": ["message": "expected a chat-completions request with a user message", "type": "invalid_request_error"]])
+        }
+        let n = max(1, min(object["n"] as? Int ?? 1, 16))
+        lock.lock(); totalsValue.requests += 1; lock.unlock()
+        if chance(faults.rateHang) { lock.lock(); totalsValue.hangs += 1; lock.unlock(); return .hang }
+        if faults.latencyMilliseconds > 0 { Thread.sleep(forTimeInterval: Double(faults.latencyMilliseconds) / 1000) }
+        if chance(faults.rate429) {
+            lock.lock(); totalsValue.status429 += 1; lock.unlock()
+            return json(429, ["error": ["message": "rate limit reached (injected)", "type": "rate_limit_error"]], headers: ["Retry-After: 1"])
+        }
+        if chance(faults.rate500) {
+            lock.lock(); totalsValue.status500 += 1; lock.unlock()
+            return json(500, ["error": ["message": "internal error (injected)", "type": "server_error"]])
+        }
+        let text = extractText(last)
+        var contents: [String] = []
+        if chance(faults.rateMalformed) {
+            lock.lock(); totalsValue.malformed += 1; lock.unlock()
+            contents = (0..<n).map { $0 % 2 == 0 ? "" : "I would need more context to answer that." }
+        } else if let entry = book.lookup(text) {
+            let samples = book.samples[entry]
+            lock.lock()
+            let first = served[entry, default: 0]
+            served[entry] = first + n
+            lock.unlock()
+            contents = (0..<n).map { i in
+                let s = samples[(first + i) % samples.count]
+                return Self.answerJSON(reason: s.reason, label: s.label)
+            }
+        } else {
+            lock.lock(); totalsValue.unknownTexts += 1; lock.unlock()
+            switch unknown {
+            case let .label(l): contents = Array(repeating: Self.answerJSON(reason: "No recorded answer for this text.", label: l), count: n)
+            case .fail: contents = Array(repeating: "I cannot classify this text.", count: n)
+            case .error: return json(404, ["error": ["message": "no recorded answer for this text", "type": "invalid_request_error"]])
+            }
+        }
+        let promptTokens = max(1, messages.reduce(0) { $0 + (($1["content"] as? String)?.utf8.count ?? 0) } / 4)
+        let completionTokens = contents.reduce(0) { $0 + max(1, $1.utf8.count / 4) }
+        lock.lock()
+        totalsValue.completions += 1
+        totalsValue.samples += n
+        totalsValue.promptTokens += promptTokens
+        totalsValue.completionTokens += completionTokens
+        lock.unlock()
+        let choices: [[String: Any]] = contents.enumerated().map { i, c in
+            ["index": i, "message": ["role": "assistant", "content": c], "finish_reason": "stop"]
+        }
+        return json(200, [
+            "id": "chatcmpl-dev-\(UUID().uuidString.prefix(8))", "object": "chat.completion",
+            "created": Int(Date().timeIntervalSince1970), "model": object["model"] as? String ?? "dev-teacher",
+            "choices": choices,
+            "usage": ["prompt_tokens": promptTokens, "completion_tokens": completionTokens, "total_tokens": promptTokens + completionTokens],
+        ])
+    }
+
+    static func answerJSON(reason: String, label: String) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: ["reason": reason, "label": label], options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

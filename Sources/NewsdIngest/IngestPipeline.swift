@@ -1,0 +1,283 @@
+import Dispatch
+import Foundation
+import Logging
+import NewsdKafka
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
+import NewsdTeacher
+
+/// Running totals of the ingest path, for logs, the closing summary and benchmarks.
+public struct IngestStatistics: Sendable {
+    /// Messages consumed.
+    public var consumed = 0
+    /// News items stored.
+    public var stored = 0
+    /// Messages rejected.
+    public var rejected = 0
+    /// Batches written.
+    public var batches = 0
+    /// Seconds spent per stage: waiting for and reading messages, parsing and linking,
+    /// classifying, writing to Postgres.
+    public var pollSeconds = 0.0, parseSeconds = 0.0, classifySeconds = 0.0, writeSeconds = 0.0
+    /// Wall time of each batch from its first message to its commit, in seconds (last 10,000).
+    public var batchLatencies: [Double] = []
+    /// Postgres failures seen (each retried).
+    public var databaseFailures = 0
+    /// Items put on the teacher queue.
+    public var queuedForTeacher = 0
+    /// Monotonic seconds when the first message arrived and when the last batch was committed.
+    public var firstMessageAt: Double?, lastCommitAt: Double?
+
+    /// Messages per second from the first message to the last commit.
+    public var sustainedRate: Double {
+        guard let a = firstMessageAt, let b = lastCommitAt, b > a else { return 0 }
+        return Double(consumed) / (b - a)
+    }
+
+    /// The p-th quantile of batch latency in milliseconds.
+    public func latencyMilliseconds(_ p: Double) -> Double {
+        guard !batchLatencies.isEmpty else { return 0 }
+        let s = batchLatencies.sorted()
+        return s[min(s.count - 1, Int(Double(s.count) * p))] * 1000
+    }
+}
+
+/// Liveness of the parts the pipeline depends on (for `/health` and metrics).
+public struct HealthState: Sendable {
+    /// Subscribed and looping.
+    public var running = false
+    /// librdkafka reports no transport error.
+    public var kafkaUp = true
+    /// The last Postgres attempt succeeded.
+    public var postgresUp = true
+    /// Partitions held.
+    public var assignedPartitions = 0
+}
+
+/// The ingest loop: consume a micro-batch (size- and time-bounded), parse and link, classify with
+/// the active student, write everything with the next offsets in one transaction, commit offsets
+/// to Kafka for lag tools, repeat. It runs on its own thread: every call in it blocks (librdkafka
+/// poll, libpq, BLAS), so none of it touches Swift's cooperative pool. Fetching pauses while a
+/// batch is classified and written (back-pressure), and librdkafka's prefetch queue is bounded.
+public final class IngestPipeline: @unchecked Sendable {
+    /// Everything the loop needs.
+    public struct Settings: Sendable {
+        public var configuration: NewsdConfiguration
+        /// Extra librdkafka consumer properties (tests lower timeouts here).
+        public var consumerProperties: [String: String] = [:]
+        public init(configuration: NewsdConfiguration) { self.configuration = configuration }
+    }
+
+    private let settings: Settings
+    private let logger: Logger
+    private let parser: MessageParser
+    private let linker: CompanyLinker
+    /// The model serving; the model watcher swaps promoted models into it.
+    public let serving: ServingModel
+    /// Chooses items for the teacher; nil when no teacher is configured.
+    private let selector: TeacherSelector?
+    /// Teacher queue size and today's spend, refreshed from Postgres every few seconds.
+    private var teacherState = (queued: 0, spent: 0.0, refreshedAt: -1e9)
+    private let stopRequested = LockedValue(false)
+    private let stats = LockedValue(IngestStatistics())
+    private let healthState = LockedValue(HealthState())
+    /// Current health.
+    public var health: HealthState { healthState.withLock { $0 } }
+    private let stopDeadlineValue = LockedValue<Date?>(nil)
+    private var stopDeadline: Date? { stopDeadlineValue.withLock { $0 } }
+    /// Called once the consumer is subscribed (readiness).
+    public var onReady: @Sendable () -> Void = {}
+
+    /// A pipeline serving `model` with the portfolio's linker.
+    public init(settings: Settings, model: StudentModel, companies: [Company], logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+        self.parser = MessageParser(maxTextBytes: settings.configuration.ingest.maxTextBytes)
+        self.linker = CompanyLinker(companies)
+        self.serving = ServingModel(model)
+        let t = settings.configuration.teacher
+        selector = t.baseURL.isEmpty ? nil : TeacherSelector(policy: t)
+    }
+
+    /// Current totals.
+    public var statistics: IngestStatistics { stats.withLock { $0 } }
+
+    /// The model serving now.
+    public var activeModel: StudentModel { serving.model }
+
+    /// Asks the loop to stop: it finishes the batch in flight (within the shutdown bound), leaves
+    /// the group and returns.
+    public func requestStop() {
+        stopDeadlineValue.withLock { $0 = $0 ?? Date().addingTimeInterval(settings.configuration.ingest.shutdownTimeoutSeconds.value) }
+        stopRequested.withLock { $0 = true }
+    }
+
+    private var stopping: Bool { stopRequested.withLock { $0 } }
+
+    /// Whether a stop was requested.
+    public var isStopping: Bool { stopping }
+
+    /// Runs the loop on the calling thread until `requestStop`.
+    public func run() throws {
+        let c = settings.configuration
+        var props = c.kafka.properties
+        props["session.timeout.ms"] = props["session.timeout.ms"] ?? String(c.kafka.sessionTimeoutMs)
+        props["auto.offset.reset"] = c.kafka.autoOffsetReset.rawValue
+        props["queued.max.messages.kbytes"] = props["queued.max.messages.kbytes"] ?? "16384"
+        if let secret = Secrets.value("KAFKA_SASL_PASSWORD") { props["sasl.password"] = secret }
+        for (k, v) in settings.consumerProperties { props[k] = v }
+        let consumer = try KafkaConsumer(brokers: c.kafka.brokers, groupID: c.kafka.groupID, properties: props)
+        let store = IngestStore(url: c.postgres.url, groupID: c.kafka.groupID, maxBackoff: c.postgres.maxBackoffSeconds.value, logger: logger)
+        store.onFailure = { [stats, healthState] _ in
+            stats.withLock { $0.databaseFailures += 1 }
+            healthState.withLock { $0.postgresUp = false }
+        }
+        var pending: [KafkaRecord] = []
+        consumer.onAssign = { [logger] partitions in
+            let offsets = try store.storedOffsets(partitions, until: Date().addingTimeInterval(30))
+            logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map(\.description).sorted())",
+                                                          "stored_offsets": "\(offsets.count)"])
+            return offsets
+        }
+        consumer.onRevoke = { [logger] partitions in
+            // Messages read but not yet written are dropped: the next owner starts from the offsets
+            // stored with the last written batch, so they are processed exactly once, there.
+            let revoked = Set(partitions)
+            let before = pending.count
+            pending.removeAll { revoked.contains($0.topicPartition) }
+            logger.info("partitions revoked", metadata: ["partitions": "\(partitions.map(\.description).sorted())",
+                                                         "dropped_unwritten": "\(before - pending.count)"])
+        }
+        // Leave the group on every exit, errors included (a consumer closed only by deinit cannot
+        // answer its last revocation).
+        defer { consumer.close() }
+        try consumer.subscribe(c.kafka.topics)
+        logger.info("consuming", metadata: ["topics": "\(c.kafka.topics)", "group": "\(c.kafka.groupID)", "brokers": "\(c.kafka.brokers)"])
+        onReady()
+        healthState.withLock { $0.running = true }
+        defer { healthState.withLock { $0.running = false } }
+        var lastBrokerError: String?
+        let maxMessages = c.ingest.batchMaxMessages, maxWait = Double(c.ingest.batchMaxWaitMs) / 1000
+        while !stopping {
+            // 1. Collect a micro-batch: up to maxMessages, or maxWait after its first message.
+            let pollStart = monotonicSeconds()
+            var firstAt: Double?
+            while pending.count < maxMessages && !stopping {
+                let remaining = firstAt.map { maxWait - (monotonicSeconds() - $0) } ?? 0.5
+                if firstAt != nil && remaining <= 0 { break }
+                if let record = try consumer.poll(timeout: max(0.001, min(remaining, 0.5))) {
+                    if firstAt == nil { firstAt = monotonicSeconds() }
+                    pending.append(record)
+                } else if firstAt == nil {
+                    break   // idle: go round (checks stop, assignment errors)
+                }
+            }
+            if let e = consumer.lastError, e.message != lastBrokerError {
+                logger.warning("kafka: \(e.message); librdkafka keeps reconnecting")
+                lastBrokerError = e.message
+            } else if consumer.lastError == nil, lastBrokerError != nil {
+                logger.info("kafka: recovered")
+                lastBrokerError = nil
+            }
+            let kafkaUp = consumer.lastError == nil, partitions = consumer.assignment.count
+            healthState.withLock { $0.kafkaUp = kafkaUp; $0.assignedPartitions = partitions }
+            if let e = consumer.assignmentError {
+                logger.error("cannot read stored offsets; rejoining the group", metadata: ["error": "\(e)"])
+                Thread.sleep(forTimeInterval: 1)
+                try consumer.resubscribe(c.kafka.topics)
+                continue
+            }
+            stats.withLock { $0.pollSeconds += monotonicSeconds() - pollStart }
+            guard !pending.isEmpty else { continue }
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+            do {
+                try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart)
+            } catch let e as PostgresError where e.isRetriable && stopping {
+                // Shutting down while Postgres is away: nothing of this batch was committed, its
+                // offsets were not stored, so the next run consumes it again. Nothing is lost.
+                logger.warning("stopping before the batch could be written; it will be consumed again", metadata: ["messages": "\(batch.count)", "error": "\(e)"])
+            }
+        }
+        consumer.close()
+        logger.info("left the consumer group")
+    }
+
+    private func process(_ records: [KafkaRecord], store: IngestStore, consumer: KafkaConsumer, startedAt: Double) throws {
+        let student = activeModel
+        // 2. Parse and link.
+        let t0 = monotonicSeconds()
+        var parsed: [(KafkaRecord, Result<NewsItem, RejectReason>)] = records.map { ($0, parser.parse($0.value)) }
+        var texts: [String] = []
+        for (_, r) in parsed { if case let .success(item) = r { texts.append(item.text) } }
+        let t1 = monotonicSeconds()
+        // 3. Classify the accepted texts in one call (chunks spread over the model's threads).
+        let predictions = student.predict(texts, batchSize: settings.configuration.model.batchSize)
+        let t2 = monotonicSeconds()
+        var k = 0
+        var out: [ProcessedMessage] = []
+        out.reserveCapacity(parsed.count)
+        for i in parsed.indices {
+            let (record, r) = parsed[i]
+            switch r {
+            case let .success(item):
+                let mentions = linker.link(item.text, given: item.companies)
+                out.append(ProcessedMessage(topicPartition: record.topicPartition, offset: record.offset, raw: record.value,
+                                            outcome: .accepted(item, predictions[k], mentions)))
+                k += 1
+            case let .failure(reason):
+                out.append(ProcessedMessage(topicPartition: record.topicPartition, offset: record.offset, raw: record.value,
+                                            outcome: .rejected(reason.description)))
+            }
+        }
+        parsed.removeAll()
+        try chooseForTeacher(&out, student: student, store: store)
+        // 4. Write everything and the next offsets in one transaction.
+        let result = try store.write(out, modelVersion: student.version, labels: student.labels) { [self] in stopDeadline }
+        healthState.withLock { $0.postgresUp = true }
+        let t3 = monotonicSeconds()
+        // 5. Tell Kafka too (lag tools); Postgres stays the authority.
+        var next: [TopicPartition: Int64] = [:]
+        for r in records { next[r.topicPartition] = max(next[r.topicPartition] ?? 0, r.offset + 1) }
+        consumer.commit(next)
+        stats.withLock { s in
+            s.consumed += records.count
+            s.stored += result.inserted
+            s.rejected += result.rejected
+            s.queuedForTeacher += result.queued
+            s.batches += 1
+            s.parseSeconds += t1 - t0
+            s.classifySeconds += t2 - t1
+            s.writeSeconds += t3 - t2
+            s.batchLatencies.append(t3 - startedAt)
+            if s.firstMessageAt == nil { s.firstMessageAt = startedAt }
+            s.lastCommitAt = t3
+            if s.batchLatencies.count > 10_000 { s.batchLatencies.removeFirst(s.batchLatencies.count - 10_000) }
+        }
+        logger.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
+                                                 "rejected": "\(result.rejected)", "model": "\(student.version)"])
+    }
+
+    /// Marks the items the teacher should see (uncertainty sampling; cold start while the student
+    /// is an untrained base; nothing once the day's budget is spent).
+    private func chooseForTeacher(_ out: inout [ProcessedMessage], student: StudentModel, store: IngestStore) throws {
+        guard let selector else { return }
+        let t = settings.configuration.teacher
+        if monotonicSeconds() - teacherState.refreshedAt > 5 {
+            let state = try store.teacherState(until: { [self] in stopDeadline })
+            teacherState = (state.queued, state.spent, monotonicSeconds())
+        }
+        let accepted = out.indices.filter { if case .accepted = out[$0].outcome { return true }; return false }
+        var margins: [Float] = [], entropies: [Float] = []
+        for i in accepted { if case let .accepted(_, p, _) = out[i].outcome { margins.append(p.margin); entropies.append(p.entropy) } }
+        let untrained = student.manifest == nil
+        let coldStartRemaining = untrained ? max(0, t.coldStartItems - teacherState.queued) : 0
+        let budgetExhausted = t.dailyBudgetUSD > 0 && teacherState.spent >= t.dailyBudgetUSD
+        let reasons = selector.select(margins: margins, entropies: entropies, coldStartRemaining: coldStartRemaining, budgetExhausted: budgetExhausted)
+        for (k, i) in accepted.enumerated() { out[i].teach = reasons[k] }
+        teacherState.queued += reasons.lazy.filter { $0 != nil }.count
+    }
+
+}

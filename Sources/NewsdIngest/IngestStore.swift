@@ -1,0 +1,234 @@
+import Foundation
+import Logging
+import NewsdKafka
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
+import NewsdTeacher
+
+/// One consumed message after parsing, linking and classification.
+public struct ProcessedMessage: Sendable {
+    /// What became of it.
+    public enum Outcome: Sendable {
+        /// Accepted: the item, its prediction and the companies it mentions.
+        case accepted(NewsItem, Prediction, [Mention])
+        /// Refused, with the reason.
+        case rejected(String)
+    }
+    /// Where it was read.
+    public var topicPartition: TopicPartition
+    /// Its offset.
+    public var offset: Int64
+    /// The raw bytes (kept for rejected messages).
+    public var raw: [UInt8]
+    /// What became of it.
+    public var outcome: Outcome
+    /// Why it goes to the teacher (nil: it does not); enqueued in the same transaction.
+    public var teach: SelectionReason? = nil
+}
+
+/// Figures of one written batch.
+public struct BatchWriteResult: Sendable {
+    /// News items inserted (already-present ones are skipped).
+    public var inserted = 0
+    /// Rejected messages recorded.
+    public var rejected = 0
+    /// Mentions inserted.
+    public var mentions = 0
+    /// Items put on the teacher queue.
+    public var queued = 0
+}
+
+/// Writes micro-batches to Postgres: items, predictions, mentions, rejected messages and the
+/// consumer's next offsets in ONE transaction, so a batch is either entirely stored with its
+/// offsets or not at all. Unique keys on (topic, partition, offset) make a replayed batch a no-op:
+/// exactly one result per message across crashes, rebalances and restarts. Not thread-safe.
+public final class IngestStore {
+    private let url: String
+    private let groupID: String
+    private let maxBackoff: Double
+    private let logger: Logger
+    private var connection: PostgresConnection?
+    /// Called with each failed attempt (for metrics and health).
+    public var onFailure: (Error) -> Void = { _ in }
+
+    /// A store for consumer group `groupID`; connects lazily and reconnects with backoff.
+    public init(url: String, groupID: String, maxBackoff: Double = 30, logger: Logger) {
+        self.url = url
+        self.groupID = groupID
+        self.maxBackoff = maxBackoff
+        self.logger = logger
+    }
+
+    private func connected() throws -> PostgresConnection {
+        if let c = connection, c.isConnected { return c }
+        connection = nil
+        let c = try PostgresConnection(url)
+        try c.executeScript("""
+            CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
+                topic text, partition integer, kafka_offset bigint, external_id text, text text,
+                published_at timestamptz, source text, label text, probabilities jsonb, margin real, entropy real,
+                companies text[], matched_by text[], text_hash text, teach text) ON COMMIT DELETE ROWS;
+            CREATE TEMP TABLE IF NOT EXISTS rejected_stage (
+                topic text, partition integer, kafka_offset bigint, raw bytea, reason text) ON COMMIT DELETE ROWS;
+            """)
+        connection = c
+        return c
+    }
+
+    /// Next offsets stored for these partitions (those never written are absent). Retries with
+    /// backoff until `deadline` (nil: forever) on connection errors.
+    public func storedOffsets(_ partitions: [TopicPartition], until deadline: Date? = nil) throws -> [TopicPartition: Int64] {
+        try withRetry(until: { deadline }, what: "read stored offsets") { db in
+            let rows = try db.query("SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = \(groupID)").typed
+            var out: [TopicPartition: Int64] = [:]
+            let wanted = Set(partitions)
+            for r in rows {
+                let tp = TopicPartition(topic: try r.decode("topic"), partition: try r.decode("partition"))
+                if wanted.contains(tp) { out[tp] = try r.decode("next_offset") }
+            }
+            return out
+        }
+    }
+
+    /// Writes a batch with its next offsets; retries on lost connections with exponential backoff
+    /// (nothing is committed twice: the whole batch is one transaction and replays are no-ops)
+    /// until `deadline`. A batch the database refuses for a non-transient reason is written
+    /// message by message, and a message it still refuses goes to `rejected_messages`.
+    public func write(_ batch: [ProcessedMessage], modelVersion: String, labels: [String],
+                      until deadline: @escaping () -> Date? = { nil }) throws -> BatchWriteResult {
+        guard !batch.isEmpty else { return BatchWriteResult() }
+        do {
+            return try withRetry(until: deadline, what: "write batch") { db in try self.writeOnce(batch, modelVersion: modelVersion, labels: labels, db: db) }
+        } catch let e as PostgresError where e.isDataError {
+            logger.error("batch refused by the database, writing message by message", metadata: ["error": "\(e)"])
+            var total = BatchWriteResult()
+            for m in batch {
+                do {
+                    let r = try withRetry(until: deadline, what: "write message") { db in try self.writeOnce([m], modelVersion: modelVersion, labels: labels, db: db) }
+                    total.inserted += r.inserted; total.rejected += r.rejected; total.mentions += r.mentions
+                } catch let e as PostgresError where e.isDataError {
+                    var refused = m
+                    refused.outcome = .rejected("database refused the message: \(e.message.prefix(300))")
+                    let r = try withRetry(until: deadline, what: "write rejected message") { db in try self.writeOnce([refused], modelVersion: modelVersion, labels: labels, db: db) }
+                    total.rejected += r.rejected
+                }
+            }
+            return total
+        }
+    }
+
+    private func writeOnce(_ batch: [ProcessedMessage], modelVersion: String, labels: [String], db: PostgresConnection) throws -> BatchWriteResult {
+        var items = "", rejected = ""
+        var next: [TopicPartition: Int64] = [:]
+        for m in batch {
+            next[m.topicPartition] = max(next[m.topicPartition] ?? 0, m.offset + 1)
+            let key: [String?] = [m.topicPartition.topic, String(m.topicPartition.partition), String(m.offset)]
+            switch m.outcome {
+            case let .accepted(item, p, mentions):
+                let probabilities = p.probabilitiesJSON(labels: labels)
+                items += CopyText.row(key + [
+                    item.externalID, item.text, item.publishedAt.map(timestamp), item.source, p.label, probabilities,
+                    p.margin.isFinite ? String(p.margin) : "NaN", p.entropy.isFinite ? String(p.entropy) : "NaN",
+                    mentions.map(\.companyID).postgresText, mentions.map(\.kind.rawValue).postgresText,
+                    m.teach == nil ? nil : teacherTextHash(item.text), m.teach?.rawValue,
+                ])
+            case let .rejected(reason):
+                rejected += CopyText.row(key + [CopyText.bytea(m.raw), reason])
+            }
+        }
+        return try db.transaction {
+            var result = BatchWriteResult()
+            if !items.isEmpty {
+                try db.copyIn("COPY ingest_stage FROM STDIN", data: items)
+                let r = try db.execute("""
+                    WITH ins AS (
+                        INSERT INTO news_items (topic, partition, kafka_offset, external_id, text, published_at, source)
+                        SELECT topic, partition, kafka_offset, external_id, text, published_at, source FROM ingest_stage
+                        ON CONFLICT (topic, partition, kafka_offset) DO NOTHING
+                        RETURNING id, topic, partition, kafka_offset, coalesce(published_at, received_at) AS at
+                    ), pred AS (
+                        INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy)
+                        SELECT ins.id, $1, s.label, s.probabilities, s.margin, s.entropy
+                        FROM ins JOIN ingest_stage s USING (topic, partition, kafka_offset)
+                        RETURNING 1
+                    ), men AS (
+                        INSERT INTO mentions (item_id, company_id, matched_by, published_at)
+                        SELECT ins.id, m.company_id, m.matched_by, ins.at
+                        FROM ins JOIN ingest_stage s USING (topic, partition, kafka_offset)
+                        CROSS JOIN LATERAL unnest(s.companies, s.matched_by) AS m(company_id, matched_by)
+                        ON CONFLICT DO NOTHING
+                        RETURNING 1
+                    )
+                    SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM pred) AS predicted, (SELECT count(*) FROM men) AS mentions
+                    """, [modelVersion]).single()
+                result.inserted = try r.decode("inserted")
+                result.mentions = try r.decode("mentions")
+                if batch.contains(where: { $0.teach != nil }) {
+                    // Chosen for the teacher: queued with the facts, once per text, never when the
+                    // text already has a verdict. Exploration items go first (they measure live
+                    // accuracy), then the least certain.
+                    result.queued = try db.execute("""
+                        INSERT INTO teacher_queue (text_hash, text, item_id, reason, model_version, predicted_label, margin, priority)
+                        SELECT DISTINCT ON (s.text_hash) s.text_hash, s.text, n.id, s.teach, $1, s.label, s.margin,
+                               CASE s.teach WHEN 'explore' THEN -1 WHEN 'cold_start' THEN 0 ELSE s.margin END
+                        FROM ingest_stage s JOIN news_items n USING (topic, partition, kafka_offset)
+                        WHERE s.teach IS NOT NULL
+                          AND NOT EXISTS (SELECT 1 FROM teacher_labels l WHERE l.text_hash = s.text_hash)
+                        ORDER BY s.text_hash, n.id
+                        ON CONFLICT (text_hash) DO NOTHING
+                        """, [modelVersion]).affected
+                }
+            }
+            if !rejected.isEmpty {
+                try db.copyIn("COPY rejected_stage FROM STDIN", data: rejected)
+                result.rejected = try db.execute("""
+                    INSERT INTO rejected_messages (topic, partition, kafka_offset, raw, reason)
+                    SELECT topic, partition, kafka_offset, raw, reason FROM rejected_stage
+                    ON CONFLICT (topic, partition, kafka_offset) DO NOTHING
+                    """).affected
+            }
+            let parts = next.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }
+            try db.query("""
+                INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+                SELECT \(groupID), t, p, o
+                FROM unnest(\(parts.map(\.key.topic))::text[], \(parts.map(\.key.partition))::integer[], \(parts.map(\.value))::bigint[]) AS x(t, p, o)
+                ON CONFLICT (group_id, topic, partition)
+                DO UPDATE SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()
+                """)
+            return result
+        }
+    }
+
+    /// Runs `body` with a connection, reconnecting with exponential backoff (100 ms doubling up to
+    /// `maxBackoff`, with jitter) on retriable errors until `deadline`.
+    func withRetry<T>(until deadline: () -> Date?, what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
+        try retry(RetryPolicy(initialDelay: 0.1, maxDelay: maxBackoff), deadline: deadline, onRetry: { [logger] r in
+            logger.warning("postgres unavailable, retrying", metadata: ["operation": "\(what)", "error": "\(r.error)", "retry_in_s": "\(String(format: "%.1f", r.delay))"])
+        }) {
+            do { return try body(try connected()) } catch let e as PostgresError where e.isRetriable {
+                onFailure(e)
+                connection = nil
+                throw e
+            }
+        }
+    }
+
+    /// Items ever queued for the teacher and today's (UTC) teacher spend, for selection.
+    public func teacherState(until deadline: @escaping () -> Date?) throws -> (queued: Int, spent: Double) {
+        try withRetry(until: deadline, what: "read teacher state") { db in
+            (try TeacherQueue.counts(db).queued, try TeacherQueue.spentToday(db))
+        }
+    }
+
+    /// One formatter per store (the store is used by one thread): building one per row cost more
+    /// than formatting.
+    private let timestampFormatter: ISO8601DateFormatter = {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }()
+
+    func timestamp(_ d: Date) -> String { timestampFormatter.string(from: d) }
+}

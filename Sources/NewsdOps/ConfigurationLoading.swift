@@ -1,0 +1,365 @@
+import Foundation
+import NewsdHTTP
+import NewsdPostgres
+import NewsdSystem
+import TOMLKit
+
+/// A bad configuration: the key (dotted TOML path or environment variable), the value as given,
+/// and why it is wrong. Never retriable: start-up stops with it.
+public struct ConfigurationError: Error, CustomStringConvertible, Equatable, Sendable, RetryClassifiable {
+    /// `key = value: reason`, or a parse error with its line.
+    public var description: String
+    /// Always false: waiting does not fix a configuration.
+    public var isRetriable: Bool { false }
+    /// An error with this text.
+    public init(_ description: String) { self.description = description }
+    /// `key = value: reason`.
+    public init(key: String, value: String, reason: String) { description = "\(key) = \(value): \(reason)" }
+}
+
+/// A duration in seconds, written as a number in TOML (`lease_seconds = 300`) and used as a
+/// `Duration` in code.
+public struct Seconds: Sendable, Equatable, Comparable, Codable, ExpressibleByFloatLiteral, ExpressibleByIntegerLiteral, CustomStringConvertible {
+    /// The number of seconds.
+    public var value: Double
+    /// `value` seconds.
+    public init(_ value: Double) { self.value = value }
+    /// A literal number of seconds.
+    public init(floatLiteral value: Double) { self.value = value }
+    /// A literal number of seconds.
+    public init(integerLiteral value: Int) { self.value = Double(value) }
+    /// As a `Duration`.
+    public var duration: Duration { .nanoseconds(Int64((value * 1e9).rounded())) }
+    /// Nanoseconds, for `Task.sleep(nanoseconds:)`.
+    public var nanoseconds: UInt64 { UInt64((value * 1e9).rounded()) }
+    /// Decodes a number.
+    public init(from decoder: Decoder) throws { value = try decoder.singleValueContainer().decode(Double.self) }
+    /// Encodes a number.
+    public func encode(to encoder: Encoder) throws { var c = encoder.singleValueContainer(); try c.encode(value) }
+    /// Orders by length.
+    public static func < (a: Seconds, b: Seconds) -> Bool { a.value < b.value }
+    /// The number, as in the file.
+    public var description: String { "\(value)" }
+}
+
+/// A closed set of configuration words: decoding anything else fails with the allowed values.
+public protocol ConfigurationChoice: RawRepresentable<String>, CaseIterable, Codable, Sendable, CustomStringConvertible {}
+
+extension ConfigurationChoice {
+    /// Decodes one of the allowed words, else fails naming them.
+    public init(from decoder: Decoder) throws {
+        let raw = try decoder.singleValueContainer().decode(String.self)
+        guard let value = Self(rawValue: raw) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be \(Self.allowedWords)"))
+        }
+        self = value
+    }
+    /// Encodes the word.
+    public func encode(to encoder: Encoder) throws { var c = encoder.singleValueContainer(); try c.encode(rawValue) }
+    /// The word.
+    public var description: String { rawValue }
+    /// "a, b or c".
+    public static var allowedWords: String {
+        let words = allCases.map(\.rawValue)
+        return words.count < 2 ? words.joined() : words.dropLast().joined(separator: ", ") + " or " + words.last!
+    }
+}
+
+/// Where a partition with no stored offset starts.
+public enum OffsetReset: String, ConfigurationChoice { case earliest, latest }
+/// How the teacher's items are chosen.
+public enum SelectionStrategy: String, ConfigurationChoice {
+    /// Margin (top-1 minus top-2 probability) below `margin_threshold`.
+    case margin
+    /// Entropy (nats) above `entropy_threshold`.
+    case entropy
+    /// The least certain items by margin, up to `top_k` per `window_seconds`.
+    case topK = "top_k"
+    /// Uniformly random items at `max_share` of traffic (the baseline uncertainty sampling beats).
+    case random
+}
+/// Where the trainer runs.
+public enum TrainerMode: String, ConfigurationChoice {
+    /// Inside `newsd run`.
+    case daemon
+    /// Only in `newsd trainer`.
+    case separate
+    /// Nowhere.
+    case off
+}
+/// swift-log's levels.
+public enum LogLevel: String, ConfigurationChoice { case trace, debug, info, notice, warning, error, critical }
+
+extension NewsdConfiguration {
+    /// `NEWSD_*` variables that are not configuration keys: secrets, tool and test settings.
+    public static let otherEnvironmentVariables: Set<String> = [
+        "NEWSD_TEACHER_API_KEY", "NEWSD_KAFKA_SASL_PASSWORD", "NEWSD_POSTGRES_PASSWORD", "NEWSD_CREDENTIALS_FILE",
+        "NEWSD_BASE_MODEL_DIR", "NEWSD_STATS_FILE", "NEWSD_VECTOR_KERNELS", "NEWSD_PG_PORT", "NEWSD_BINARY",
+    ]
+
+    /// Loads a TOML file (if given), then applies `NEWSD_*` environment overrides, then validates.
+    /// Every error names the key, the value and the reason: an unknown key or table, a duplicate
+    /// table or key, a value of the wrong type, an unknown `NEWSD_*` variable, a value out of range.
+    /// `requireModel: false` is for tools that serve no model (`newsd label`, `newsd teacher`).
+    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+                            requireModel: Bool = true) throws -> NewsdConfiguration {
+        var tree = try ConfigurationTree(NewsdConfiguration())
+        if let file {
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw ConfigurationError("cannot read configuration \(file): \(error.localizedDescription)")
+            }
+            let table: TOMLTable
+            do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
+                throw ConfigurationError("\(file):\(e.source.begin.line):\(e.source.begin.column): \(e.description)")
+            }
+            try tree.overlay(table, source: file)
+        }
+        try tree.overlay(environment: environment)
+        let config: NewsdConfiguration = try tree.decode()
+        try config.validate(requireModel: requireModel)
+        return config
+    }
+
+    /// Every configuration key as a dotted path (`kafka.brokers`, ...), in file order.
+    public static var keyPaths: [String] { (try? ConfigurationTree(NewsdConfiguration()).leafPaths()) ?? [] }
+}
+
+/// The configuration as a tree of plain values, keyed as in TOML (snake case). Defaults come from
+/// encoding `NewsdConfiguration()` (defined once, in the type); the file and the environment are
+/// laid over them key by key (an unknown key is an error, not ignored); the result is decoded back
+/// into the type, whose decoders check types and closed sets.
+struct ConfigurationTree {
+    indirect enum Value: Codable, Equatable {
+        case string(String), integer(Int), float(Double), bool(Bool), array([Value]), table([String: Value])
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let b = try? c.decode(Bool.self) { self = .bool(b) }
+            else if let i = try? c.decode(Int.self) { self = .integer(i) }
+            else if let d = try? c.decode(Double.self) { self = .float(d) }
+            else if let s = try? c.decode(String.self) { self = .string(s) }
+            else if let a = try? c.decode([Value].self) { self = .array(a) }
+            else { self = .table(try c.decode([String: Value].self)) }
+        }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.singleValueContainer()
+            switch self {
+            case let .string(s): try c.encode(s)
+            case let .integer(i): try c.encode(i)
+            case let .float(d): try c.encode(d)
+            case let .bool(b): try c.encode(b)
+            case let .array(a): try c.encode(a)
+            case let .table(t): try c.encode(t)
+            }
+        }
+
+        /// As written in a file.
+        var text: String {
+            switch self {
+            case let .string(s): return "\"\(s)\""
+            case let .integer(i): return "\(i)"
+            case let .float(d): return "\(d)"
+            case let .bool(b): return "\(b)"
+            case let .array(a): return "[" + a.map(\.text).joined(separator: ", ") + "]"
+            case let .table(t): return "{" + t.keys.sorted().joined(separator: ", ") + "}"
+            }
+        }
+    }
+
+    /// Tables whose keys are free-form (passed through, not checked against the type).
+    static let freeFormTables: Set<String> = ["kafka.properties"]
+
+    /// The tree in Swift's property names (camel case).
+    private var root: [String: Value]
+    /// Where each leaf was set (for error messages): path -> "file" or "NEWSD_X".
+    private var origins: [String: String] = [:]
+
+    init(_ defaults: NewsdConfiguration) throws {
+        let data = try JSONEncoder().encode(defaults)
+        guard case let .table(t) = try JSONDecoder().decode(Value.self, from: data) else { throw ConfigurationError("configuration defaults are not a table") }
+        root = t
+    }
+
+    /// `groupID` -> `group_id`, `dailyBudgetUSD` -> `daily_budget_usd`, `f1Tolerance` -> `f1_tolerance`.
+    static func snakeCase(_ name: String) -> String {
+        let chars = Array(name)
+        var out = ""
+        for (i, c) in chars.enumerated() {
+            if c.isUppercase, i > 0 {
+                let prev = chars[i - 1]
+                let nextIsLower = i + 1 < chars.count && chars[i + 1].isLowercase
+                if prev.isLowercase || prev.isNumber || (prev.isUppercase && nextIsLower) { out.append("_") }
+            }
+            out.append(Character(c.lowercased()))
+        }
+        return out
+    }
+
+    /// The camel-case name in `table` whose snake case is `key`.
+    private static func property(_ key: String, in table: [String: Value]) -> String? {
+        table.keys.first { snakeCase($0) == key }
+    }
+
+    /// Lays a parsed TOML document over the tree.
+    mutating func overlay(_ table: TOMLTable, source: String) throws {
+        var tree = root
+        try Self.overlay(table, into: &tree, path: "", source: source, origins: &origins)
+        root = tree
+    }
+
+    private static func overlay(_ table: TOMLTable, into node: inout [String: Value], path: String, source: String,
+                                origins: inout [String: String]) throws {
+        for (key, value) in table {
+            let keyPath = path.isEmpty ? key : path + "." + key
+            if Self.freeFormTables.contains(path) {
+                guard let s = value.string else {
+                    throw ConfigurationError(key: keyPath, value: "\(value)", reason: "librdkafka properties are strings")
+                }
+                node[key] = .string(s)
+                continue
+            }
+            guard let name = Self.property(key, in: node) else {
+                let known = node.keys.map(Self.snakeCase).sorted().joined(separator: ", ")
+                throw ConfigurationError("unknown configuration key \(keyPath) in \(source) (known\(path.isEmpty ? " tables" : " in [\(path)]"): \(known))")
+            }
+            if case var .table(sub) = node[name]! {
+                guard let subTable = value.table else {
+                    throw ConfigurationError(key: keyPath, value: "\(value)", reason: "expected a table [\(keyPath)]")
+                }
+                try overlay(subTable, into: &sub, path: keyPath, source: source, origins: &origins)
+                node[name] = .table(sub)
+            } else {
+                node[name] = try Self.value(of: value, key: keyPath)
+                origins[keyPath] = source
+            }
+        }
+    }
+
+    private static func value(of v: TOMLValueConvertible, key: String) throws -> Value {
+        switch v.type {
+        case .string: return .string(v.string!)
+        case .int: return .integer(v.int!)
+        case .double: return .float(v.double!)
+        case .bool: return .bool(v.bool!)
+        case .array: return .array(try v.array!.map { try value(of: $0, key: key) })
+        default: throw ConfigurationError(key: key, value: "\(v)", reason: "a \(v.type) is not a value newsd takes here")
+        }
+    }
+
+    /// Every leaf as a dotted snake-case path.
+    func leafPaths() -> [String] {
+        var out: [String] = []
+        func walk(_ t: [String: Value], _ path: String) {
+            for (k, v) in t.sorted(by: { $0.key < $1.key }) {
+                let p = path.isEmpty ? Self.snakeCase(k) : path + "." + Self.snakeCase(k)
+                if case let .table(sub) = v, !Self.freeFormTables.contains(p) { walk(sub, p) } else if !Self.freeFormTables.contains(p) { out.append(p) }
+            }
+        }
+        walk(root, "")
+        return out
+    }
+
+    /// Applies `NEWSD_<SECTION>_<KEY>` variables; an unknown `NEWSD_*` variable is an error.
+    mutating func overlay(environment: [String: String]) throws {
+        let paths = leafPaths()
+        let byVariable = Dictionary(uniqueKeysWithValues: paths.map { ("NEWSD_" + $0.uppercased().replacingOccurrences(of: ".", with: "_"), $0) })
+        for (variable, raw) in environment.sorted(by: { $0.key < $1.key }) where variable.hasPrefix("NEWSD_") {
+            guard let path = byVariable[variable] else {
+                if NewsdConfiguration.otherEnvironmentVariables.contains(variable) || variable.hasPrefix("NEWSD_TEST_") { continue }
+                let near = byVariable.keys.min { editDistance($0, variable) < editDistance($1, variable) } ?? ""
+                throw ConfigurationError("unknown environment variable \(variable)=\(raw): not a configuration key (did you mean \(near)?)")
+            }
+            let current = try leaf(path)
+            let trimmed = raw.trimmingCharacters(in: .whitespaces)
+            let value: Value
+            switch current {
+            case .integer:
+                if let i = Int(trimmed) { value = .integer(i) } else if let d = Double(trimmed), d.isFinite { value = .float(d) } else {
+                    throw ConfigurationError(key: path, value: raw, reason: "expected a number")
+                }
+            case .float:
+                guard let d = Double(trimmed) else { throw ConfigurationError(key: path, value: raw, reason: "expected a number") }
+                value = .float(d)
+            case .bool:
+                switch trimmed.lowercased() {
+                case "true", "1", "yes": value = .bool(true)
+                case "false", "0", "no": value = .bool(false)
+                default: throw ConfigurationError(key: path, value: raw, reason: "expected true or false")
+                }
+            case .array: value = .array(raw.split(separator: ",").map { .string($0.trimmingCharacters(in: .whitespaces)) })
+            default: value = .string(raw)
+            }
+            try setLeaf(path, value)
+            origins[path] = variable
+        }
+    }
+
+    private func leaf(_ path: String) throws -> Value {
+        var node = Value.table(root)
+        for part in path.split(separator: ".") {
+            guard case let .table(t) = node, let name = Self.property(String(part), in: t) else { throw ConfigurationError("no key \(path)") }
+            node = t[name]!
+        }
+        return node
+    }
+
+    private mutating func setLeaf(_ path: String, _ value: Value) throws {
+        func set(_ t: inout [String: Value], _ parts: ArraySlice<Substring>) throws {
+            guard let name = Self.property(String(parts.first!), in: t) else { throw ConfigurationError("no key \(path)") }
+            if parts.count == 1 { t[name] = value; return }
+            guard case var .table(sub) = t[name]! else { throw ConfigurationError("no key \(path)") }
+            try set(&sub, parts.dropFirst())
+            t[name] = .table(sub)
+        }
+        try set(&root, path.split(separator: ".")[...])
+    }
+
+    /// Decodes the tree; a type error names the key and the value given.
+    func decode<T: Decodable>() throws -> T {
+        let data = try JSONEncoder().encode(Value.table(root))
+        do { return try JSONDecoder().decode(T.self, from: data) } catch let e as DecodingError {
+            let (path, reason): ([CodingKey], String)
+            switch e {
+            case let .typeMismatch(type, c): (path, reason) = (c.codingPath, Self.expected(type))
+            case let .valueNotFound(type, c): (path, reason) = (c.codingPath, Self.expected(type))
+            case let .dataCorrupted(c): (path, reason) = (c.codingPath, c.debugDescription)
+            case let .keyNotFound(k, c): (path, reason) = (c.codingPath + [k], "missing")
+            @unknown default: throw ConfigurationError("configuration: \(e)")
+            }
+            let keyPath = path.filter { $0.intValue == nil }.map { Self.snakeCase($0.stringValue) }.joined(separator: ".")
+            let given = (try? leaf(keyPath)).map { v -> String in
+                if case let .string(s) = v, origins[keyPath].map({ $0.hasPrefix("NEWSD_") }) == true { return s }
+                return v.text
+            } ?? "?"
+            throw ConfigurationError(key: keyPath, value: given, reason: reason)
+        }
+    }
+
+    private static func expected(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: return "expected an integer"
+        case is Double.Type, is Seconds.Type: return "expected a number"
+        case is Bool.Type: return "expected true or false"
+        case is String.Type: return "expected a string (in quotes)"
+        default: return "expected \(type)"
+        }
+    }
+}
+
+/// Levenshtein distance (for "did you mean").
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var row = Array(0...b.count)
+    for i in 1...max(a.count, 1) where !a.isEmpty {
+        var prev = row[0]
+        row[0] = i
+        for j in 1...max(b.count, 1) where !b.isEmpty {
+            let cur = row[j]
+            row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1))
+            prev = cur
+        }
+    }
+    return row[b.count]
+}

@@ -1,0 +1,223 @@
+import NewsdHTTP
+import NewsdPostgres
+import NewsdSystem
+
+/// newsd's database schema as numbered migrations. Applied in one transaction under an advisory
+/// lock, so two hosts starting at once do not race; applying again is a no-op.
+public enum Schema {
+    /// Advisory-lock key serialising migrations across hosts ("newsd" in ASCII).
+
+    /// The migrations, in order. Never edit one that shipped: add a new one.
+    static let migrations: [(version: Int, description: String, sql: String)] = [
+        (1, "news items, predictions, companies, mentions, offsets, rejected messages", """
+        CREATE TABLE companies (
+            id          text PRIMARY KEY,
+            name        text NOT NULL,
+            tickers     text[] NOT NULL DEFAULT '{}',
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE company_aliases (
+            company_id  text NOT NULL REFERENCES companies(id) ON DELETE CASCADE,
+            alias       text NOT NULL,
+            kind        text NOT NULL CHECK (kind IN ('name', 'alias', 'ticker')),
+            PRIMARY KEY (company_id, kind, alias)
+        );
+        CREATE TABLE news_items (
+            id            bigserial PRIMARY KEY,
+            topic         text NOT NULL,
+            partition     integer NOT NULL,
+            kafka_offset  bigint NOT NULL,
+            external_id   text,
+            text          text NOT NULL,
+            published_at  timestamptz,
+            received_at   timestamptz NOT NULL DEFAULT now(),
+            source        text,
+            UNIQUE (topic, partition, kafka_offset)
+        );
+        CREATE INDEX news_items_published_at ON news_items (coalesce(published_at, received_at));
+        CREATE INDEX news_items_external_id ON news_items (external_id);
+        CREATE TABLE predictions (
+            id             bigserial PRIMARY KEY,
+            item_id        bigint NOT NULL REFERENCES news_items(id) ON DELETE CASCADE,
+            model_version  text NOT NULL,
+            label          text NOT NULL,
+            probabilities  jsonb NOT NULL,
+            margin         real NOT NULL,
+            entropy        real NOT NULL,
+            predicted_at   timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (item_id, model_version)
+        );
+        CREATE INDEX predictions_model_version ON predictions (model_version);
+        CREATE TABLE mentions (
+            item_id       bigint NOT NULL REFERENCES news_items(id) ON DELETE CASCADE,
+            company_id    text NOT NULL,
+            matched_by    text NOT NULL,
+            published_at  timestamptz NOT NULL,
+            PRIMARY KEY (item_id, company_id)
+        );
+        CREATE INDEX mentions_company_time ON mentions (company_id, published_at);
+        CREATE TABLE consumer_offsets (
+            group_id     text NOT NULL,
+            topic        text NOT NULL,
+            partition    integer NOT NULL,
+            next_offset  bigint NOT NULL,
+            updated_at   timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (group_id, topic, partition)
+        );
+        CREATE TABLE rejected_messages (
+            id            bigserial PRIMARY KEY,
+            topic         text NOT NULL,
+            partition     integer NOT NULL,
+            kafka_offset  bigint NOT NULL,
+            raw           bytea NOT NULL,
+            reason        text NOT NULL,
+            received_at   timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (topic, partition, kafka_offset)
+        );
+        -- The latest prediction of each item (analysts' default).
+        CREATE VIEW latest_predictions AS
+            SELECT DISTINCT ON (p.item_id) p.*
+            FROM predictions p ORDER BY p.item_id, p.predicted_at DESC, p.id DESC;
+        -- Per company and day: counts and shares of each sentiment, from the latest predictions.
+        CREATE VIEW company_sentiment_daily AS
+            SELECT m.company_id, date_trunc('day', m.published_at) AS day,
+                   count(*) AS items,
+                   count(*) FILTER (WHERE lp.label = 'positive') AS positive,
+                   count(*) FILTER (WHERE lp.label = 'negative') AS negative,
+                   count(*) FILTER (WHERE lp.label = 'neutral') AS neutral,
+                   round(avg(CASE lp.label WHEN 'positive' THEN 1 WHEN 'negative' THEN -1 ELSE 0 END)::numeric, 4) AS net_sentiment
+            FROM mentions m JOIN latest_predictions lp ON lp.item_id = m.item_id
+            GROUP BY m.company_id, date_trunc('day', m.published_at);
+        """),
+        (2, "teacher queue, teacher labels, teacher requests", """
+        -- Items chosen for the teacher, one per normalised text (the hash deduplicates).
+        CREATE TABLE teacher_queue (
+            id               bigserial PRIMARY KEY,
+            text_hash        text NOT NULL UNIQUE,
+            text             text NOT NULL,
+            item_id          bigint REFERENCES news_items(id) ON DELETE SET NULL,
+            reason           text NOT NULL,            -- cold_start, uncertain, explore, random, manual
+            model_version    text,                     -- the student that chose it
+            predicted_label  text,                     -- what that student said (live-accuracy estimate)
+            margin           real,
+            priority         real NOT NULL DEFAULT 0,  -- lower is labelled first
+            status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+            attempts         integer NOT NULL DEFAULT 0,
+            lease_owner      text,
+            leased_until     timestamptz,
+            last_error       text,
+            enqueued_at      timestamptz NOT NULL DEFAULT now(),
+            done_at          timestamptz
+        );
+        CREATE INDEX teacher_queue_pending ON teacher_queue (priority, id) WHERE status = 'pending';
+        -- The teacher's verdicts, one per normalised text: never asked twice.
+        CREATE TABLE teacher_labels (
+            text_hash      text PRIMARY KEY,
+            text           text NOT NULL,
+            label          text,                       -- NULL when ambiguous
+            status         text NOT NULL CHECK (status IN ('labelled', 'ambiguous')),
+            distribution   jsonb NOT NULL,             -- vote shares: the soft label
+            votes          jsonb NOT NULL,             -- label per sample, FAIL for none
+            reasons        jsonb NOT NULL,             -- reason per sample
+            teacher_model  text NOT NULL,
+            queue_id       bigint,
+            labelled_at    timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX teacher_labels_labelled_at ON teacher_labels (labelled_at);
+        -- Every HTTP request to the teacher: spend, audit, rate checks.
+        CREATE TABLE teacher_requests (
+            id                 bigserial PRIMARY KEY,
+            queue_id           bigint,
+            text_hash          text,
+            sample             integer NOT NULL,
+            samples            integer NOT NULL,
+            status             text NOT NULL,
+            http_status        integer,
+            prompt_tokens      integer NOT NULL DEFAULT 0,
+            completion_tokens  integer NOT NULL DEFAULT 0,
+            cost_usd           double precision NOT NULL DEFAULT 0,
+            latency_ms         real NOT NULL,
+            started_at         timestamptz NOT NULL,
+            worker             text NOT NULL,
+            error              text
+        );
+        CREATE INDEX teacher_requests_started_at ON teacher_requests (started_at);
+        """),
+        (3, "model registry, model artifacts, imported labels", """
+        -- Student versions. `version` is the artifact checksum prefix every prediction records;
+        -- `seq` numbers them v1, v2, ... for people.
+        CREATE TABLE models (
+            version        text PRIMARY KEY,
+            seq            integer NOT NULL UNIQUE,
+            parent         text REFERENCES models(version),
+            status         text NOT NULL CHECK (status IN ('candidate', 'active', 'retired', 'rejected')),
+            created_at     timestamptz NOT NULL DEFAULT now(),
+            activated_at   timestamptz,
+            label_counts   jsonb NOT NULL,
+            training       jsonb NOT NULL,
+            metrics        jsonb NOT NULL,
+            checksum       text NOT NULL,
+            reasons        text
+        );
+        CREATE UNIQUE INDEX models_one_active ON models ((status)) WHERE status = 'active';
+        -- Artifact files, so every host loads a model from the database it already trusts (no
+        -- shared file system to mount, back up and keep consistent with the registry).
+        CREATE TABLE model_files (
+            version  text NOT NULL REFERENCES models(version) ON DELETE CASCADE,
+            name     text NOT NULL,
+            content  bytea NOT NULL,
+            PRIMARY KEY (version, name)
+        );
+        -- Human or gold labels (`newsd labels import`); they take precedence over the teacher's.
+        CREATE TABLE imported_labels (
+            text_hash    text PRIMARY KEY,
+            text         text NOT NULL,
+            label        text NOT NULL,
+            source       text NOT NULL,
+            imported_at  timestamptz NOT NULL DEFAULT now()
+        );
+        -- Predictions made again later (re-scoring, cold-start backfill), as opposed to the one
+        -- ingest made; the earlier ones are kept.
+        ALTER TABLE predictions ADD COLUMN rescored boolean NOT NULL DEFAULT false;
+        """),
+    ]
+
+    /// The newest schema version this build knows.
+    public static var latestVersion: Int { migrations.last?.version ?? 0 }
+
+    /// Applies missing migrations; returns the versions applied. Refuses a database whose schema
+    /// is newer than this build (an older binary must not write to it).
+    @discardableResult
+    public static func migrate(_ db: PostgresConnection) throws -> [Int] {
+        try db.transaction {
+            try db.execute("SELECT pg_advisory_xact_lock($1)", [String(AdvisoryLock.migration)])
+            try db.execute("""
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+                """)
+            let applied = Set(try db.execute("SELECT version FROM schema_migrations").rows.compactMap { $0[0].flatMap(Int.init) })
+            if let newest = applied.max(), newest > latestVersion {
+                throw PostgresError(sqlState: nil, message: "database schema version \(newest) is newer than this newsd (\(latestVersion)); upgrade newsd")
+            }
+            var done: [Int] = []
+            for m in migrations where !applied.contains(m.version) {
+                try db.executeScript(m.sql)
+                try db.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", [String(m.version), m.description])
+                done.append(m.version)
+            }
+            return done
+        }
+    }
+}
+
+/// Postgres advisory lock keys: one per job only one host may run at a time.
+public enum AdvisoryLock {
+    /// Schema migrations (transaction-scoped).
+    public static let migration: Int64 = 0x6E_6577_7364
+    /// Registry changes: promote, rollback (transaction-scoped).
+    public static let registry = migration + 1
+    /// Training a candidate (session-scoped).
+    public static let training = migration + 2
+    /// The cold-start backfill (session-scoped).
+    public static let backfill = migration + 3
+}

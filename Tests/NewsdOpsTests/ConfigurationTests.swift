@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+@testable import NewsdOps
+
+/// The configuration: TOML file, environment overrides, validation with key, value and reason.
+@Suite struct ConfigurationTests {
+    @Test func tomlAndEnvironmentOverridesWithClearErrors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("newsd-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("c.toml")
+        try """
+        # comment
+        [kafka]
+        brokers = "a:1,b:2"   # two brokers
+        topics = [
+          "news",
+          "more",
+        ]
+        [kafka.properties]
+        "security.protocol" = "SASL_SSL"
+        [model]
+        dir = "\(dir.path)"
+        threads = 4
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let c = try NewsdConfiguration.load(file: file.path, environment: ["NEWSD_KAFKA_GROUP_ID": "g2", "NEWSD_MODEL_THREADS": "3"])
+        #expect(c.kafka.brokers == "a:1,b:2" && c.kafka.topics == ["news", "more"] && c.kafka.groupID == "g2")
+        #expect(c.kafka.properties["security.protocol"] == "SASL_SSL" && c.model.threads == 3)
+        do {
+            _ = try NewsdConfiguration.load(file: file.path, environment: ["NEWSD_MODEL_THREADS": "0"])
+            Issue.record("accepted threads 0")
+        } catch { #expect("\(error)" == "model.threads = 0: must be between 1 and 64") }
+        try "[kafka]\nbrokerz = \"x:1\"\n".write(to: file, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigurationError.self) { try NewsdConfiguration.load(file: file.path, environment: [:]) }
+        try "[kafka]\nbrokers = x:1\n".write(to: file, atomically: true, encoding: .utf8)
+        do { _ = try NewsdConfiguration.load(file: file.path, environment: [:]); Issue.record("accepted unquoted") } catch {
+            #expect("\(error)".contains(":2:"), "error names the line: \(error)")
+        }
+    }
+
+    @Test func teacherAndTrainerKeysWithReasons() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("newsd-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("c.toml")
+        try """
+        [model]
+        dir = "\(dir.path)"
+        [teacher]
+        base_url = "http://llm:8000/v1"
+        samples = 5
+        use_n = false
+        labels = ["bad", "good"]
+        [trainer]
+        mode = "separate"
+        trainable = "top:3"
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let c = try NewsdConfiguration.load(file: file.path, environment: ["NEWSD_TEACHER_DAILY_BUDGET_USD": "12.5", "NEWSD_TEACHER_WORKER": "no"])
+        #expect(c.teacher.baseURL == "http://llm:8000/v1" && c.teacher.samples == 5 && !c.teacher.useN && c.teacher.labels == ["bad", "good"])
+        #expect(c.teacher.dailyBudgetUSD == 12.5 && !c.teacher.worker && c.trainer.mode == .separate && c.trainer.trainable == "top:3")
+        func reason(_ env: [String: String]) -> String {
+            do { _ = try NewsdConfiguration.load(file: file.path, environment: env); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(reason(["NEWSD_TEACHER_BASE_URL": "llm:8000"]).hasPrefix("teacher.base_url = \"llm:8000\": expected an http"))
+        #expect(reason(["NEWSD_TEACHER_SELECTION": "best"]) == "teacher.selection = best: must be margin, entropy, top_k or random")
+        #expect(reason(["NEWSD_TEACHER_LEASE_SECONDS": "30"]).contains("longer than teacher.timeout_seconds"))
+        #expect(reason(["NEWSD_TEACHER_USE_N": "maybe"]) == "teacher.use_n = maybe: expected true or false")
+        #expect(reason(["NEWSD_TRAINER_TRAINABLE": "top:x"]) == "trainer.trainable = top:x: must be head, top:K or all")
+        #expect(reason(["NEWSD_TRAINER_MODE": "sometimes"]) == "trainer.mode = sometimes: must be daemon, separate or off")
+        // Tools without a model (newsd label, teacher, models) load without model.dir.
+        try "[teacher]\nbase_url = \"https://api.example.com/v1\"\n".write(to: file, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigurationError.self) { try NewsdConfiguration.load(file: file.path, environment: [:]) }
+        #expect(try NewsdConfiguration.load(file: file.path, environment: [:], requireModel: false).teacher.baseURL == "https://api.example.com/v1")
+    }
+}
