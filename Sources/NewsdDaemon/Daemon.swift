@@ -10,9 +10,6 @@ import NewsdSystem
 import NewsdTeacher
 import ServiceLifecycle
 import UnixSignals
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Start-up of the daemon: configuration, model, schema, portfolio; then the services.
 public enum Daemon {

@@ -91,11 +91,13 @@ public enum DemoData {
 
     /// A JSON message for a sentence (sometimes without `companies`, so linking is exercised).
     public static func message(_ s: Sentence, includeCompanies: Bool) -> String {
-        var object: [String: Any] = ["id": s.id, "text": s.text, "source": "demo-wire",
-                                     "published_at": ISO8601DateFormatter().string(from: s.publishedAt)]
-        if includeCompanies { object["companies"] = [s.companyID] }
-        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        return String(decoding: data, as: UTF8.self)
+        struct Message: Encodable {
+            var id: String, text: String, source: String, publishedAt: String, companies: [String]?
+            enum CodingKeys: String, CodingKey { case id, text, source, publishedAt = "published_at", companies }
+        }
+        let m = Message(id: s.id, text: s.text, source: "demo-wire", publishedAt: ISO8601DateFormatter().string(from: s.publishedAt),
+                        companies: includeCompanies ? [s.companyID] : nil)
+        return (try? JSONText.encode(m)) ?? "{}"
     }
 }
 

@@ -111,17 +111,21 @@ public struct DevTeacherTotals: Sendable, Codable {
 /// `n` gets the next n). An injected fault does not use up a sample, so the retry gets the sample
 /// the failed request would have. Answers are real completions (JSON in the message content, a
 /// `usage` block).
-public final class DevTeacher: @unchecked Sendable {
+public final class DevTeacher: Sendable {
     private let book: AnswerBook
     private let faults: FaultRates
     private let unknown: UnknownTextRule
     private let apiKey: String?
     private let textMarker: (prefix: String, suffix: String)
-    private let lock = NSLock()
-    private var served: [Int: Int] = [:]
-    private var totalsValue = DevTeacherTotals()
-    private var random: UInt64
-    private var server: HTTPServer?
+    /// Samples served per text, the totals, and the fault generator, behind one lock (requests
+    /// arrive on the HTTP server's connection threads).
+    private struct State: Sendable {
+        var served: [Int: Int] = [:]
+        var totals = DevTeacherTotals()
+        var random: UInt64
+    }
+    private let state: LockedValue<State>
+    private let server = LockedValue<HTTPServer?>(nil)
 
     /// A server replaying `book`; the prompt template tells it where the text is in a request.
     public init(book: AnswerBook, faults: FaultRates = FaultRates(), unknown: UnknownTextRule = .label("neutral"),
@@ -130,7 +134,7 @@ public final class DevTeacher: @unchecked Sendable {
         self.faults = faults
         self.unknown = unknown
         self.apiKey = apiKey
-        random = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        state = LockedValue(State(random: seed &* 0x9E37_79B9_7F4A_7C15 | 1))
         // The text sits between what precedes {{text}} on its line and what follows it.
         let parts = prompt.user.components(separatedBy: "{{text}}")
         let before = parts[0].components(separatedBy: "\n").last ?? ""
@@ -141,18 +145,19 @@ public final class DevTeacher: @unchecked Sendable {
     @discardableResult
     public func start(host: String = "127.0.0.1", port: UInt16) throws -> UInt16 {
         let s = try HTTPServer(host: host, port: port) { [self] in handle($0) }
-        server = s
+        server.withLock { $0 = s }
         return s.port
     }
 
     /// What was served so far.
-    public var totals: DevTeacherTotals { lock.lock(); defer { lock.unlock() }; return totalsValue }
+    public var totals: DevTeacherTotals { state.withLock { $0.totals } }
 
     private func chance(_ p: Double) -> Bool {
         guard p > 0 else { return false }
-        lock.lock(); defer { lock.unlock() }
-        random ^= random << 13; random ^= random >> 7; random ^= random << 17
-        return Double(random >> 11) / Double(1 << 53) < p
+        return state.withLock { s in
+            s.random ^= s.random << 13; s.random ^= s.random >> 7; s.random ^= s.random << 17
+            return Double(s.random >> 11) / Double(1 << 53) < p
+        }
     }
 
     /// Finds the text inside a rendered prompt.
@@ -163,81 +168,110 @@ public final class DevTeacher: @unchecked Sendable {
         return body.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// A chat-completions request as clients send it (only what the dev teacher reads).
+    private struct IncomingRequest: Decodable {
+        var model: String?
+        var messages: [ChatMessage]
+        var n: Int?
+    }
+
+    /// An OpenAI-style error body.
+    private struct APIError: Encodable {
+        struct Body: Encodable { var message: String; var type: String }
+        var error: Body
+    }
+
+    /// An OpenAI-style completion body.
+    private struct CompletionReply: Encodable {
+        var id: String
+        var object = "chat.completion"
+        var created: Int
+        var model: String
+        var choices: [Choice]
+        var usage: Usage
+        struct Choice: Encodable {
+            var index: Int
+            var message: ChatMessage
+            var finishReason = "stop"
+            enum CodingKeys: String, CodingKey { case index, message, finishReason = "finish_reason" }
+        }
+        struct Usage: Encodable {
+            var promptTokens: Int, completionTokens: Int, totalTokens: Int
+            enum CodingKeys: String, CodingKey { case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens" }
+        }
+    }
+
     func handle(_ request: ServerRequest) -> ServerReply {
-        func json(_ status: Int, _ object: Any, headers: [String] = []) -> ServerReply {
-            .respond(status: status, headers: headers, body: Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()))
+        func json<T: Encodable>(_ status: Int, _ value: T, headers: [String] = []) -> ServerReply {
+            .respond(status: status, headers: headers, body: Array((try? JSONText.data(value)) ?? Data()))
         }
-        if request.method == "GET" && request.path.hasPrefix("/stats") {
-            let data = (try? JSONEncoder().encode(totals)) ?? Data()
-            return .respond(status: 200, headers: [], body: Array(data))
+        func error(_ status: Int, _ message: String, _ type: String, headers: [String] = []) -> ServerReply {
+            json(status, APIError(error: .init(message: message, type: type)), headers: headers)
         }
+        if request.method == "GET" && request.path.hasPrefix("/stats") { return json(200, totals) }
         guard request.method == "POST", request.path.hasSuffix("/chat/completions") else {
-            return json(404, ["error": ["message": "not found: \(request.method) \(request.path)", "type": "invalid_request_error"]])
+            return error(404, "not found: \(request.method) \(request.path)", "invalid_request_error")
         }
         if let apiKey, request.headers["authorization"] != "Bearer \(apiKey)" {
-            return json(401, ["error": ["message": "invalid API key", "type": "authentication_error"]])
+            return error(401, "invalid API key", "authentication_error")
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(request.body))) as? [String: Any],
-              let messages = object["messages"] as? [[String: Any]],
-              let last = messages.last(where: { $0["role"] as? String == "user" })?["content"] as? String else {
-            return json(400, ["error": ["message": "expected a chat-completions request with a user message", "type": "invalid_request_error"]])
+        guard let incoming = try? JSONDecoder().decode(IncomingRequest.self, from: Data(request.body)),
+              let last = incoming.messages.last(where: { $0.role == "user" })?.content else {
+            return error(400, "expected a chat-completions request with a user message", "invalid_request_error")
         }
-        let n = max(1, min(object["n"] as? Int ?? 1, 16))
-        lock.lock(); totalsValue.requests += 1; lock.unlock()
-        if chance(faults.rateHang) { lock.lock(); totalsValue.hangs += 1; lock.unlock(); return .hang }
+        let n = max(1, min(incoming.n ?? 1, 16))
+        state.withLock { $0.totals.requests += 1 }
+        if chance(faults.rateHang) { state.withLock { $0.totals.hangs += 1 }; return .hang }
         if faults.latencyMilliseconds > 0 { Thread.sleep(forTimeInterval: Double(faults.latencyMilliseconds) / 1000) }
         if chance(faults.rate429) {
-            lock.lock(); totalsValue.status429 += 1; lock.unlock()
-            return json(429, ["error": ["message": "rate limit reached (injected)", "type": "rate_limit_error"]], headers: ["Retry-After: 1"])
+            state.withLock { $0.totals.status429 += 1 }
+            return error(429, "rate limit reached (injected)", "rate_limit_error", headers: ["Retry-After: 1"])
         }
         if chance(faults.rate500) {
-            lock.lock(); totalsValue.status500 += 1; lock.unlock()
-            return json(500, ["error": ["message": "internal error (injected)", "type": "server_error"]])
+            state.withLock { $0.totals.status500 += 1 }
+            return error(500, "internal error (injected)", "server_error")
         }
         let text = extractText(last)
         var contents: [String] = []
         if chance(faults.rateMalformed) {
-            lock.lock(); totalsValue.malformed += 1; lock.unlock()
+            state.withLock { $0.totals.malformed += 1 }
             contents = (0..<n).map { $0 % 2 == 0 ? "" : "I would need more context to answer that." }
         } else if let entry = book.lookup(text) {
             let samples = book.samples[entry]
-            lock.lock()
-            let first = served[entry, default: 0]
-            served[entry] = first + n
-            lock.unlock()
+            let first = state.withLock { s -> Int in
+                let first = s.served[entry, default: 0]
+                s.served[entry] = first + n
+                return first
+            }
             contents = (0..<n).map { i in
                 let s = samples[(first + i) % samples.count]
                 return Self.answerJSON(reason: s.reason, label: s.label)
             }
         } else {
-            lock.lock(); totalsValue.unknownTexts += 1; lock.unlock()
+            state.withLock { $0.totals.unknownTexts += 1 }
             switch unknown {
             case let .label(l): contents = Array(repeating: Self.answerJSON(reason: "No recorded answer for this text.", label: l), count: n)
             case .fail: contents = Array(repeating: "I cannot classify this text.", count: n)
-            case .error: return json(404, ["error": ["message": "no recorded answer for this text", "type": "invalid_request_error"]])
+            case .error: return error(404, "no recorded answer for this text", "invalid_request_error")
             }
         }
-        let promptTokens = max(1, messages.reduce(0) { $0 + (($1["content"] as? String)?.utf8.count ?? 0) } / 4)
+        let promptTokens = max(1, incoming.messages.reduce(0) { $0 + $1.content.utf8.count } / 4)
         let completionTokens = contents.reduce(0) { $0 + max(1, $1.utf8.count / 4) }
-        lock.lock()
-        totalsValue.completions += 1
-        totalsValue.samples += n
-        totalsValue.promptTokens += promptTokens
-        totalsValue.completionTokens += completionTokens
-        lock.unlock()
-        let choices: [[String: Any]] = contents.enumerated().map { i, c in
-            ["index": i, "message": ["role": "assistant", "content": c], "finish_reason": "stop"]
+        state.withLock { s in
+            s.totals.completions += 1
+            s.totals.samples += n
+            s.totals.promptTokens += promptTokens
+            s.totals.completionTokens += completionTokens
         }
-        return json(200, [
-            "id": "chatcmpl-dev-\(UUID().uuidString.prefix(8))", "object": "chat.completion",
-            "created": Int(Date().timeIntervalSince1970), "model": object["model"] as? String ?? "dev-teacher",
-            "choices": choices,
-            "usage": ["prompt_tokens": promptTokens, "completion_tokens": completionTokens, "total_tokens": promptTokens + completionTokens],
-        ])
+        return json(200, CompletionReply(
+            id: "chatcmpl-dev-\(UUID().uuidString.prefix(8))", created: Int(Date().timeIntervalSince1970), model: incoming.model ?? "dev-teacher",
+            choices: contents.enumerated().map { .init(index: $0, message: ChatMessage(role: "assistant", content: $1)) },
+            usage: .init(promptTokens: promptTokens, completionTokens: completionTokens, totalTokens: promptTokens + completionTokens)))
     }
 
+    /// The recorded answer as the JSON object the prompt asks for.
     static func answerJSON(reason: String, label: String) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: ["reason": reason, "label": label], options: [.sortedKeys])) ?? Data()
-        return String(decoding: data, as: UTF8.self)
+        struct Answer: Encodable { var reason: String; var label: String }
+        return (try? JSONText.encode(Answer(reason: reason, label: label))) ?? "{}"
     }
 }

@@ -10,6 +10,9 @@ import NewsdTeacher
 
 /// librdkafka's mock cluster: a real Kafka-protocol server on loopback for development and tests,
 /// with fault injection. Owns the `rd_kafka_t` that hosts it and the cluster.
+///
+/// `@unchecked Sendable`: the only state is the two librdkafka handles, which librdkafka locks
+/// itself (the mock cluster API is thread-safe); nothing else is mutable.
 public final class MockCluster: @unchecked Sendable {
     private let host: OpaquePointer
     private let cluster: OpaquePointer

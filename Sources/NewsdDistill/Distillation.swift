@@ -5,9 +5,6 @@ import NewsdOps
 import NewsdPostgres
 import NewsdSystem
 import NewsdTeacher
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What a distillation check did.
 public enum DistillationOutcome: Sendable {
@@ -101,7 +98,7 @@ public enum Distiller {
         // Training yields to ingest: this thread (the trainer's own) and the threads it starts
         // run at nice 10 (Linux nice is per thread and inherited; it cannot be raised back
         // without privileges, so callers run this on a dedicated thread).
-        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        ThreadPriority.lowerCurrentThread(nice: 10)
         logger.info("training a candidate", metadata: ["train": "\(training.count)", "validation": "\(validation.count)", "threads": "\(t.threads)"])
         let result = try FineTune.run(base: base, labels: labels, training: training, validation: validation, configuration: cfg,
                                       servingThreads: c.model.threads, cancel: cancel)

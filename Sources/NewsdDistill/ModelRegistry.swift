@@ -130,7 +130,7 @@ public enum ModelRegistry {
         // Written aside, then renamed into place in one step: a reader sees the whole version or
         // none of it. Versions are content-addressed, so a directory another host or thread put
         // there first is kept (the loader verifies every checksum either way).
-        let tmp = cache.appendingPathComponent(".\(version).tmp-\(UUID().uuidString)")
+        let tmp = DurableFiles.sibling(of: target, tag: "tmp")
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? fm.removeItem(at: tmp) }
         for f in files {
@@ -140,7 +140,7 @@ public enum ModelRegistry {
             }
             try data.write(to: tmp.appendingPathComponent(name))
         }
-        try replaceDirectoryAtomically(target, with: tmp, keepExistingIf: { (try? Artifact.verifiedManifest(directory: $0)) != nil })
+        try DurableFiles.replaceDirectory(target, with: tmp, keepExistingIf: { (try? Artifact.verifiedManifest(directory: $0)) != nil })
         return target
     }
 }

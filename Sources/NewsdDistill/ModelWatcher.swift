@@ -6,9 +6,6 @@ import NewsdPostgres
 import NewsdSystem
 import NewsdTeacher
 import ServiceLifecycle
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Hot swap: listens on `newsd_models` (and checks the registry every `checkSeconds` in case a
 /// notification was missed while disconnected); when the active version differs from the one
@@ -40,7 +37,7 @@ public final class ModelWatcher: Service, Sendable {
     public static func cacheDirectory(_ c: NewsdConfiguration) -> URL {
         if !c.model.cacheDir.isEmpty { return URL(fileURLWithPath: c.model.cacheDir) }
         if let state = ProcessInfo.processInfo.environment["STATE_DIRECTORY"] { return URL(fileURLWithPath: state).appendingPathComponent("models") }
-        return FileManager.default.temporaryDirectory.appendingPathComponent("newsd-models-\(getuid())")
+        return FileManager.default.temporaryDirectory.appendingPathComponent("newsd-models-\(currentUserID)")
     }
 
     /// Loads a registered version (materialise + verify). Throws if anything does not check out.
@@ -73,8 +70,7 @@ public final class ModelWatcher: Service, Sendable {
                     lastCheck = 0
                 }
                 var notified = false
-                var pfd = pollfd(fd: db!.socket, events: Int16(POLLIN), revents: 0)
-                if poll(&pfd, 1, 1000) > 0 {
+                if waitReadable(db!.socket, milliseconds: 1000) {
                     let n = try db!.notifications().filter { $0.channel == ModelRegistry.channel }
                     if !n.isEmpty { notified = true; refused.withLock { $0.subtract(n.map(\.payload)) } }
                 }

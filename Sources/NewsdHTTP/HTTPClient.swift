@@ -71,6 +71,10 @@ public struct HTTPResponse: Sendable {
 /// are in flight at once (at most `maxConcurrent`, the rest wait in order), connections are kept
 /// alive and reused, TLS peers and host names are verified. `send` is async and never blocks a
 /// Swift concurrency thread. Owns its multi handle.
+///
+/// `@unchecked Sendable`: `waiting`, `active`, `stopped` and `thread` are guarded by `lock`; the
+/// multi handle and the transfers' easy handles are touched only by the transfer thread, except
+/// `curl_multi_wakeup`, which libcurl allows from any thread.
 public final class HTTPClient: @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
     private let maxConcurrent: Int

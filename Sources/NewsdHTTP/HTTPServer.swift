@@ -32,7 +32,7 @@ public enum ServerReply: Sendable {
 /// A small HTTP/1.1 server for development stand-ins (the dev teacher): one thread per connection,
 /// keep-alive, `Content-Length` bodies only. It is for loopback tests and demos, not the internet.
 /// Owns its listening socket.
-public final class HTTPServer: @unchecked Sendable {
+public final class HTTPServer: Sendable {
     private let fd: Int32
     private let handler: @Sendable (ServerRequest) -> ServerReply
     /// The bound port (useful when asked for port 0).

@@ -61,7 +61,7 @@ public struct HealthState: Sendable {
 /// to Kafka for lag tools, repeat. It runs on its own thread: every call in it blocks (librdkafka
 /// poll, libpq, BLAS), so none of it touches Swift's cooperative pool. Fetching pauses while a
 /// batch is classified and written (back-pressure), and librdkafka's prefetch queue is bounded.
-public final class IngestPipeline: @unchecked Sendable {
+public final class IngestPipeline: Sendable {
     /// Everything the loop needs.
     public struct Settings: Sendable {
         public var configuration: NewsdConfiguration
@@ -76,10 +76,6 @@ public final class IngestPipeline: @unchecked Sendable {
     private let linker: CompanyLinker
     /// The model serving; the model watcher swaps promoted models into it.
     public let serving: ServingModel
-    /// Chooses items for the teacher; nil when no teacher is configured.
-    private let selector: TeacherSelector?
-    /// Teacher queue size and today's spend, refreshed from Postgres every few seconds.
-    private var teacherState = (queued: 0, spent: 0.0, refreshedAt: -1e9)
     private let stopRequested = LockedValue(false)
     private let stats = LockedValue(IngestStatistics())
     private let healthState = LockedValue(HealthState())
@@ -88,7 +84,11 @@ public final class IngestPipeline: @unchecked Sendable {
     private let stopDeadlineValue = LockedValue<Date?>(nil)
     private var stopDeadline: Date? { stopDeadlineValue.withLock { $0 } }
     /// Called once the consumer is subscribed (readiness).
-    public var onReady: @Sendable () -> Void = {}
+    public var onReady: @Sendable () -> Void {
+        get { readyHandler.value }
+        set { readyHandler.withLock { $0 = newValue } }
+    }
+    private let readyHandler = LockedValue<@Sendable () -> Void>({})
 
     /// A pipeline serving `model` with the portfolio's linker.
     public init(settings: Settings, model: StudentModel, companies: [Company], logger: Logger) {
@@ -98,7 +98,6 @@ public final class IngestPipeline: @unchecked Sendable {
         self.linker = CompanyLinker(companies)
         self.serving = ServingModel(model)
         let t = settings.configuration.teacher
-        selector = t.baseURL.isEmpty ? nil : TeacherSelector(policy: t)
     }
 
     /// Current totals.
@@ -156,6 +155,8 @@ public final class IngestPipeline: @unchecked Sendable {
         try consumer.subscribe(c.kafka.topics)
         logger.info("consuming", metadata: ["topics": "\(c.kafka.topics)", "group": "\(c.kafka.groupID)", "brokers": "\(c.kafka.brokers)"])
         onReady()
+        // Teacher sampling state lives on this thread only (the selector is not shared).
+        var teacher = TeacherSampling(selector: c.teacher.baseURL.isEmpty ? nil : TeacherSelector(policy: c.teacher))
         healthState.withLock { $0.running = true }
         defer { healthState.withLock { $0.running = false } }
         var lastBrokerError: String?
@@ -194,7 +195,7 @@ public final class IngestPipeline: @unchecked Sendable {
             let batch = pending
             pending.removeAll(keepingCapacity: true)
             do {
-                try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart)
+                try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart, teacher: &teacher)
             } catch let e as PostgresError where e.isRetriable && stopping {
                 // Shutting down while Postgres is away: nothing of this batch was committed, its
                 // offsets were not stored, so the next run consumes it again. Nothing is lost.
@@ -205,7 +206,8 @@ public final class IngestPipeline: @unchecked Sendable {
         logger.info("left the consumer group")
     }
 
-    private func process(_ records: [KafkaRecord], store: IngestStore, consumer: KafkaConsumer, startedAt: Double) throws {
+    private func process(_ records: [KafkaRecord], store: IngestStore, consumer: KafkaConsumer, startedAt: Double,
+                         teacher: inout TeacherSampling) throws {
         let student = activeModel
         // 2. Parse and link.
         let t0 = monotonicSeconds()
@@ -233,7 +235,7 @@ public final class IngestPipeline: @unchecked Sendable {
             }
         }
         parsed.removeAll()
-        try chooseForTeacher(&out, student: student, store: store)
+        try chooseForTeacher(&out, student: student, store: store, teacher: &teacher)
         // 4. Write everything and the next offsets in one transaction.
         let result = try store.write(out, modelVersion: student.version, labels: student.labels) { [self] in stopDeadline }
         healthState.withLock { $0.postgresUp = true }
@@ -262,12 +264,13 @@ public final class IngestPipeline: @unchecked Sendable {
 
     /// Marks the items the teacher should see (uncertainty sampling; cold start while the student
     /// is an untrained base; nothing once the day's budget is spent).
-    private func chooseForTeacher(_ out: inout [ProcessedMessage], student: StudentModel, store: IngestStore) throws {
-        guard let selector else { return }
+    private func chooseForTeacher(_ out: inout [ProcessedMessage], student: StudentModel, store: IngestStore,
+                                  teacher teacherState: inout TeacherSampling) throws {
+        guard let selector = teacherState.selector else { return }
         let t = settings.configuration.teacher
         if monotonicSeconds() - teacherState.refreshedAt > 5 {
             let state = try store.teacherState(until: { [self] in stopDeadline })
-            teacherState = (state.queued, state.spent, monotonicSeconds())
+            (teacherState.queued, teacherState.spent, teacherState.refreshedAt) = (state.queued, state.spent, monotonicSeconds())
         }
         let accepted = out.indices.filter { if case .accepted = out[$0].outcome { return true }; return false }
         var margins: [Float] = [], entropies: [Float] = []
@@ -280,4 +283,14 @@ public final class IngestPipeline: @unchecked Sendable {
         teacherState.queued += reasons.lazy.filter { $0 != nil }.count
     }
 
+}
+
+/// The ingest loop's teacher sampling state: the selector, and the queue size and today's spend
+/// read from Postgres every few seconds. Owned by the ingest thread.
+struct TeacherSampling {
+    /// Nil when no teacher is configured.
+    var selector: TeacherSelector?
+    var queued = 0
+    var spent = 0.0
+    var refreshedAt = -1e9
 }

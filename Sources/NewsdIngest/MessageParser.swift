@@ -1,10 +1,4 @@
 import Foundation
-import NewsdKafka
-import NewsdModel
-import NewsdOps
-import NewsdPostgres
-import NewsdSystem
-import NewsdTeacher
 
 /// A news sentence accepted from the stream.
 public struct NewsItem: Sendable, Equatable {
@@ -51,35 +45,57 @@ public struct MessageParser: Sendable {
     }
 
     private func parseJSON(_ data: Data) -> Result<NewsItem, RejectReason> {
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+        do {
+            let m = try JSONDecoder().decode(WireMessage.self, from: data)
+            var item = NewsItem(externalID: m.id, text: m.text.trimmingCharacters(in: .whitespacesAndNewlines), publishedAt: nil,
+                                source: m.source, companies: m.companies ?? [])
+            if let s = m.publishedAt {
+                guard let date = Self.parseDate(s) else { return .failure(RejectReason("\"published_at\" \(s.prefix(40)) is not an ISO 8601 time")) }
+                item.publishedAt = date
+            }
+            return validate(item)
+        } catch let reason as RejectReason {
+            return .failure(reason)
+        } catch DecodingError.typeMismatch(_, let context) where context.codingPath.isEmpty {
+            return .failure(RejectReason("JSON is not an object"))
+        } catch {
             return .failure(RejectReason("malformed JSON: \(Self.shortError(error))"))
         }
-        guard let json = object as? [String: Any] else { return .failure(RejectReason("JSON is not an object")) }
-        guard let rawText = json["text"] else { return .failure(RejectReason("JSON has no \"text\"")) }
-        guard let text = rawText as? String else { return .failure(RejectReason("\"text\" is not a string")) }
-        var item = NewsItem(externalID: nil, text: text.trimmingCharacters(in: .whitespacesAndNewlines), publishedAt: nil, source: nil, companies: [])
-        if let id = json["id"], !(id is NSNull) {
-            if let s = id as? String { item.externalID = s }
-            else if id is Bool { return .failure(RejectReason("\"id\" is not a string or number")) }
-            else if let n = id as? Int { item.externalID = String(n) }
-            else if let n = id as? NSNumber { item.externalID = n.stringValue }
-            else { return .failure(RejectReason("\"id\" is not a string or number")) }
+    }
+
+    /// The JSON message as sent; every field's type is checked with a reason naming the field.
+    private struct WireMessage: Decodable {
+        var id: String?
+        var text: String
+        var publishedAt: String?
+        var source: String?
+        var companies: [String]?
+
+        enum CodingKeys: String, CodingKey { case id, text, publishedAt = "published_at", source, companies }
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            guard c.contains(.text) else { throw RejectReason("JSON has no \"text\"") }
+            guard let text = try? c.decode(String.self, forKey: .text) else { throw RejectReason("\"text\" is not a string") }
+            self.text = text
+            if c.contains(.id), try !c.decodeNil(forKey: .id) {
+                if let s = try? c.decode(String.self, forKey: .id) { id = s }
+                else if let n = try? c.decode(Int64.self, forKey: .id) { id = String(n) }
+                else if let d = try? c.decode(Double.self, forKey: .id) { id = "\(d)" }
+                else { throw RejectReason("\"id\" is not a string or number") }
+            }
+            func optionalString(_ key: CodingKeys, _ name: String) throws -> String? {
+                guard c.contains(key), try !c.decodeNil(forKey: key) else { return nil }
+                guard let s = try? c.decode(String.self, forKey: key) else { throw RejectReason("\"\(name)\" is not a string") }
+                return s
+            }
+            publishedAt = try optionalString(.publishedAt, "published_at")
+            source = try optionalString(.source, "source")
+            if c.contains(.companies), try !c.decodeNil(forKey: .companies) {
+                guard let ids = try? c.decode([String].self, forKey: .companies) else { throw RejectReason("\"companies\" is not an array of strings") }
+                companies = ids
+            }
         }
-        if let p = json["published_at"], !(p is NSNull) {
-            guard let s = p as? String else { return .failure(RejectReason("\"published_at\" is not a string")) }
-            guard let date = Self.parseDate(s) else { return .failure(RejectReason("\"published_at\" \(s.prefix(40)) is not an ISO 8601 time")) }
-            item.publishedAt = date
-        }
-        if let s = json["source"], !(s is NSNull) {
-            guard let s = s as? String else { return .failure(RejectReason("\"source\" is not a string")) }
-            item.source = s
-        }
-        if let c = json["companies"], !(c is NSNull) {
-            guard let list = c as? [Any], let ids = list as? [String] else { return .failure(RejectReason("\"companies\" is not an array of strings")) }
-            item.companies = ids
-        }
-        return validate(item)
     }
 
     private func validate(_ item: NewsItem) -> Result<NewsItem, RejectReason> {
@@ -104,8 +120,11 @@ public struct MessageParser: Sendable {
     }
 
     private static func shortError(_ error: Error) -> String {
-        let ns = error as NSError
-        let s = (ns.userInfo["NSDebugDescription"] as? String) ?? "\(error)"
+        var s = "\(error)"
+        if case let DecodingError.dataCorrupted(context) = error {
+            s = context.debugDescription
+            if let underlying = context.underlyingError { s += ": \(underlying)" }
+        }
         return s.count > 160 ? String(s.prefix(160)) + "…" : s
     }
 }

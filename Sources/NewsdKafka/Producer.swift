@@ -2,6 +2,9 @@ import CRdKafka
 import Foundation
 
 /// A producer (for `newsd produce`, the demo and tests). Owns its `rd_kafka_t`.
+///
+/// `@unchecked Sendable`: the only state is the `rd_kafka_t`, and librdkafka's handle is
+/// thread-safe (its own locks); nothing else is mutable.
 public final class KafkaProducer: @unchecked Sendable {
     private let handle: OpaquePointer
 

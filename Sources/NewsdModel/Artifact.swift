@@ -1,7 +1,5 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
+import NewsdSystem
 
 /// Reference to the base checkpoint a trained student builds on.
 public struct BaseReference: Codable, Sendable, Equatable {
@@ -67,7 +65,7 @@ public enum Artifact {
                              temperature: Float) throws -> ArtifactManifest {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
-        let tmp = parent.appendingPathComponent(".\(directory.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let tmp = DurableFiles.sibling(of: directory, tag: "tmp")
         do {
             try fm.createDirectory(at: parent, withIntermediateDirectories: true)
             try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
@@ -92,17 +90,8 @@ public enum Artifact {
         manifest.checksum = SHA256.hex(of: try canonical(manifest))
         try writeSynced(try canonical(manifest), to: tmp.appendingPathComponent("manifest.json"))
         try fsyncPath(tmp)
-        // Swap in: move an existing artifact aside, rename the new one into place, then delete the old.
-        let old = parent.appendingPathComponent(".\(directory.lastPathComponent).old-\(getpid())")
-        let hadOld = fm.fileExists(atPath: directory.path)
-        if hadOld { guard rename(directory.path, old.path) == 0 else { throw ModelError.writeFailed(directory.path, reason: String(cString: strerror(errno))) } }
-        guard rename(tmp.path, directory.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            if hadOld { _ = rename(old.path, directory.path) }
-            throw ModelError.writeFailed(directory.path, reason: reason)
-        }
-        try fsyncPath(parent)
-        if hadOld { try? fm.removeItem(at: old) }
+        // Swap in: an existing artifact is moved aside, the new one renamed into place, the old deleted.
+        do { try DurableFiles.replaceDirectory(directory, with: tmp) } catch { throw ModelError.writeFailed(directory.path, reason: "\(error)") }
         return manifest
     }
 
@@ -202,45 +191,33 @@ public enum Artifact {
     }
 
     static func writeSynced(_ data: Data, to url: URL) throws {
-        let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw ModelError.writeFailed(url.path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        try data.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 { if errno == EINTR { continue }; throw ModelError.writeFailed(url.path, reason: String(cString: strerror(errno))) }
-                off += n
-            }
-        }
-        guard fsync(fd) == 0 else { throw ModelError.writeFailed(url.path, reason: "fsync: \(String(cString: strerror(errno)))") }
+        do { try DurableFiles.writeSynced(data, to: url) } catch { throw ModelError.writeFailed(url.path, reason: "\(error)") }
     }
 
     static func fsyncPath(_ url: URL) throws {
-        let fd = open(url.path, O_RDONLY)
-        guard fd >= 0 else { throw ModelError.writeFailed(url.path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        _ = fsync(fd)
+        do { try DurableFiles.fsyncPath(url) } catch { throw ModelError.writeFailed(url.path, reason: "\(error)") }
     }
 }
 
 /// Loaded base checkpoints, by directory, size and modification time: a daemon swapping models
 /// loads and hashes its 90 MB base once, not at every swap.
-public final class CheckpointCache: @unchecked Sendable {
+public final class CheckpointCache: Sendable {
     /// The process-wide cache.
     public static let shared = CheckpointCache()
-    private let lock = NSLock()
-    private var entries: [String: (stamp: String, checkpoint: Checkpoint)] = [:]
+    private struct Entry: Sendable { var stamp: String; var checkpoint: Checkpoint }
+    /// Held while a checkpoint loads, so two callers never load the same one twice.
+    private let entries = LockedValue([String: Entry]())
 
     /// The checkpoint in `directory`, loaded once while its weights file is unchanged.
     public func checkpoint(_ directory: URL) throws -> Checkpoint {
         let weights = directory.appendingPathComponent("model.safetensors").path
         let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
         let stamp = "\(attributes?[.size] ?? 0)-\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
-        lock.lock(); defer { lock.unlock() }
-        if let e = entries[directory.standardizedFileURL.path], e.stamp == stamp { return e.checkpoint }
-        let c = try Checkpoint(directory: directory)
-        entries[directory.standardizedFileURL.path] = (stamp, c)
-        return c
+        return try entries.withLock { entries in
+            if let e = entries[directory.standardizedFileURL.path], e.stamp == stamp { return e.checkpoint }
+            let c = try Checkpoint(directory: directory)
+            entries[directory.standardizedFileURL.path] = Entry(stamp: stamp, checkpoint: c)
+            return c
+        }
     }
 }

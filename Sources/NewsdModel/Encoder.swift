@@ -1,4 +1,5 @@
 import Foundation
+import NewsdSystem
 
 /// Hyper-parameters of a BERT-family encoder (Hugging Face `config.json`).
 public struct BertConfig: Codable, Sendable, Equatable {
@@ -36,24 +37,24 @@ public struct BertConfig: Codable, Sendable, Equatable {
     public init(huggingFace url: URL) throws {
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw ModelError.missingFile(url.path, underlying: "\(error)") }
-        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        guard let json = (try? JSONDecoder().decode(JSONValue.self, from: data))?.object else {
             throw ModelError.invalidFile(url.path, reason: "not a JSON object")
         }
         func int(_ key: String, default value: Int? = nil) throws -> Int {
-            if let v = json[key] as? NSNumber { return v.intValue }
+            if let v = json[key]?.int { return v }
             if let value { return value }
             throw ModelError.invalidFile(url.path, reason: "missing integer key \(key)")
         }
-        let act = json["hidden_act"] as? String ?? "gelu"
+        let act = json["hidden_act"]?.string ?? "gelu"
         guard act == "gelu" else { throw ModelError.unsupported("\(url.path): hidden_act \(act) (only gelu)") }
-        if let p = json["position_embedding_type"] as? String, p != "absolute" {
+        if let p = json["position_embedding_type"]?.string, p != "absolute" {
             throw ModelError.unsupported("\(url.path): position_embedding_type \(p) (only absolute)")
         }
         self.init(vocabSize: try int("vocab_size"), hiddenSize: try int("hidden_size"),
                   numLayers: try int("num_hidden_layers"), numHeads: try int("num_attention_heads"),
                   intermediateSize: try int("intermediate_size"), maxPositions: try int("max_position_embeddings", default: 512),
                   typeVocabSize: try int("type_vocab_size", default: 2),
-                  layerNormEps: (json["layer_norm_eps"] as? NSNumber)?.floatValue ?? 1e-12)
+                  layerNormEps: json["layer_norm_eps"]?.double.map(Float.init) ?? 1e-12)
         try validate(path: url.path)
     }
 
@@ -135,6 +136,9 @@ struct EmbeddingLayout {
 
 /// A BERT encoder's weights: one contiguous block for the embeddings and one per layer.
 /// Immutable once built when used for inference (shared by all inference threads).
+///
+/// `@unchecked Sendable` without a lock: the buffers are written only while the weights are built
+/// (before they are shared) and by a `Trainer` on its own `copy()`; shared instances are read-only.
 public final class EncoderWeights: @unchecked Sendable {
     /// The architecture.
     public let config: BertConfig
@@ -257,10 +261,10 @@ public struct Checkpoint: Sendable {
         var settings = tokenizerSettings ?? TokenizerSettings()
         if tokenizerSettings == nil,
            let data = try? Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json")),
-           let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] {
-            if let lower = json["do_lower_case"] as? Bool { settings.lowercase = lower }
-            if let strip = json["strip_accents"] as? Bool { settings.stripAccents = strip }
-            if let cjk = json["tokenize_chinese_chars"] as? Bool { settings.splitCJK = cjk }
+           let json = (try? JSONDecoder().decode(JSONValue.self, from: data))?.object {
+            if let lower = json["do_lower_case"]?.bool { settings.lowercase = lower }
+            if let strip = json["strip_accents"]?.bool { settings.stripAccents = strip }
+            if let cjk = json["tokenize_chinese_chars"]?.bool { settings.splitCJK = cjk }
         }
         settings.maxLength = min(settings.maxLength, config.maxPositions)
         tokenizer = try WordPieceTokenizer(vocabularyFile: directory.appendingPathComponent("vocab.txt"), settings: settings)
@@ -279,12 +283,13 @@ extension Checkpoint {
         let w = EncoderWeights(random: config, seed: seed)
         try SafeTensors.encode(w.namedTensors(embeddings: true, layers: 0..<config.numLayers))
             .write(to: directory.appendingPathComponent("model.safetensors"))
-        let json: [String: Any] = ["vocab_size": config.vocabSize, "hidden_size": config.hiddenSize,
-                                   "num_hidden_layers": config.numLayers, "num_attention_heads": config.numHeads,
-                                   "intermediate_size": config.intermediateSize, "max_position_embeddings": config.maxPositions,
-                                   "type_vocab_size": config.typeVocabSize, "layer_norm_eps": config.layerNormEps,
-                                   "hidden_act": "gelu", "model_type": "bert"]
-        try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]).write(to: directory.appendingPathComponent("config.json"))
+        let json: [String: JSONValue] = [
+            "vocab_size": .integer(config.vocabSize), "hidden_size": .integer(config.hiddenSize),
+            "num_hidden_layers": .integer(config.numLayers), "num_attention_heads": .integer(config.numHeads),
+            "intermediate_size": .integer(config.intermediateSize), "max_position_embeddings": .integer(config.maxPositions),
+            "type_vocab_size": .integer(config.typeVocabSize), "layer_norm_eps": .float(Double(config.layerNormEps)),
+            "hidden_act": .string("gelu"), "model_type": .string("bert")]
+        try JSONText.data(json).write(to: directory.appendingPathComponent("config.json"))
         try (vocabulary.joined(separator: "\n") + "\n").write(to: directory.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
     }
 }

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import NewsdSystem
 
 /// Per-thread buffers for inference: one set of layer activations reused by every layer, and two
 /// hidden-state buffers used in turn as a layer's input and output.
@@ -10,19 +11,25 @@ final class InferenceWorkspace {
 
 /// Runs a frozen encoder over many token sequences: length-sorted batches, each split into one
 /// sub-batch per thread. Calls are serialised (the workspaces are per runner, not per call).
+///
+/// `@unchecked Sendable`: the workspaces are the only mutable state; `lock` is held for a whole
+/// call, and inside it each worker thread uses only its own workspace.
 public final class EncoderRunner: @unchecked Sendable {
     /// The weights served; never mutated.
     public let weights: EncoderWeights
     /// Worker threads per batch.
     public let threads: Int
+    /// The vector-kernel build this runner uses (from the CPU's flags unless given).
+    public let vector: VectorKernels
     private let workspaces: [InferenceWorkspace]
     private let lock = NSLock()
 
     /// A runner over `weights` with `threads` worker threads (at least 1).
-    public init(weights: EncoderWeights, threads: Int) {
+    public init(weights: EncoderWeights, threads: Int, vector: VectorKernels = .detected) {
         _ = BLAS.configured
         self.weights = weights
         self.threads = max(1, threads)
+        self.vector = vector
         workspaces = (0..<max(1, threads)).map { _ in InferenceWorkspace() }
     }
 
@@ -91,30 +98,32 @@ public final class EncoderRunner: @unchecked Sendable {
         for (bi, seq) in batch.enumerated() { ids += seq.prefix(shape.lengths[bi]); if seq.isEmpty { ids.append(0) } }
         var x = ws.hiddenA.pointer(shape.n * h), y = ws.hiddenB.pointer(shape.n * h)
         var noDropout = Dropout(rate: 0, rng: SeededGenerator(seed: 0))
-        Transformer.embeddingsForward(c, weights.embeddings, ids: ids, shape: shape, out: x, saved: nil, dropout: &noDropout)
+        Transformer.embeddingsForward(c, weights.embeddings, ids: ids, shape: shape, out: x, saved: nil, dropout: &noDropout, vector: vector)
         if layers > 0 { ws.activations.prepare(c, shape, dropout: false) }
         for l in 0..<layers {
-            Transformer.layerForward(c, weights.layers[l], x: x, out: y, a: ws.activations, shape: shape, dropout: &noDropout)
+            Transformer.layerForward(c, weights.layers[l], x: x, out: y, a: ws.activations, shape: shape, dropout: &noDropout, vector: vector)
             swap(&x, &y)
         }
         for bi in 0..<shape.b { body(shape, bi, x) }
     }
 }
 
-/// Carries a non-Sendable value into `concurrentPerform`, whose iterations touch disjoint state.
+/// Carries a non-Sendable value into `concurrentPerform`. `@unchecked Sendable`: no lock; safe
+/// because each iteration touches only its own rows and workspace, and the call returns only
+/// after every iteration ended (the join is the synchronisation).
 struct UnsafeSendable<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
 }
 
 /// Hands out chunk indices to worker threads.
-final class ChunkCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
+final class ChunkCounter: Sendable {
+    private let value = LockedValue(0)
     func next(below limit: Int) -> Int? {
-        lock.lock(); defer { lock.unlock() }
-        guard value < limit else { return nil }
-        value += 1
-        return value - 1
+        value.withLock { v in
+            guard v < limit else { return nil }
+            v += 1
+            return v - 1
+        }
     }
 }

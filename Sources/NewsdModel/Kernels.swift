@@ -10,6 +10,9 @@ typealias FloatPointer = NewsdKernels.FloatPointer
 typealias ConstFloatPointer = NewsdKernels.ConstFloatPointer
 
 /// Owns one contiguous, zero-initialised `Float` allocation (parameters, gradients, activations).
+///
+/// `@unchecked Sendable` without a lock: a raw allocation shared only under its owner's rule
+/// (read-only weights, or one workspace per thread).
 final class FloatBuffer: @unchecked Sendable {
     /// Number of floats.
     let count: Int
@@ -98,11 +101,11 @@ enum Kernels {
 
     /// y[n, d] = (x - mean) * rstd * g + b; saves mean[n] and rstd[n] when given.
     static func layerNormForward(y: FloatPointer, mean: FloatPointer?, rstd: FloatPointer?, x: ConstFloatPointer,
-                                 g: ConstFloatPointer, b: ConstFloatPointer, n: Int, d: Int, eps: Float) {
+                                 g: ConstFloatPointer, b: ConstFloatPointer, n: Int, d: Int, eps: Float, vector: VectorKernels) {
         for r in 0..<n {
             let xr = x + r * d, yr = y + r * d
-            let m = VectorKernels.sum(xr, count: d) / Float(d)
-            let v = VectorKernels.squaredDeviation(xr, count: d, mean: m) / Float(d)
+            let m = vector.sum(xr, count: d) / Float(d)
+            let v = vector.squaredDeviation(xr, count: d, mean: m) / Float(d)
             let s = 1 / (v + eps).squareRoot()
             for i in 0..<d { yr[i] = (xr[i] - m) * s * g[i] + b[i] }
             mean?[r] = m
@@ -138,8 +141,8 @@ enum Kernels {
     // MARK: GELU (erf form, as BERT's "gelu").
 
     /// y[count] = x * Phi(x)
-    static func geluForward(y: FloatPointer, x: ConstFloatPointer, count: Int) {
-        VectorKernels.gelu(y: y, x: x, count: count)
+    static func geluForward(y: FloatPointer, x: ConstFloatPointer, count: Int, vector: VectorKernels) {
+        vector.gelu(y: y, x: x, count: count)
     }
 
     /// dx[count] = dy * (Phi(x) + x * phi(x))
@@ -156,12 +159,12 @@ enum Kernels {
     // MARK: Softmax over the first `valid` entries of each row; the rest (padding) become 0.
 
     /// p[rows, cols] = softmax(s) over columns < valid, in place allowed.
-    static func maskedSoftmax(p: FloatPointer, s: ConstFloatPointer, rows: Int, cols: Int, valid: Int) {
+    static func maskedSoftmax(p: FloatPointer, s: ConstFloatPointer, rows: Int, cols: Int, valid: Int, vector: VectorKernels) {
         for r in 0..<rows {
             let sr = s + r * cols, pr = p + r * cols
             var mx = -Float.infinity
             for j in 0..<valid { mx = max(mx, sr[j]) }
-            let inv = 1 / VectorKernels.expShifted(p: pr, s: sr, count: valid, shift: mx)
+            let inv = 1 / vector.expShifted(p: pr, s: sr, count: valid, shift: mx)
             for j in 0..<valid { pr[j] *= inv }
             for j in valid..<cols { pr[j] = 0 }
         }

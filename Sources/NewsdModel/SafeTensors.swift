@@ -1,4 +1,5 @@
 import Foundation
+import NewsdSystem
 
 /// A tensor read from a safetensors file, converted to `Float`.
 public struct NamedTensor: Sendable {
@@ -31,17 +32,17 @@ public enum SafeTensors {
             throw ModelError.invalidFile(path, reason: "header length \(headerLength) exceeds the file size \(data.count)")
         }
         let dataStart = 8 + Int(headerLength)
-        let header: [String: Any]
+        let header: [String: JSONValue]
         do {
-            header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart)) as? [String: Any] ?? [:]
+            header = try JSONDecoder().decode(JSONValue.self, from: data.subdata(in: 8..<dataStart)).object ?? [:]
         } catch {
             throw ModelError.invalidFile(path, reason: "header is not JSON: \(error)")
         }
         var tensors: [String: NamedTensor] = [:]
         for (name, entry) in header where name != "__metadata__" {
-            guard let entry = entry as? [String: Any], let dtype = entry["dtype"] as? String,
-                  let shape = (entry["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  let offsets = (entry["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+            guard let entry = entry.object, let dtype = entry["dtype"]?.string,
+                  let shape = entry["shape"]?.array?.compactMap(\.int),
+                  let offsets = entry["data_offsets"]?.array?.compactMap(\.int),
                   offsets.count == 2 else {
                 throw ModelError.invalidFile(path, reason: "malformed header entry for \(name)")
             }
@@ -81,17 +82,18 @@ public enum SafeTensors {
 
     /// Encodes F32 tensors (sorted by name, so the bytes are deterministic) with string metadata.
     public static func encode(_ tensors: [String: NamedTensor], metadata: [String: String] = [:]) throws -> Data {
-        var entries: [String: Any] = [:]
+        var entries: [String: JSONValue] = [:]
         var offset = 0
         let names = tensors.keys.sorted()
         for name in names {
             let t = tensors[name]!
             let bytes = t.values.count * 4
-            entries[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]]
+            entries[name] = .object(["dtype": .string("F32"), "shape": .array(t.shape.map { .integer($0) }),
+                                     "data_offsets": .array([.integer(offset), .integer(offset + bytes)])])
             offset += bytes
         }
-        if !metadata.isEmpty { entries["__metadata__"] = metadata }
-        var header = try JSONSerialization.data(withJSONObject: entries, options: [.sortedKeys])
+        if !metadata.isEmpty { entries["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
+        var header = try JSONText.data(entries)
         while (8 + header.count) % 8 != 0 { header.append(0x20) }   // align data to 8 bytes
         var out = Data(capacity: 8 + header.count + offset)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }

@@ -88,7 +88,7 @@ public func softmax(_ logits: [Float], temperature: Float = 1) -> [Float] {
 
 /// A servable student: tokenizer, encoder, head, labels and calibration temperature. Thread-safe
 /// for concurrent `predict` calls (they are serialised on the encoder's workspaces).
-public final class StudentModel: @unchecked Sendable {
+public final class StudentModel: Sendable {
     /// Class names, in logit order.
     public let labels: [String]
     /// The tokenizer the model was trained with.

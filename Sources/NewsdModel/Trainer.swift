@@ -140,6 +140,10 @@ final class TrainingWorkspace {
 /// Fine-tunes a classifier on an encoder: AdamW with linear warm-up and decay, dropout, gradient
 /// clipping, soft or hard targets, deterministic for a seed and thread count. Training works on
 /// copies: the weights it was given keep serving unchanged.
+///
+/// `@unchecked Sendable` without a lock: one thread drives a trainer (`train`); the worker threads
+/// it starts per step use disjoint workspaces and gradient slices and are joined before the step
+/// applies the update.
 public final class Trainer: @unchecked Sendable {
     /// The hyper-parameters.
     public let configuration: TrainingConfiguration
@@ -316,7 +320,7 @@ public final class Trainer: @unchecked Sendable {
             if configuration.trainable == .all {
                 let ids = indices.flatMap { examples[$0].ids }
                 ws.embeddings.prepare(n: n, h: h)
-                Transformer.embeddingsForward(c, embeddings, ids: ids, shape: shape, out: x, saved: ws.embeddings, dropout: &dropout)
+                Transformer.embeddingsForward(c, embeddings, ids: ids, shape: shape, out: x, saved: ws.embeddings, dropout: &dropout, vector: .detected)
             } else {
                 for (r, i) in indices.enumerated() {
                     cache[i].withUnsafeBufferPointer { (x + shape.offsets[r] * h).update(from: $0.baseAddress!, count: shape.lengths[r] * h) }
@@ -326,7 +330,7 @@ public final class Trainer: @unchecked Sendable {
             for (j, l) in trainedLayers.enumerated() {
                 let a = ws.layers[j]
                 a.prepare(c, shape, dropout: dropout.isActive)
-                Transformer.layerForward(c, layers[l], x: input, out: a.out, a: a, shape: shape, dropout: &dropout)
+                Transformer.layerForward(c, layers[l], x: input, out: a.out, a: a, shape: shape, dropout: &dropout, vector: .detected)
                 input = ConstFloatPointer(a.out)
             }
             Transformer.meanPoolForward(pooled: pooled, x: input, shape: shape, h: h)

@@ -108,7 +108,7 @@ enum Transformer {
     /// out[N, H] = LayerNorm(word[id] + position[t] + type[0]) (then dropout when active), `ids`
     /// packed like the rows. Saves the pre-LayerNorm sum and statistics into `saved` when given.
     static func embeddingsForward(_ c: BertConfig, _ e: FloatBuffer, ids: [Int32], shape s: BatchShape,
-                                  out: FloatPointer, saved: EmbeddingActivations?, dropout: inout Dropout) {
+                                  out: FloatPointer, saved: EmbeddingActivations?, dropout: inout Dropout, vector: VectorKernels) {
         let h = c.hiddenSize, L = EmbeddingLayout(c)
         let sum = saved?.sum ?? out
         for bi in 0..<s.b {
@@ -120,7 +120,7 @@ enum Transformer {
             }
         }
         Kernels.layerNormForward(y: out, mean: saved?.mean, rstd: saved?.rstd, x: sum, g: e.pointer + L.lng,
-                                 b: e.pointer + L.lnb, n: s.n, d: h, eps: c.layerNormEps)
+                                 b: e.pointer + L.lnb, n: s.n, d: h, eps: c.layerNormEps, vector: vector)
         if dropout.isActive, let saved {
             dropout.fill(saved.mask, count: s.n * h)
             for i in 0..<(s.n * h) { out[i] *= saved.mask[i] }
@@ -149,7 +149,7 @@ enum Transformer {
 
     /// out[N, H] = layer(x[N, H]); activations land in `a` (prepared for `s`).
     static func layerForward(_ c: BertConfig, _ p: FloatBuffer, x: ConstFloatPointer, out: FloatPointer,
-                             a: LayerActivations, shape s: BatchShape, dropout: inout Dropout) {
+                             a: LayerActivations, shape s: BatchShape, dropout: inout Dropout, vector: VectorKernels) {
         let L = LayerLayout(c), h = c.hiddenSize, f = c.intermediateSize, nh = c.numHeads, d = c.headSize
         let n = s.n, w = p.pointer
         let training = dropout.isActive
@@ -166,7 +166,7 @@ enum Transformer {
                 let probs = a.probs + off
                 BLAS.gemm(transB: true, m: t, n: t, k: d, alpha: scale, a: q, lda: 3 * h, b: k, ldb: 3 * h,
                           beta: 0, c: probs, ldc: t)
-                Kernels.maskedSoftmax(p: probs, s: probs, rows: t, cols: t, valid: t)
+                Kernels.maskedSoftmax(p: probs, s: probs, rows: t, cols: t, valid: t, vector: vector)
                 var used = ConstFloatPointer(probs)
                 if training {
                     let mask = a.attnMask + off, dropped = a.probsDropped + off
@@ -183,15 +183,15 @@ enum Transformer {
         if training { dropout.fill(a.drop1, count: n * h) }
         for i in 0..<(n * h) { a.res1[i] = x[i] + (training ? a.attnOut[i] * a.drop1[i] : a.attnOut[i]) }
         Kernels.layerNormForward(y: a.x1, mean: a.mean1, rstd: a.rstd1, x: a.res1, g: w + L.ln1g, b: w + L.ln1b,
-                                 n: n, d: h, eps: c.layerNormEps)
+                                 n: n, d: h, eps: c.layerNormEps, vector: vector)
         // hAct[N, F] = gelu(x1 W1^T + b1); res2 = x1 + dropout(hAct W2^T + b2); out = LayerNorm(res2)
         Kernels.linearForward(y: a.hPre, x: a.x1, w: w + L.w1, b: w + L.b1, n: n, inDim: h, outDim: f)
-        Kernels.geluForward(y: a.hAct, x: a.hPre, count: n * f)
+        Kernels.geluForward(y: a.hAct, x: a.hPre, count: n * f, vector: vector)
         Kernels.linearForward(y: a.ffnOut, x: a.hAct, w: w + L.w2, b: w + L.b2, n: n, inDim: f, outDim: h)
         if training { dropout.fill(a.drop2, count: n * h) }
         for i in 0..<(n * h) { a.res2[i] = a.x1[i] + (training ? a.ffnOut[i] * a.drop2[i] : a.ffnOut[i]) }
         Kernels.layerNormForward(y: out, mean: a.mean2, rstd: a.rstd2, x: a.res2, g: w + L.ln2g, b: w + L.ln2b,
-                                 n: n, d: h, eps: c.layerNormEps)
+                                 n: n, d: h, eps: c.layerNormEps, vector: vector)
     }
 
     /// Given dOut[N, H], accumulates parameter gradients into `g` and writes dx[N, H] (when non-nil).

@@ -130,43 +130,7 @@ extension NewsdConfiguration {
 /// laid over them key by key (an unknown key is an error, not ignored); the result is decoded back
 /// into the type, whose decoders check types and closed sets.
 struct ConfigurationTree {
-    indirect enum Value: Codable, Equatable {
-        case string(String), integer(Int), float(Double), bool(Bool), array([Value]), table([String: Value])
-
-        init(from decoder: Decoder) throws {
-            let c = try decoder.singleValueContainer()
-            if let b = try? c.decode(Bool.self) { self = .bool(b) }
-            else if let i = try? c.decode(Int.self) { self = .integer(i) }
-            else if let d = try? c.decode(Double.self) { self = .float(d) }
-            else if let s = try? c.decode(String.self) { self = .string(s) }
-            else if let a = try? c.decode([Value].self) { self = .array(a) }
-            else { self = .table(try c.decode([String: Value].self)) }
-        }
-
-        func encode(to encoder: Encoder) throws {
-            var c = encoder.singleValueContainer()
-            switch self {
-            case let .string(s): try c.encode(s)
-            case let .integer(i): try c.encode(i)
-            case let .float(d): try c.encode(d)
-            case let .bool(b): try c.encode(b)
-            case let .array(a): try c.encode(a)
-            case let .table(t): try c.encode(t)
-            }
-        }
-
-        /// As written in a file.
-        var text: String {
-            switch self {
-            case let .string(s): return "\"\(s)\""
-            case let .integer(i): return "\(i)"
-            case let .float(d): return "\(d)"
-            case let .bool(b): return "\(b)"
-            case let .array(a): return "[" + a.map(\.text).joined(separator: ", ") + "]"
-            case let .table(t): return "{" + t.keys.sorted().joined(separator: ", ") + "}"
-            }
-        }
-    }
+    typealias Value = JSONValue
 
     /// Tables whose keys are free-form (passed through, not checked against the type).
     static let freeFormTables: Set<String> = ["kafka.properties"]
@@ -178,7 +142,7 @@ struct ConfigurationTree {
 
     init(_ defaults: NewsdConfiguration) throws {
         let data = try JSONEncoder().encode(defaults)
-        guard case let .table(t) = try JSONDecoder().decode(Value.self, from: data) else { throw ConfigurationError("configuration defaults are not a table") }
+        guard case let .object(t) = try JSONDecoder().decode(Value.self, from: data) else { throw ConfigurationError("configuration defaults are not a table") }
         root = t
     }
 
@@ -224,14 +188,14 @@ struct ConfigurationTree {
                 let known = node.keys.map(Self.snakeCase).sorted().joined(separator: ", ")
                 throw ConfigurationError("unknown configuration key \(keyPath) in \(source) (known\(path.isEmpty ? " tables" : " in [\(path)]"): \(known))")
             }
-            if case var .table(sub) = node[name]! {
+            if case var .object(sub) = node[name]! {
                 guard let subTable = value.table else {
                     throw ConfigurationError(key: keyPath, value: "\(value)", reason: "expected a table [\(keyPath)]")
                 }
                 try overlay(subTable, into: &sub, path: keyPath, source: source, origins: &origins)
-                node[name] = .table(sub)
+                node[name] = .object(sub)
             } else {
-                node[name] = try Self.value(of: value, key: keyPath)
+                node[name] = try Self.conform(try Self.value(of: value, key: keyPath), to: node[name]!, key: keyPath)
                 origins[keyPath] = source
             }
         }
@@ -248,13 +212,51 @@ struct ConfigurationTree {
         }
     }
 
+    /// `given` checked against the type of the default it replaces (the decoder's own errors do
+    /// not always name the key): a whole float for an integer key becomes the integer.
+    static func conform(_ given: Value, to def: Value, key: String) throws -> Value {
+        func bad(_ reason: String) -> ConfigurationError { ConfigurationError(key: key, value: text(given), reason: reason) }
+        switch (def, given) {
+        case (.integer, .integer), (.float, .float), (.float, .integer), (.string, .string), (.bool, .bool): return given
+        case (.integer, .float(let d)):
+            // A whole default (`5`) may be a Double key; the type decides (probed once here).
+            if d.rounded() == d, abs(d) < 9e15 { return .integer(Int(d)) }
+            if integerKeys.contains(key) { throw bad("expected an integer") }
+            return given
+        case (.integer, _): throw bad(integerKeys.contains(key) ? "expected an integer" : "expected a number")
+        case (.float, _): throw bad("expected a number")
+        case (.bool, _): throw bad("expected true or false")
+        case (.string, _): throw bad("expected a string (in quotes)")
+        case (.array(let defaults), .array(let items)):
+            guard let element = defaults.first else { return given }
+            return .array(try items.map { try conform($0, to: element, key: key) })
+        case (.array, _): throw bad("expected an array")
+        default: return given
+        }
+    }
+
+    /// Keys whose Swift type is an integer: a fractional number in them is refused by name (the
+    /// decoder's own error for it names no key). Found by decoding the defaults with each whole
+    /// number leaf set to 0.5.
+    static let integerKeys: Set<String> = {
+        guard let tree = try? ConfigurationTree(NewsdConfiguration()) else { return [] }
+        var keys = Set<String>()
+        for path in tree.leafPaths() {
+            guard case .integer = try? tree.leaf(path) else { continue }
+            var probe = tree
+            try? probe.setLeaf(path, .float(0.5))
+            if (try? probe.decode() as NewsdConfiguration) == nil { keys.insert(path) }
+        }
+        return keys
+    }()
+
     /// Every leaf as a dotted snake-case path.
     func leafPaths() -> [String] {
         var out: [String] = []
         func walk(_ t: [String: Value], _ path: String) {
             for (k, v) in t.sorted(by: { $0.key < $1.key }) {
                 let p = path.isEmpty ? Self.snakeCase(k) : path + "." + Self.snakeCase(k)
-                if case let .table(sub) = v, !Self.freeFormTables.contains(p) { walk(sub, p) } else if !Self.freeFormTables.contains(p) { out.append(p) }
+                if case let .object(sub) = v, !Self.freeFormTables.contains(p) { walk(sub, p) } else if !Self.freeFormTables.contains(p) { out.append(p) }
             }
         }
         walk(root, "")
@@ -291,34 +293,34 @@ struct ConfigurationTree {
             case .array: value = .array(raw.split(separator: ",").map { .string($0.trimmingCharacters(in: .whitespaces)) })
             default: value = .string(raw)
             }
-            try setLeaf(path, value)
+            try setLeaf(path, try Self.conform(value, to: current, key: path))
             origins[path] = variable
         }
     }
 
-    private func leaf(_ path: String) throws -> Value {
-        var node = Value.table(root)
+    func leaf(_ path: String) throws -> Value {
+        var node = Value.object(root)
         for part in path.split(separator: ".") {
-            guard case let .table(t) = node, let name = Self.property(String(part), in: t) else { throw ConfigurationError("no key \(path)") }
+            guard case let .object(t) = node, let name = Self.property(String(part), in: t) else { throw ConfigurationError("no key \(path)") }
             node = t[name]!
         }
         return node
     }
 
-    private mutating func setLeaf(_ path: String, _ value: Value) throws {
+    mutating func setLeaf(_ path: String, _ value: Value) throws {
         func set(_ t: inout [String: Value], _ parts: ArraySlice<Substring>) throws {
             guard let name = Self.property(String(parts.first!), in: t) else { throw ConfigurationError("no key \(path)") }
             if parts.count == 1 { t[name] = value; return }
-            guard case var .table(sub) = t[name]! else { throw ConfigurationError("no key \(path)") }
+            guard case var .object(sub) = t[name]! else { throw ConfigurationError("no key \(path)") }
             try set(&sub, parts.dropFirst())
-            t[name] = .table(sub)
+            t[name] = .object(sub)
         }
         try set(&root, path.split(separator: ".")[...])
     }
 
     /// Decodes the tree; a type error names the key and the value given.
     func decode<T: Decodable>() throws -> T {
-        let data = try JSONEncoder().encode(Value.table(root))
+        let data = try JSONEncoder().encode(Value.object(root))
         do { return try JSONDecoder().decode(T.self, from: data) } catch let e as DecodingError {
             let (path, reason): ([CodingKey], String)
             switch e {
@@ -331,9 +333,22 @@ struct ConfigurationTree {
             let keyPath = path.filter { $0.intValue == nil }.map { Self.snakeCase($0.stringValue) }.joined(separator: ".")
             let given = (try? leaf(keyPath)).map { v -> String in
                 if case let .string(s) = v, origins[keyPath].map({ $0.hasPrefix("NEWSD_") }) == true { return s }
-                return v.text
+                return Self.text(v)
             } ?? "?"
             throw ConfigurationError(key: keyPath, value: given, reason: reason)
+        }
+    }
+
+    /// A value as written in a file.
+    static func text(_ v: Value) -> String {
+        switch v {
+        case let .string(s): return "\"\(s)\""
+        case let .integer(i): return "\(i)"
+        case let .float(d): return "\(d)"
+        case let .bool(b): return "\(b)"
+        case .null: return "null"
+        case let .array(a): return "[" + a.map(text).joined(separator: ", ") + "]"
+        case let .object(t): return "{" + t.keys.sorted().joined(separator: ", ") + "}"
         }
     }
 

@@ -4,9 +4,6 @@ import NewsdHTTP
 import NewsdPostgres
 import NewsdSystem
 import ServiceLifecycle
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The operators' endpoint: `GET /metrics` (Prometheus text format) and `GET /health` (200 while
 /// consuming and Postgres answers, 503 otherwise), served by `HTTPServer` on its own threads. It is

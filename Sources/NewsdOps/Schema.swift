@@ -195,7 +195,7 @@ public enum Schema {
                 CREATE TABLE IF NOT EXISTS schema_migrations (
                     version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
                 """)
-            let applied = Set(try db.execute("SELECT version FROM schema_migrations").rows.compactMap { $0[0].flatMap(Int.init) })
+            let applied = Set(try db.query("SELECT version FROM schema_migrations").typed.map { try $0.decode("version", as: Int.self) })
             if let newest = applied.max(), newest > latestVersion {
                 throw PostgresError(sqlState: nil, message: "database schema version \(newest) is newer than this newsd (\(latestVersion)); upgrade newsd")
             }

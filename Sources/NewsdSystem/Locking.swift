@@ -15,7 +15,7 @@ public final class LockedValue<Value: Sendable>: Sendable {
 }
 
 /// A one-way flag (stop requested, run cancelled) that any thread may set and blocking loops
-/// poll between steps. Also settable from Swift task cancellation (see `whileCancellable`).
+/// poll between steps. Services set it on graceful shutdown and on cancellation (see `runBlockingService`).
 public final class StopFlag: Sendable {
     private let flag = Atomic<Bool>(false)
     /// A flag not yet set.

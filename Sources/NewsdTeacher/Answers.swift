@@ -50,12 +50,11 @@ public struct AnswerParser: Sendable {
     }
 
     private func fromJSON(_ text: String, stage: ParseStage) -> TeacherAnswer? {
-        guard let data = text.data(using: .utf8),
-              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
+        guard let object = (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)))?.object else { return nil }
         let keys = Dictionary(object.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { a, _ in a })
-        guard let raw = keys["label"] as? String else { return nil }
+        guard let raw = keys["label"]?.string else { return nil }
         let label = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
-        let reason = keys["reason"] as? String
+        let reason = keys["reason"]?.string
         if labels.contains(label) { return .label(label, reason: reason, stage: stage) }
         // A label field with something else in it ("neutral leaning towards positive"): read its
         // words, but only a single label counts.

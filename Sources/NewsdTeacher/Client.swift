@@ -108,7 +108,7 @@ struct SampleBatch: Sendable {
 /// to m extra samples; retries with exponential backoff and jitter on 429, 5xx, timeouts and
 /// connection errors, honouring Retry-After; a circuit breaker; requests- and tokens-per-minute
 /// limits; a daily spend budget. Every HTTP attempt is reported to `onRequest`.
-public final class TeacherClient: @unchecked Sendable {
+public final class TeacherClient: Sendable {
     /// The settings.
     public let settings: TeacherSettings
     /// The rate limits.
@@ -120,8 +120,8 @@ public final class TeacherClient: @unchecked Sendable {
     private let http: HTTPClient
     private let parser: AnswerParser
     private let endpoint: String
-    private let supportsN = NSLock()
-    private var nSupported: Bool?
+    /// Whether the server honours `n` (nil: not known yet).
+    private let nSupported = LockedValue<Bool?>(nil)
 
     /// A client; throws if the URL is unusable.
     public init(settings: TeacherSettings) throws {
@@ -182,8 +182,8 @@ public final class TeacherClient: @unchecked Sendable {
     }
 
     private var nSupportedValue: Bool? {
-        get { supportsN.lock(); defer { supportsN.unlock() }; return nSupported }
-        set { supportsN.lock(); nSupported = newValue; supportsN.unlock() }
+        get { nSupported.value }
+        set { nSupported.withLock { $0 = newValue } }
     }
 
     /// One chat completion with retries; returns the choices' contents (possibly fewer than `n`).

@@ -26,7 +26,7 @@ public struct TeacherWorkerStatistics: Sendable {
 /// stores each verdict and marks the item done in one transaction. Items whose labelling failed
 /// go back to the queue. Holds back while the breaker is open or the day's budget is spent; ingest
 /// is unaffected either way. Several hosts can run one each.
-public final class TeacherWorker: Service, @unchecked Sendable {
+public final class TeacherWorker: Service, Sendable {
     private let configuration: NewsdConfiguration
     private let client: TeacherClient
     private let logger: Logger
@@ -36,11 +36,12 @@ public final class TeacherWorker: Service, @unchecked Sendable {
     private let stats = LockedValue(TeacherWorkerStatistics())
     private let stopFlag = LockedValue(false)
     /// Return once the queue is empty and nothing is in flight (batch runs, benchmarks).
-    public var stopWhenEmpty = false
+    public let stopWhenEmpty: Bool
 
     /// A worker for this configuration.
-    public init(configuration: NewsdConfiguration, client: TeacherClient, logger: Logger) {
+    public init(configuration: NewsdConfiguration, client: TeacherClient, logger: Logger, stopWhenEmpty: Bool = false) {
         self.configuration = configuration
+        self.stopWhenEmpty = stopWhenEmpty
         self.client = client
         self.logger = logger
         workerID = "\(ProcessInfo.processInfo.hostName):\(getpid())"

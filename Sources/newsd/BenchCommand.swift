@@ -55,19 +55,29 @@ struct BenchModel: ParsableCommand {
         let total1 = latencies.reduce(0, +) / 1000
         latencies.sort()
         func pct(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-        let result: [String: Any] = [
-            "engine": "newsd", "model_version": student.version, "threads": threads, "batch": batch, "n": texts.count,
-            "sentences_per_second": rounded(batched, 1), "min": rounded(rates.first!, 1), "max": rounded(rates.last!, 1),
-            "tokens_per_second": rounded(batched * Double(tokens) / Double(texts.count), 0),
-            "mean_tokens": rounded(Double(tokens) / Double(texts.count), 1),
-            "batch1_sentences_per_second": rounded(Double(latencies.count) / total1, 1),
-            "p50_ms": rounded(pct(0.5), 2), "p99_ms": rounded(pct(0.99), 2),
-            "peak_rss_mb": peakResidentBytes() / 1_048_576,
-        ]
+        let result = ModelBenchmark(
+            engine: "newsd", modelVersion: student.version, threads: threads, batch: batch, n: texts.count,
+            sentencesPerSecond: rounded(batched, 1), min: rounded(rates.first!, 1), max: rounded(rates.last!, 1),
+            tokensPerSecond: rounded(batched * Double(tokens) / Double(texts.count), 0),
+            meanTokens: rounded(Double(tokens) / Double(texts.count), 1),
+            batch1SentencesPerSecond: rounded(Double(latencies.count) / total1, 1),
+            p50Ms: rounded(pct(0.5), 2), p99Ms: rounded(pct(0.99), 2), peakRssMb: peakResidentBytes() / 1_048_576)
         if json { print(jsonLine(result)); return }
         print(String(format: "newsd threads=%d batch=%d: median %.1f sentences/s (min %.1f, max %.1f) over %d sentences, %.0f tokens/s",
                      threads, batch, batched, rates.first!, rates.last!, texts.count, batched * Double(tokens) / Double(texts.count)))
         print(String(format: "batch 1: %.1f sentences/s, p50 %.2f ms, p99 %.2f ms over %d sentences; peak RSS %d MB",
                      Double(latencies.count) / total1, pct(0.5), pct(0.99), latencies.count, peakResidentBytes() / 1_048_576))
+    }
+}
+
+/// `newsd bench model --json`.
+struct ModelBenchmark: Encodable {
+    var engine: String, modelVersion: String, threads: Int, batch: Int, n: Int
+    var sentencesPerSecond: Double, min: Double, max: Double, tokensPerSecond: Double, meanTokens: Double
+    var batch1SentencesPerSecond: Double, p50Ms: Double, p99Ms: Double, peakRssMb: Int
+    enum CodingKeys: String, CodingKey {
+        case engine, modelVersion = "model_version", threads, batch, n, sentencesPerSecond = "sentences_per_second", min, max
+        case tokensPerSecond = "tokens_per_second", meanTokens = "mean_tokens", batch1SentencesPerSecond = "batch1_sentences_per_second"
+        case p50Ms = "p50_ms", p99Ms = "p99_ms", peakRssMb = "peak_rss_mb"
     }
 }

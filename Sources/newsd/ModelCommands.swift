@@ -91,11 +91,12 @@ struct EvalCommand: ParsableCommand {
         let predictions = student.predict(set.texts, batchSize: batch)
         let m = EvaluationMetrics(probabilities: predictions.map(\.probabilities), truth: set.truth, labels: student.labels)
         if json {
-            var perClass: [String: Any] = [:]
-            for (l, c) in m.perClass { perClass[l] = ["precision": rounded(c.precision), "recall": rounded(c.recall), "f1": rounded(c.f1), "support": c.support] }
-            print(jsonLine(["accuracy": rounded(m.accuracy), "macro_f1": rounded(m.macroF1), "per_class": perClass,
-                            "confusion": m.confusion, "labels": m.labels, "n": m.n, "skipped": set.skipped.count,
-                            "ece": rounded(m.expectedCalibrationError), "model_version": student.version]))
+            let perClass = m.perClass.mapValues { c in
+                EvaluationReport.ClassReport(precision: rounded(c.precision), recall: rounded(c.recall), f1: rounded(c.f1), support: c.support)
+            }
+            print(jsonLine(EvaluationReport(accuracy: rounded(m.accuracy), macroF1: rounded(m.macroF1), perClass: perClass, confusion: m.confusion,
+                                            labels: m.labels, n: m.n, skipped: set.skipped.count, ece: rounded(m.expectedCalibrationError),
+                                            modelVersion: student.version)))
             return
         }
         print("model \(student.version) on \(data): n=\(m.n) (\(set.skipped.count) rows skipped)")
@@ -124,8 +125,8 @@ struct ClassifyCommand: ParsableCommand {
             for (text, p) in zip(pending, student.predict(pending, batchSize: batch)) {
                 var probabilities: [String: Double] = [:]
                 for (l, v) in zip(student.labels, p.probabilities) { probabilities[l] = rounded(Double(v), 6) }
-                let line = jsonLine(["text": text, "label": p.label, "probabilities": probabilities, "margin": rounded(Double(p.margin), 6),
-                                     "entropy": rounded(Double(p.entropy), 6), "model_version": student.version])
+                let line = jsonLine(ClassifiedLine(text: text, label: p.label, probabilities: probabilities, margin: rounded(Double(p.margin), 6),
+                                                   entropy: rounded(Double(p.entropy), 6), modelVersion: student.version))
                 FileHandle.standardOutput.write(Data((line + "\n").utf8))   // unbuffered: one line per sentence, at once
             }
             pending.removeAll()
@@ -136,4 +137,20 @@ struct ClassifyCommand: ParsableCommand {
         }
         flush()
     }
+}
+
+/// `newsd eval --json`.
+struct EvaluationReport: Encodable {
+    struct ClassReport: Encodable { var precision: Double, recall: Double, f1: Double, support: Int }
+    var accuracy: Double, macroF1: Double, perClass: [String: ClassReport], confusion: [[Int]], labels: [String]
+    var n: Int, skipped: Int, ece: Double, modelVersion: String
+    enum CodingKeys: String, CodingKey {
+        case accuracy, macroF1 = "macro_f1", perClass = "per_class", confusion, labels, n, skipped, ece, modelVersion = "model_version"
+    }
+}
+
+/// One line of `newsd classify`.
+struct ClassifiedLine: Encodable {
+    var text: String, label: String, probabilities: [String: Double], margin: Double, entropy: Double, modelVersion: String
+    enum CodingKeys: String, CodingKey { case text, label, probabilities, margin, entropy, modelVersion = "model_version" }
 }

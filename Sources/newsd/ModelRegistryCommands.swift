@@ -25,8 +25,8 @@ struct ModelsCommand: ParsableCommand {
             let models = try Daemon.withDatabase(try loadConfiguration(config, requireModel: false)) { try ModelRegistry.list($0) }
             var rows = [["seq", "version", "status", "parent", "created", "val macro-F1", "val neg recall", "labels", "reasons"]]
             for m in models {
-                let metrics = (try? JSONSerialization.jsonObject(with: Data(m.metrics.utf8))) as? [String: Double] ?? [:]
-                let counts = (try? JSONSerialization.jsonObject(with: Data(m.labelCounts.utf8))) as? [String: Int] ?? [:]
+                let metrics = (try? JSONText.decode([String: Double].self, from: m.metrics)) ?? [:]
+                let counts = (try? JSONText.decode([String: Int].self, from: m.labelCounts)) ?? [:]
                 rows.append(["v\(m.seq)", m.version, m.status, m.parent ?? "-", String(m.createdAt.prefix(19)),
                              metrics["validation_macro_f1"].map { String(format: "%.4f", $0) } ?? "-",
                              metrics["validation_recall_negative"].map { String(format: "%.4f", $0) } ?? "-",

@@ -34,11 +34,8 @@ func note(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
-/// JSON text of a value built from dictionaries, arrays, strings and numbers (sorted keys).
-func jsonLine(_ object: Any) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-    return String(decoding: data, as: UTF8.self)
-}
+/// One line of JSON for an `Encodable` value (sorted keys).
+func jsonLine<T: Encodable>(_ value: T) -> String { (try? JSONText.encode(value)) ?? "{}" }
 
 /// Rounds for display and JSON.
 func rounded(_ x: Double, _ digits: Int = 4) -> Double {

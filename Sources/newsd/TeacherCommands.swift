@@ -170,9 +170,7 @@ struct LabelCommand: AsyncParsableCommand {
         return Set(existing.rows.map { $0[c] })
     }
 
-    static func json(_ value: Any) -> String {
-        String(decoding: (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self)
-    }
+    static func json<T: Encodable>(_ value: T) -> String { jsonLine(value) }
 }
 
 /// One finished text of a labelling run.
@@ -183,17 +181,17 @@ struct LabelOutcome: Sendable {
 }
 
 /// Request totals of a labelling run.
-final class LockedCounter: @unchecked Sendable {
-    struct Totals { var requests = 0, failedRequests = 0, promptTokens = 0, completionTokens = 0; var cost = 0.0 }
-    private let lock = NSLock()
-    private var totals = Totals()
+final class LockedCounter: Sendable {
+    struct Totals: Sendable { var requests = 0, failedRequests = 0, promptTokens = 0, completionTokens = 0; var cost = 0.0 }
+    private let totals = LockedValue(Totals())
     func add(_ r: TeacherRequestRecord) {
-        lock.lock(); defer { lock.unlock() }
-        totals.requests += 1
-        if r.status != "ok" { totals.failedRequests += 1 }
-        totals.promptTokens += r.promptTokens; totals.completionTokens += r.completionTokens; totals.cost += r.cost
+        totals.withLock { t in
+            t.requests += 1
+            if r.status != "ok" { t.failedRequests += 1 }
+            t.promptTokens += r.promptTokens; t.completionTokens += r.completionTokens; t.cost += r.cost
+        }
     }
-    var value: Totals { lock.lock(); defer { lock.unlock() }; return totals }
+    var value: Totals { totals.value }
 }
 
 /// `newsd teacher ...`: the labelling queue.
@@ -215,8 +213,7 @@ struct TeacherWorkCommand: AsyncParsableCommand {
         try Daemon.withDatabase(cfg) { db in _ = try Schema.migrate(db) }
         let client = try TeacherClient(settings: try TeacherSettings(configuration: cfg.teacher))
         defer { client.shutdown() }
-        let worker = TeacherWorker(configuration: cfg, client: client, logger: logger)
-        worker.stopWhenEmpty = stopWhenEmpty
+        let worker = TeacherWorker(configuration: cfg, client: client, logger: logger, stopWhenEmpty: stopWhenEmpty)
         logger.info("teacher worker started", metadata: ["worker": "\(worker.workerID)", "teacher": "\(cfg.teacher.baseURL)", "model": "\(cfg.teacher.model)"])
         let group = ServiceGroup(configuration: .init(services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

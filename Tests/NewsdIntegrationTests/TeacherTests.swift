@@ -93,8 +93,7 @@ struct TeacherBench {
     func drain(_ c: NewsdConfiguration) async throws -> TeacherWorkerStatistics {
         let client = try TeacherClient(settings: try TeacherSettings(configuration: c.teacher))
         defer { client.shutdown() }
-        let worker = TeacherWorker(configuration: c, client: client, logger: Harness.logger)
-        worker.stopWhenEmpty = true
+        let worker = TeacherWorker(configuration: c, client: client, logger: Harness.logger, stopWhenEmpty: true)
         try await worker.run()
         return worker.statistics
     }

@@ -71,3 +71,44 @@ import Testing
         #expect(try NewsdConfiguration.load(file: file.path, environment: [:], requireModel: false).teacher.baseURL == "https://api.example.com/v1")
     }
 }
+
+/// Every former silent default is now an error naming the key.
+@Suite struct ConfigurationErrorTests {
+    func load(_ toml: String, _ env: [String: String] = [:]) -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("newsd-config-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("c.toml")
+        try! ("[model]\ndir = \"\(dir.path)\"\n" + toml).write(to: file, atomically: true, encoding: .utf8)
+        do { _ = try NewsdConfiguration.load(file: file.path, environment: env); return "accepted" } catch { return "\(error)" }
+    }
+
+    @Test func unknownSamplingStrategyNamesTheKeyAndTheChoices() {
+        #expect(load("[teacher]\nselection = \"best\"\n") == "teacher.selection = \"best\": must be margin, entropy, top_k or random")
+        #expect(load("[log]\nlevel = \"loud\"\n").hasPrefix("log.level = \"loud\": must be trace"))
+    }
+
+    @Test func duplicateTableIsAnErrorWithItsLine() {
+        let e = load("[kafka]\nbrokers = \"a:1\"\n[kafka]\ngroup_id = \"g\"\n")
+        #expect(e.contains("kafka") && e.contains(":5:"), "\(e)")
+    }
+
+    @Test func misspeltEnvironmentVariableIsNamedWithASuggestion() {
+        let e = load("", ["NEWSD_KAFKA_BROKER": "x:1"])
+        #expect(e == "unknown environment variable NEWSD_KAFKA_BROKER=x:1: not a configuration key (did you mean NEWSD_KAFKA_BROKERS?)", "\(e)")
+        // Secrets and tool variables are not configuration keys, and are no error.
+        #expect(load("", ["NEWSD_TEACHER_API_KEY": "k", "NEWSD_BASE_MODEL_DIR": "/x", "NEWSD_TEST_ANYTHING": "1"]) == "accepted")
+    }
+
+    @Test func unknownKeyAndWrongTypesNameTheKey() {
+        #expect(load("[kafka]\nbrokerz = \"x:1\"\n").hasPrefix("unknown configuration key kafka.brokerz"))
+        #expect(load("[tracher]\nsamples = 3\n").hasPrefix("unknown configuration key tracher"))
+        #expect(load("[teacher]\nsamples = \"three\"\n") == "teacher.samples = \"three\": expected an integer")
+        #expect(load("[teacher]\nsamples = 2.5\n") == "teacher.samples = 2.5: expected an integer")
+        #expect(load("[trainer]\ncheck_seconds = 1e11\n").hasPrefix("trainer.check_seconds = 100000000000.0: must be between"))
+        #expect(load("[metrics]\nlisten = \"nowhere\"\n").hasPrefix("metrics.listen = \"nowhere\": expected host:port"))
+    }
+
+    @Test func singleQuotedStringsWithBracketsParse() throws {
+        #expect(load("[kafka]\ntopics = ['a]b', \"c\"]\n") == "accepted")
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Logging
+import NewsdDevTools
+import NewsdDistill
+import NewsdModel
+import NewsdOps
+import NewsdPostgres
+import NewsdSystem
+import NewsdTeacher
+import ServiceLifecycle
+import Testing
+
+/// Long-lived parts stop within the shutdown bound when their `ServiceGroup` is cancelled, even in
+/// the middle of a training run or a cold-start backfill, and keep what they committed.
+@Suite("Lifecycle: a cancelled group stops mid-training and mid-backfill within the bound", .serialized)
+struct LifecycleTests {
+    /// A small encoder that still takes seconds to train on a few thousand labels (the tiny test
+    /// model would finish before it can be interrupted).
+    static let slowModel: URL = {
+        let dir = Harness.temporaryDirectory().appendingPathComponent("slow-model")
+        let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "abcdefghijklmnopqrstuvwxyz0123456789.,".map(String.init)
+            + ["profit", "rose", "fell", "sales", "the", "of", "to", "in", "and", "mn", "eur"]
+        let config = BertConfig(vocabSize: vocab.count, hiddenSize: 128, numLayers: 4, numHeads: 4, intermediateSize: 512, maxPositions: 128)
+        try! Checkpoint.writeRandom(to: dir, config: config, vocabulary: vocab, seed: 5)
+        return dir
+    }()
+
+    func configuration(_ database: String, model: URL) -> NewsdConfiguration {
+        var c = NewsdConfiguration()
+        c.postgres.url = database
+        c.model.dir = model.path
+        c.model.threads = 1
+        c.model.cacheDir = Harness.temporaryDirectory().path
+        c.trainer.trainable = "all"
+        c.trainer.epochs = 20
+        c.trainer.threads = 1
+        c.trainer.minLabels = 10
+        c.trainer.minNewLabels = 10
+        c.trainer.checkSeconds = 0.5
+        c.trainer.shadowItems = 0
+        c.ingest.shutdownTimeoutSeconds = 5
+        return c
+    }
+
+    /// Runs `services` in a group on a task, waits for `started`, cancels the task, and returns
+    /// the seconds from the cancellation to the group's return.
+    func cancelWhen(_ services: [any Service], timeout: Double = 120, started: () throws -> Bool) async throws -> Double {
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: Harness.logger))
+        let task = Task { try await group.run() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline, try !started() { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try started(), "the work to interrupt never started")
+        let cancelledAt = Date()
+        task.cancel()
+        _ = await task.result
+        return Date().timeIntervalSince(cancelledAt)
+    }
+
+    @Test("cancelled mid-training: returns within the bound, registers nothing, the labels stay")
+    func cancelledMidTraining() async throws {
+        let database = try Harness.freshDatabase()
+        let db = try PostgresConnection(database)
+        try Schema.migrate(db)
+        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 3000, seed: 11))
+        let labelsBefore = try db.query("SELECT count(*) AS n FROM teacher_labels").single().decode("n", as: Int.self)
+        let c = configuration(database, model: Self.slowModel)
+        let trainer = TrainerService(configuration: c, logger: Harness.logger)
+        // Training has begun once the trainer holds its advisory lock and a second has passed.
+        var lockedSince: Date?
+        let seconds = try await cancelWhen([trainer]) {
+            let held: Bool = try db.query("SELECT count(*) > 0 AS held FROM pg_locks WHERE locktype = 'advisory' AND objid = \(Int64(AdvisoryLock.training & 0xFFFF_FFFF))").single().decode("held")
+            if held, lockedSince == nil { lockedSince = Date() }
+            return lockedSince.map { Date().timeIntervalSince($0) > 1 } ?? false
+        }
+        #expect(seconds < c.ingest.shutdownTimeoutSeconds.value, "stopped \(seconds) s after cancellation")
+        #expect(try ModelRegistry.list(db).isEmpty, "a cancelled run registers no model")
+        #expect(try db.query("SELECT count(*) AS n FROM teacher_labels").single().decode("n", as: Int.self) == labelsBefore)
+    }
+
+    @Test("cancelled mid-backfill: returns within the bound; committed chunks stay, a restart finishes the rest exactly once")
+    func cancelledMidBackfill() async throws {
+        let database = try Harness.freshDatabase()
+        let db = try PostgresConnection(database)
+        try Schema.migrate(db)
+        // A trained, promoted model (trained quickly on the tiny encoder) ...
+        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 300, seed: 12))
+        var c = configuration(database, model: Self.slowModel)
+        c.trainer.epochs = 1
+        c.trainer.minSteps = 0
+        c.trainer.trainable = "head"
+        guard case .promoted = try Distiller.runOnce(c, logger: Harness.logger, force: true) else { Issue.record("no model promoted"); return }
+        // ... and many items that only the untrained base classified (the cold start).
+        let items = 40_000
+        try db.query("""
+            INSERT INTO news_items (topic, partition, kafka_offset, text)
+            SELECT 'news', 0, g, 'profit rose ' || g || ' mn eur in sales of the ' || (g % 97) FROM generate_series(1, \(items)) g
+            """)
+        try db.query("""
+            INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy)
+            SELECT id, 'base', 'neutral', '{}'::jsonb, 0, 1 FROM news_items
+            """)
+        let base = try Artifact.load(directory: Self.slowModel, threads: 1)
+        func rescored() throws -> Int { try db.query("SELECT count(*) AS n FROM predictions WHERE rescored").single().decode("n") }
+        let watcher = ModelWatcher(configuration: c, serving: ServingModel(base), logger: Harness.logger, checkSeconds: 0.2)
+        let seconds = try await cancelWhen([watcher]) { try rescored() > 0 }
+        #expect(seconds < c.ingest.shutdownTimeoutSeconds.value, "stopped \(seconds) s after cancellation")
+        let committed = try rescored()
+        #expect(committed > 0 && committed < items, "the backfill was interrupted part-way (\(committed) of \(items))")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try rescored() == committed, "nothing is written after the group returned")
+        // A restarted host finishes the backfill; every item ends with exactly one rescored prediction.
+        let again = ModelWatcher(configuration: c, serving: ServingModel(base), logger: Harness.logger, checkSeconds: 0.2)
+        _ = try await cancelWhen([again], timeout: 300) { try rescored() == items }
+        #expect(try rescored() == items)
+        let duplicates: Int = try db.query("""
+            SELECT count(*) AS n FROM (SELECT item_id FROM predictions WHERE rescored GROUP BY item_id HAVING count(*) > 1) d
+            """).single().decode("n")
+        #expect(duplicates == 0)
+    }
+}
