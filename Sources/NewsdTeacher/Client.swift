@@ -19,6 +19,9 @@ public struct TeacherSettings: Sendable {
     /// Backoff between retries of one request (429, 5xx, timeouts, connection errors);
     /// `Retry-After` from the server wins when longer.
     public var retry = RetryPolicy(initialDelay: 0.5, multiplier: 2, maxDelay: 30, jitter: 0.25)
+    /// Times a reply whose every sample fails to parse is asked again before its FAILs count as
+    /// votes (a bad reply is a fault, not an answer).
+    public var failedReplyRetries = 2
     /// Consecutive failures that open the circuit breaker.
     public var breakerThreshold = 5
     /// First cool-down of the open breaker, seconds.
@@ -150,8 +153,16 @@ public final class TeacherClient: Sendable {
         while true {
             switch SelfConsistency.decide(answers, k: settings.samples, extra: settings.extraSamples) {
             case let .askMore(n):
-                let contents = try await samples(messages, count: n, first: answers.count, onRequest: onRequest)
-                answers += contents.map { parser.parse($0) }
+                // A reply none of whose samples names a label (empty, truncated, prose) is a bad
+                // reply, not the model's doubt: it is asked again, up to `failedReplyRetries` times,
+                // before its FAILs count as votes. So a fault costs samples, never a clear answer.
+                var parsed: [TeacherAnswer] = []
+                for retry in 0...settings.failedReplyRetries {
+                    let contents = try await samples(messages, count: n, first: answers.count + retry * n, onRequest: onRequest)
+                    parsed = contents.map { parser.parse($0) }
+                    if parsed.contains(where: { $0.label != nil }) { break }
+                }
+                answers += parsed
             case let .labelled(label, distribution):
                 return TeacherLabel(status: "labelled", label: label, distribution: distribution, answers: answers)
             case let .ambiguous(distribution):
