@@ -111,6 +111,9 @@ public final class CompanyLinker: Sendable {
 
     /// Whether an id belongs to the portfolio.
     public func isKnown(_ id: String) -> Bool { known.contains(id) }
+
+    /// Whether a portfolio was given at all.
+    public var hasCompanies: Bool { !known.isEmpty }
 }
 
 /// Aho-Corasick over Unicode scalars, reporting matches bounded by non-word characters.

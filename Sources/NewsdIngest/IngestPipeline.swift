@@ -27,6 +27,10 @@ public struct IngestStatistics: Sendable {
     public var databaseFailures = 0
     /// Items put on the teacher queue.
     public var queuedForTeacher = 0
+    /// Company ids named by messages but not in the portfolio, dropped (`unknown_companies = drop`).
+    public var unknownCompaniesDropped = 0
+    /// Mentions past `ingest.max_mentions`, dropped.
+    public var mentionsDropped = 0
     /// Monotonic seconds when the first message arrived and when the last batch was committed.
     public var firstMessageAt: Double?, lastCommitAt: Double?
 
@@ -94,7 +98,14 @@ public final class IngestPipeline: Sendable {
     public init(settings: Settings, model: StudentModel, companies: [Company], logger: Logger) {
         self.settings = settings
         self.logger = logger
-        self.parser = MessageParser(maxTextBytes: settings.configuration.ingest.maxTextBytes)
+        let i = settings.configuration.ingest
+        var limits = MessageParser.Limits()
+        limits.textBytes = i.maxTextBytes
+        limits.idBytes = i.maxIdBytes
+        limits.sourceBytes = i.maxSourceBytes
+        limits.companyIdBytes = i.maxCompanyIdBytes
+        limits.companies = i.maxCompanies
+        self.parser = MessageParser(limits: limits)
         self.linker = CompanyLinker(companies)
         self.serving = ServingModel(model)
         let t = settings.configuration.teacher
@@ -211,7 +222,10 @@ public final class IngestPipeline: Sendable {
         let student = activeModel
         // 2. Parse and link.
         let t0 = monotonicSeconds()
-        var parsed: [(KafkaRecord, Result<NewsItem, RejectReason>)] = records.map { ($0, parser.parse($0.value)) }
+        var unknownDropped = 0, mentionsDropped = 0
+        var parsed: [(KafkaRecord, Result<NewsItem, RejectReason>)] = records.map { record in
+            (record, parser.parse(record.value).flatMap { checkCompanies($0, dropped: &unknownDropped) })
+        }
         var texts: [String] = []
         for (_, r) in parsed { if case let .success(item) = r { texts.append(item.text) } }
         let t1 = monotonicSeconds()
@@ -225,7 +239,9 @@ public final class IngestPipeline: Sendable {
             let (record, r) = parsed[i]
             switch r {
             case let .success(item):
-                let mentions = linker.link(item.text, given: item.companies)
+                var mentions = linker.link(item.text, given: item.companies)
+                let cap = settings.configuration.ingest.maxMentions
+                if mentions.count > cap { mentionsDropped += mentions.count - cap; mentions.removeLast(mentions.count - cap) }
                 out.append(ProcessedMessage(topicPartition: record.topicPartition, offset: record.offset, raw: record.value,
                                             outcome: .accepted(item, predictions[k], mentions)))
                 k += 1
@@ -249,6 +265,8 @@ public final class IngestPipeline: Sendable {
             s.stored += result.inserted
             s.rejected += result.rejected
             s.queuedForTeacher += result.queued
+            s.unknownCompaniesDropped += unknownDropped
+            s.mentionsDropped += mentionsDropped
             s.batches += 1
             s.parseSeconds += t1 - t0
             s.classifySeconds += t2 - t1
@@ -260,6 +278,23 @@ public final class IngestPipeline: Sendable {
         }
         logger.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
                                                  "rejected": "\(result.rejected)", "model": "\(student.version)"])
+    }
+
+    /// Company ids the message names that are not in the portfolio: dropped (counted) or the
+    /// message refused, per `ingest.unknown_companies`. Without a portfolio every id is kept.
+    private func checkCompanies(_ item: NewsItem, dropped: inout Int) -> Result<NewsItem, RejectReason> {
+        guard linker.hasCompanies, !item.companies.isEmpty else { return .success(item) }
+        let unknown = item.companies.filter { !linker.isKnown($0) }
+        guard !unknown.isEmpty else { return .success(item) }
+        switch settings.configuration.ingest.unknownCompanies {
+        case .reject:
+            return .failure(RejectReason("companies names \(unknown.count) id(s) not in the portfolio, e.g. \(unknown[0].prefix(40))"))
+        case .drop:
+            dropped += unknown.count
+            var kept = item
+            kept.companies = item.companies.filter(linker.isKnown)
+            return .success(kept)
+        }
     }
 
     /// Marks the items the teacher should see (uncertainty sampling; cold start while the student

@@ -26,6 +26,11 @@ public struct ProcessedMessage: Sendable {
     public var outcome: Outcome
     /// Why it goes to the teacher (nil: it does not); enqueued in the same transaction.
     public var teach: SelectionReason? = nil
+
+    /// A processed message.
+    public init(topicPartition: TopicPartition, offset: Int64, raw: [UInt8], outcome: Outcome, teach: SelectionReason? = nil) {
+        self.topicPartition = topicPartition; self.offset = offset; self.raw = raw; self.outcome = outcome; self.teach = teach
+    }
 }
 
 /// Figures of one written batch.
@@ -94,27 +99,38 @@ public final class IngestStore {
 
     /// Writes a batch with its next offsets; retries on lost connections with exponential backoff
     /// (nothing is committed twice: the whole batch is one transaction and replays are no-ops)
-    /// until `deadline`. A batch the database refuses for a non-transient reason is written
-    /// message by message, and a message it still refuses goes to `rejected_messages`.
+    /// until `deadline`. A batch the database refuses for the data itself (SQLSTATE class 22, 23,
+    /// 54) is bisected: each half is written on its own (with its own offsets, which only ever
+    /// move forward), down to the one message the database refuses, which goes to
+    /// `rejected_messages` with the SQLSTATE and the server's message. A message can never stop
+    /// the stream.
     public func write(_ batch: [ProcessedMessage], modelVersion: String, labels: [String],
                       until deadline: @escaping () -> Date? = { nil }) throws -> BatchWriteResult {
         guard !batch.isEmpty else { return BatchWriteResult() }
+        return try writeBisecting(batch[...], modelVersion: modelVersion, labels: labels, until: deadline)
+    }
+
+    private func writeBisecting(_ part: ArraySlice<ProcessedMessage>, modelVersion: String, labels: [String],
+                                until deadline: @escaping () -> Date?) throws -> BatchWriteResult {
         do {
-            return try withRetry(until: deadline, what: "write batch") { db in try self.writeOnce(batch, modelVersion: modelVersion, labels: labels, db: db) }
+            return try withRetry(until: deadline, what: "write batch") { db in try self.writeOnce(Array(part), modelVersion: modelVersion, labels: labels, db: db) }
         } catch let e as PostgresError where e.isDataError {
-            logger.error("batch refused by the database, writing message by message", metadata: ["error": "\(e)"])
-            var total = BatchWriteResult()
-            for m in batch {
-                do {
-                    let r = try withRetry(until: deadline, what: "write message") { db in try self.writeOnce([m], modelVersion: modelVersion, labels: labels, db: db) }
-                    total.inserted += r.inserted; total.rejected += r.rejected; total.mentions += r.mentions
-                } catch let e as PostgresError where e.isDataError {
-                    var refused = m
-                    refused.outcome = .rejected("database refused the message: \(e.message.prefix(300))")
-                    let r = try withRetry(until: deadline, what: "write rejected message") { db in try self.writeOnce([refused], modelVersion: modelVersion, labels: labels, db: db) }
-                    total.rejected += r.rejected
+            guard part.count > 1 else {
+                var refused = part.first!
+                refused.outcome = .rejected("database refused the message: \(e.message.prefix(300)) (SQLSTATE \(e.sqlState ?? "?"))")
+                logger.error("message refused by the database; stored as rejected", metadata: [
+                    "topic": "\(refused.topicPartition.topic)", "partition": "\(refused.topicPartition.partition)",
+                    "offset": "\(refused.offset)", "sqlstate": "\(e.sqlState ?? "?")"])
+                return try withRetry(until: deadline, what: "write rejected message") { db in
+                    try self.writeOnce([refused], modelVersion: modelVersion, labels: labels, db: db)
                 }
             }
+            logger.warning("batch refused by the database; bisecting", metadata: ["messages": "\(part.count)", "error": "\(e)"])
+            let middle = part.startIndex + part.count / 2
+            var total = try writeBisecting(part[..<middle], modelVersion: modelVersion, labels: labels, until: deadline)
+            let second = try writeBisecting(part[middle...], modelVersion: modelVersion, labels: labels, until: deadline)
+            total.inserted += second.inserted; total.rejected += second.rejected
+            total.mentions += second.mentions; total.queued += second.queued
             return total
         }
     }

@@ -12,6 +12,11 @@ public struct NewsItem: Sendable, Equatable {
     public var source: String?
     /// Company ids the sender already linked (`companies`), honoured as given.
     public var companies: [String]
+
+    /// An item.
+    public init(externalID: String?, text: String, publishedAt: Date?, source: String?, companies: [String]) {
+        self.externalID = externalID; self.text = text; self.publishedAt = publishedAt; self.source = source; self.companies = companies
+    }
 }
 
 /// Why a message was refused; stored with its raw bytes in `rejected_messages`.
@@ -26,11 +31,37 @@ public struct RejectReason: Error, Equatable, Sendable, CustomStringConvertible 
 /// `published_at`, `source`, `companies`; or plain UTF-8 text. A message whose first non-blank
 /// character is `{` is JSON and must parse.
 public struct MessageParser: Sendable {
-    /// Texts longer than this many UTF-8 bytes are refused.
-    public var maxTextBytes: Int
+    /// Size limits per field (UTF-8 bytes) and on the `companies` list; anything past them is
+    /// refused with a reason, so no message can reach a database limit (an index entry too big)
+    /// and stop the stream.
+    public struct Limits: Sendable, Equatable {
+        /// `text`.
+        public var textBytes = 8192
+        /// `id`.
+        public var idBytes = 256
+        /// `source`.
+        public var sourceBytes = 256
+        /// Each entry of `companies`.
+        public var companyIdBytes = 128
+        /// Entries in `companies`.
+        public var companies = 64
+        /// The documented defaults.
+        public init() {}
+    }
 
-    /// Creates a parser.
-    public init(maxTextBytes: Int = 8192) { self.maxTextBytes = maxTextBytes }
+    /// The limits.
+    public var limits: Limits
+    /// Texts longer than this many UTF-8 bytes are refused.
+    public var maxTextBytes: Int { limits.textBytes }
+
+    /// A parser with these limits.
+    public init(limits: Limits) { self.limits = limits }
+
+    /// A parser with the default limits and this text limit.
+    public init(maxTextBytes: Int = 8192) {
+        limits = Limits()
+        limits.textBytes = maxTextBytes
+    }
 
     /// The item, or the reason it is refused.
     public func parse(_ bytes: [UInt8]) -> Result<NewsItem, RejectReason> {
@@ -101,6 +132,21 @@ public struct MessageParser: Sendable {
     private func validate(_ item: NewsItem) -> Result<NewsItem, RejectReason> {
         if item.text.isEmpty { return .failure(RejectReason("empty text")) }
         if item.text.utf8.count > maxTextBytes { return .failure(RejectReason("text of \(item.text.utf8.count) bytes exceeds the limit of \(maxTextBytes)")) }
+        if !item.text.unicodeScalars.contains(where: Self.isVisible) {
+            return .failure(RejectReason("text has no visible character (only spaces, invisible or control characters)"))
+        }
+        for (name, value, limit) in [("id", item.externalID, limits.idBytes), ("source", item.source, limits.sourceBytes)] {
+            if let value, value.utf8.count > limit { return .failure(RejectReason("\(name) of \(value.utf8.count) bytes exceeds the limit of \(limit)")) }
+        }
+        if item.companies.count > limits.companies {
+            return .failure(RejectReason("companies lists \(item.companies.count) ids, more than the limit of \(limits.companies)"))
+        }
+        if let long = item.companies.first(where: { $0.utf8.count > limits.companyIdBytes }) {
+            return .failure(RejectReason("a company id of \(long.utf8.count) bytes exceeds the limit of \(limits.companyIdBytes)"))
+        }
+        if item.companies.contains(where: { $0.trimmingCharacters(in: .whitespaces).isEmpty }) {
+            return .failure(RejectReason("companies contains an empty id"))
+        }
         // PostgreSQL text cannot hold NUL: refuse it in every field that is stored as text.
         for (name, value) in [("text", item.text), ("id", item.externalID ?? ""), ("source", item.source ?? "")] + item.companies.map({ ("companies", $0) })
         where value.unicodeScalars.contains("\u{0}") {
@@ -109,14 +155,30 @@ public struct MessageParser: Sendable {
         return .success(item)
     }
 
-    /// ISO 8601 with or without fractional seconds, or a date alone.
+    /// ISO 8601 with or without fractional seconds, or a date alone, in the years 1900-2999 (a
+    /// year 0000 would silently become 0001; no news is that old or from that far ahead).
     public static func parseDate(_ s: String) -> Date? {
         let f = ISO8601DateFormatter()
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withFullDate]
-        return f.date(from: s)
+        var date = f.date(from: s)
+        if date == nil { f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]; date = f.date(from: s) }
+        if date == nil { f.formatOptions = [.withFullDate]; date = f.date(from: s) }
+        guard let date, let year = Int(s.prefix(4)), (1900...2999).contains(year),
+              date >= Self.earliest, date < Self.latest else { return nil }
+        return date
+    }
+
+    private static let earliest = Date(timeIntervalSince1970: -2_208_988_800)   // 1900-01-01
+    private static let latest = Date(timeIntervalSince1970: 32_503_680_000)     // 3000-01-01
+
+    /// Whether a scalar shows something: not white space, not a control or format character
+    /// (zero-width spaces and joiners, bidi controls, BOM), not a default-ignorable code point.
+    static func isVisible(_ s: Unicode.Scalar) -> Bool {
+        let p = s.properties
+        if p.isWhitespace || p.isDefaultIgnorableCodePoint { return false }
+        switch p.generalCategory {
+        case .control, .format, .surrogate, .privateUse, .unassigned, .lineSeparator, .paragraphSeparator, .spaceSeparator: return false
+        default: return true
+        }
     }
 
     private static func shortError(_ error: Error) -> String {

@@ -71,6 +71,21 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var batchMaxWaitMs = 250
         /// Texts longer than this many UTF-8 bytes are rejected. Default 8192.
         public var maxTextBytes = 8192
+        /// Longer `id` values (UTF-8 bytes) are rejected. Default 256.
+        public var maxIdBytes = 256
+        /// Longer `source` values (UTF-8 bytes) are rejected. Default 256.
+        public var maxSourceBytes = 256
+        /// Longer company ids in `companies` (UTF-8 bytes) are rejected. Default 128.
+        public var maxCompanyIdBytes = 128
+        /// A message naming more companies in `companies` is rejected. Default 64.
+        public var maxCompanies = 64
+        /// Companies linked to one item at most (named ones first, then by position in the text);
+        /// the rest are dropped and counted. Default 64.
+        public var maxMentions = 64
+        /// Company ids in `companies` that are not in the portfolio: `drop` them (counted in
+        /// `newsd_unknown_companies_total`) or `reject` the message. Applies only when a portfolio
+        /// is configured. Default drop.
+        public var unknownCompanies = UnknownCompanyPolicy.drop
         /// Seconds to finish the batch in flight after SIGTERM (keep below systemd's
         /// TimeoutStopSec). Default 20.
         public var shutdownTimeoutSeconds: Seconds = 20.0

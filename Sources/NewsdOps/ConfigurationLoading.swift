@@ -87,6 +87,13 @@ public enum TrainerMode: String, ConfigurationChoice {
     /// Nowhere.
     case off
 }
+/// What happens to a message naming a company that is not in the portfolio.
+public enum UnknownCompanyPolicy: String, ConfigurationChoice {
+    /// The unknown id is dropped (and counted); the message is stored.
+    case drop
+    /// The message goes to `rejected_messages`.
+    case reject
+}
 /// swift-log's levels.
 public enum LogLevel: String, ConfigurationChoice { case trace, debug, info, notice, warning, error, critical }
 

@@ -26,6 +26,12 @@ extension NewsdConfiguration {
         if !(1...100_000).contains(ingest.batchMaxMessages) { throw bad("ingest.batch_max_messages", ingest.batchMaxMessages, "must be between 1 and 100000") }
         if !(1...60_000).contains(ingest.batchMaxWaitMs) { throw bad("ingest.batch_max_wait_ms", ingest.batchMaxWaitMs, "must be between 1 and 60000") }
         if !(16...1_000_000).contains(ingest.maxTextBytes) { throw bad("ingest.max_text_bytes", ingest.maxTextBytes, "must be between 16 and 1000000") }
+        // Ids and sources are indexed: a btree entry must stay far below Postgres's 2.7 kB limit.
+        if !(1...1_024).contains(ingest.maxIdBytes) { throw bad("ingest.max_id_bytes", ingest.maxIdBytes, "must be between 1 and 1024") }
+        if !(1...1_024).contains(ingest.maxSourceBytes) { throw bad("ingest.max_source_bytes", ingest.maxSourceBytes, "must be between 1 and 1024") }
+        if !(1...1_024).contains(ingest.maxCompanyIdBytes) { throw bad("ingest.max_company_id_bytes", ingest.maxCompanyIdBytes, "must be between 1 and 1024") }
+        if !(0...10_000).contains(ingest.maxCompanies) { throw bad("ingest.max_companies", ingest.maxCompanies, "must be between 0 and 10000") }
+        if !(0...10_000).contains(ingest.maxMentions) { throw bad("ingest.max_mentions", ingest.maxMentions, "must be between 0 and 10000") }
         try checkSeconds("ingest.shutdown_timeout_seconds", ingest.shutdownTimeoutSeconds, 0.1...3600)
         try checkListen()
         try validateTeacher()
@@ -71,7 +77,7 @@ extension NewsdConfiguration {
         func bad(_ key: String, _ value: Any, _ why: String) -> ConfigurationError { ConfigurationError(key: "teacher." + key, value: "\(value)", reason: why) }
         let t = teacher
         if !t.baseURL.isEmpty && !(t.baseURL.hasPrefix("http://") || t.baseURL.hasPrefix("https://")) {
-            throw bad("base_url", "\"\(t.baseURL)\"", "expected an http:// or https:// URL (or empty to disable the teacher)")
+            throw bad("base_url", "\"\(Redaction.url(t.baseURL))\"", "expected an http:// or https:// URL (or empty to disable the teacher)")
         }
         if !t.promptFile.isEmpty && !FileManager.default.fileExists(atPath: t.promptFile) { throw bad("prompt_file", "\"\(t.promptFile)\"", "no such file") }
         if t.labels.count < 2 || Set(t.labels).count != t.labels.count { throw bad("labels", t.labels, "at least two distinct labels are needed") }

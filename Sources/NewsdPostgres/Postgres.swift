@@ -13,18 +13,33 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable, RetryClas
     public var isRetriable: Bool
 
     /// Creates an error; retriability follows from the SQLSTATE class (08 connection, 40 rollback,
-    /// 57P admin shutdown/crash, 53 resources) or from a lost connection.
-    public init(sqlState: String?, message: String, connectionLost: Bool = false) {
+    /// 57P admin shutdown/crash, 53 resources) or from a lost connection, unless the failure is
+    /// `permanent` (a refused password, a database that does not exist): waiting does not fix those.
+    public init(sqlState: String?, message: String, connectionLost: Bool = false, permanent: Bool = false) {
         self.sqlState = sqlState
         self.message = message.trimmingCharacters(in: .whitespacesAndNewlines)
         let s = sqlState ?? ""
-        isRetriable = connectionLost || s.hasPrefix("08") || s.hasPrefix("40") || s.hasPrefix("57P") || s.hasPrefix("53")
-            || s == "57014" || s == "55P03"     // statement or lock timeout: the data is fine, try again
+        isRetriable = !permanent && (connectionLost || s.hasPrefix("08") || s.hasPrefix("40") || s.hasPrefix("57P") || s.hasPrefix("53")
+            || s == "57014" || s == "55P03")    // statement or lock timeout: the data is fine, try again
     }
 
-    /// The server refused the data itself (SQLSTATE class 22 data exception, 23 constraint):
-    /// splitting a batch to find the offending row makes sense only for these.
-    public var isDataError: Bool { sqlState.map { $0.hasPrefix("22") || $0.hasPrefix("23") } ?? false }
+    /// Whether libpq's connection failure is one that waiting does not fix. libpq reports no
+    /// SQLSTATE for a failed connection, so the server's FATAL text is read: authentication
+    /// failed (28P01/28000), no such database (3D000) or role, or a malformed connection string.
+    static func isPermanentConnectFailure(_ text: String) -> Bool {
+        let permanent = ["password authentication failed", "authentication failed", "does not exist", "no pg_hba.conf entry",
+                         "invalid connection option", "invalid percent-encoded token", "invalid URI", "missing \"=\" after",
+                         "invalid integer value", "permission denied for database", "SSL is required", "certificate"]
+        let transient = ["the database system is starting up", "the database system is shutting down", "too many clients", "Connection refused",
+                         "timeout expired", "could not translate host name", "No route to host", "Network is unreachable", "server closed the connection"]
+        if transient.contains(where: { text.contains($0) }) { return false }
+        return permanent.contains(where: { text.contains($0) })
+    }
+
+    /// The server refused the data itself (SQLSTATE class 22 data exception, 23 constraint, 54
+    /// program limit such as an index entry too big): splitting a batch to find the offending row
+    /// makes sense only for these, and the row is then refused, never retried.
+    public var isDataError: Bool { sqlState.map { $0.hasPrefix("22") || $0.hasPrefix("23") || $0.hasPrefix("54") } ?? false }
 
     /// `message (SQLSTATE xxxxx)`.
     public var description: String { sqlState.map { "\(message) (SQLSTATE \($0))" } ?? message }
@@ -71,10 +86,12 @@ public final class PostgresConnection {
         keywords.append("dbname"); values.append(conninfo)
         handle = withCStrings(keywords) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
         guard let h = handle, PQstatus(h) == CONNECTION_OK else {
-            let message = handle.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            let raw = handle.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
             if let h = handle { PQfinish(h) }
             handle = nil
-            throw PostgresError(sqlState: nil, message: "cannot connect to PostgreSQL: \(message)", connectionLost: true)
+            let message = Redaction.postgres(raw, conninfo: conninfo, password: password)
+            throw PostgresError(sqlState: nil, message: "cannot connect to PostgreSQL: \(message)", connectionLost: true,
+                                permanent: PostgresError.isPermanentConnectFailure(raw))
         }
     }
 

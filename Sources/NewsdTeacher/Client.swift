@@ -129,7 +129,7 @@ public final class TeacherClient: Sendable {
     /// A client; throws if the URL is unusable.
     public init(settings: TeacherSettings) throws {
         guard let url = URL(string: settings.baseURL), let scheme = url.scheme, ["http", "https"].contains(scheme.lowercased()) else {
-            throw TeacherError("teacher.base_url = \"\(settings.baseURL)\": expected an http:// or https:// URL")
+            throw TeacherError("teacher.base_url = \"\(Redaction.url(settings.baseURL))\": expected an http:// or https:// URL")
         }
         self.settings = settings
         endpoint = settings.baseURL.hasSuffix("/") ? settings.baseURL + "chat/completions" : settings.baseURL + "/chat/completions"

@@ -28,8 +28,8 @@ struct DevTeacherCommand: ParsableCommand {
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Write the base URL to this file once listening.") var urlFile: String?
     @Option(help: "Latency added to every answer, milliseconds.") var latencyMs = 0
-    @Option(help: "Share of requests answered 429 with Retry-After: 1.") var rate429 = 0.0
-    @Option(help: "Share of requests answered 500.") var rate500 = 0.0
+    @Option(name: .customLong("rate-429"), help: "Share of requests answered 429 with Retry-After: 1.") var rate429 = 0.0
+    @Option(name: .customLong("rate-500"), help: "Share of requests answered 500.") var rate500 = 0.0
     @Option(help: "Share of requests never answered.") var rateHang = 0.0
     @Option(help: "Share of answers whose content is not the JSON asked for, or empty.") var rateMalformed = 0.0
     @Option(help: "Texts with no recorded answer: label:LABEL, fail or error.") var unknown = "label:neutral"
@@ -214,7 +214,7 @@ struct TeacherWorkCommand: AsyncParsableCommand {
         let client = try TeacherClient(settings: try TeacherSettings(configuration: cfg.teacher))
         defer { client.shutdown() }
         let worker = TeacherWorker(configuration: cfg, client: client, logger: logger, stopWhenEmpty: stopWhenEmpty)
-        logger.info("teacher worker started", metadata: ["worker": "\(worker.workerID)", "teacher": "\(cfg.teacher.baseURL)", "model": "\(cfg.teacher.model)"])
+        logger.info("teacher worker started", metadata: ["worker": "\(worker.workerID)", "teacher": "\(Redaction.url(cfg.teacher.baseURL))", "model": "\(cfg.teacher.model)"])
         let group = ServiceGroup(configuration: .init(services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

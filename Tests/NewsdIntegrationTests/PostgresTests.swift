@@ -1,5 +1,8 @@
 import Foundation
+import NewsdDaemon
+import NewsdOps
 import NewsdPostgres
+import NewsdSystem
 import Testing
 
 /// The Postgres layer on a real server: parameters are bound, never spliced; rows are decoded by
@@ -40,5 +43,39 @@ struct PostgresTests {
         #expect(try row.decode("s", as: String.self) == hostile)
         #expect(try row.decode("a", as: String.self) == #"{"a\"b","c,d"}"#)
         #expect(try row.decode("n", as: Int.self) == 8)
+    }
+}
+
+/// Start-up against a database that cannot work: permanent errors fail at once with the reason,
+/// and no error message carries the password.
+@Suite("Postgres: permanent start-up errors and secrets")
+struct PostgresStartupTests {
+    var serverBase: String { String(Harness.adminURL[..<Harness.adminURL.lastIndex(of: "/")!]) }
+
+    /// Before: a missing database was retried silently for 60 s.
+    @Test("a missing database fails at once, naming it")
+    func missingDatabaseFailsFast() throws {
+        var c = NewsdConfiguration()
+        c.postgres.url = serverBase + "/no_such_database_\(UUID().uuidString.prefix(6).lowercased())"
+        let start = Date()
+        do { try Daemon.withDatabase(c) { _ in }; Issue.record("connected to a missing database") } catch let e as PostgresError {
+            #expect(!e.isRetriable && "\(e)".contains("does not exist"), "\(e)")
+        }
+        #expect(Date().timeIntervalSince(start) < 5, "took \(Date().timeIntervalSince(start)) s")
+    }
+
+    /// Before: libpq echoed a URL with a bad percent-encoding, password included, into the log.
+    @Test("a malformed URL's password never appears in the error")
+    func passwordIsRedacted() throws {
+        let secret = "s3cr%zzet-\(UUID().uuidString.prefix(6))"
+        let url = "postgresql://postgres:\(secret)@127.0.0.1:1/x"
+        do { _ = try PostgresConnection(url); Issue.record("connected") } catch {
+            #expect(!"\(error)".contains(secret) && !"\(error)".contains("s3cr"), "\(error)")
+        }
+        let keyword = "host=127.0.0.1 port=1 password='\(secret)' dbname=x connect_timeout=1"
+        do { _ = try PostgresConnection(keyword); Issue.record("connected") } catch {
+            #expect(!"\(error)".contains(secret), "\(error)")
+        }
+        #expect(Redaction.url("http://user:pa55@llm.example:8000/v1") == "http://***@llm.example:8000/v1")
     }
 }

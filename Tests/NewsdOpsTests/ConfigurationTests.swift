@@ -112,3 +112,13 @@ import Testing
         #expect(load("[kafka]\ntopics = ['a]b', \"c\"]\n") == "accepted")
     }
 }
+
+/// Values `check-config` accepted that then crashed `run` (a timer overflowed).
+@Suite struct NumericRangeTests {
+    @Test(arguments: [("trainer", "check_seconds", "1e11"), ("teacher", "connect_timeout_seconds", "1e17"), ("teacher", "timeout_seconds", "1e300"),
+                      ("postgres", "max_backoff_seconds", "-1"), ("ingest", "shutdown_timeout_seconds", "0"), ("teacher", "window_seconds", "1e20")])
+    func hugeDurationsAreRefusedByName(section: String, key: String, value: String) {
+        let e = ConfigurationErrorTests().load("[\(section)]\n\(key) = \(value)\n")
+        #expect(e.hasPrefix("\(section).\(key) = ") && e.contains("must be between"), "\(e)")
+    }
+}
