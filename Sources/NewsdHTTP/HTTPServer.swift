@@ -43,9 +43,27 @@ public final class HTTPServer: Sendable {
     /// Requests larger than this are refused (connection closed).
     static let maxRequestBytes = 1 << 20
 
-    /// `idleTimeout`: seconds a connection may stay silent before it is closed.
-    public init(host: String = "127.0.0.1", port: UInt16, idleTimeout: Int = 120, handler: @escaping @Sendable (ServerRequest) -> ServerReply) throws {
+    /// Connections served at once at most (a thread per connection must not let idle clients
+    /// exhaust memory or file descriptors). At the cap, the connection idle longest is closed to
+    /// make room, so a flood of idle connections cannot lock a scraper out.
+    public let maxConnections: Int
+    private struct Connections: Sendable {
+        /// Open connections: descriptor -> monotonic time of its last request.
+        var lastActive: [Int32: Double] = [:]
+        /// Connections closed to make room, or not accepted for lack of descriptors.
+        var refused = 0
+    }
+    private let connections = LockedValue(Connections())
+
+    /// Connections open now, and closed to make room or refused so far.
+    public var connectionCounts: (open: Int, refused: Int) { connections.withLock { ($0.lastActive.count, $0.refused) } }
+
+    /// `idleTimeout`: seconds a connection may stay silent before it is closed; `maxConnections`:
+    /// connections served at once at most.
+    public init(host: String = "127.0.0.1", port: UInt16, idleTimeout: Int = 120, maxConnections: Int = 256,
+                handler: @escaping @Sendable (ServerRequest) -> ServerReply) throws {
         self.idleTimeout = idleTimeout
+        self.maxConnections = max(1, maxConnections)
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard s >= 0 else { throw HTTPError(code: 0, message: "socket: \(String(cString: strerror(errno)))", isRetriable: false) }
         var yes: Int32 = 1
@@ -87,31 +105,60 @@ public final class HTTPServer: Sendable {
     private func acceptLoop() {
         while !stopped.isSet {
             let client = accept(fd, nil, nil)
-            if client < 0 { if !stopped.isSet && (errno == EINTR || errno == ECONNABORTED) { continue }; return }
+            if client < 0 {
+                if stopped.isSet { return }
+                switch errno {
+                case EINTR, ECONNABORTED: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors or memory: never let the accept thread die; wait for
+                    // connections to close (the client waits in the listen backlog meanwhile).
+                    connections.withLock { $0.refused += 1 }
+                    Thread.sleep(forTimeInterval: 0.1)
+                    continue
+                default: return
+                }
+            }
+            let cap = maxConnections
+            connections.withLock { c in
+                if c.lastActive.count >= cap, let idlest = c.lastActive.min(by: { $0.value < $1.value })?.key {
+                    // Its thread sees end-of-file and closes it (after removing it from this table,
+                    // so the descriptor number is never reused while listed here).
+                    shutdown(idlest, Int32(SHUT_RDWR))
+                    c.lastActive[idlest] = .infinity
+                    c.refused += 1
+                }
+                c.lastActive[client] = monotonicSeconds()
+            }
             var one: Int32 = 1
             setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             var timeout = timeval(tv_sec: idleTimeout, tv_usec: 0)
             setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let t = Thread { [self] in serve(client) }
+            setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let t = Thread { [self] in
+                serve(client)
+                connections.withLock { _ = $0.lastActive.removeValue(forKey: client) }
+                close(client)
+            }
             t.name = "newsd-http-conn"
-            t.stackSize = 1 << 20
+            t.stackSize = 256 << 10
             t.start()
         }
     }
 
     private func serve(_ client: Int32) {
-        defer { close(client) }
         var buffer: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65_536)
         while true {
             // Read one request: headers to the blank line, then Content-Length bytes.
             var headerEnd: Int?
+            var scanned = 0   // bytes already searched for the blank line: each read scans only what is new
             while headerEnd == nil {
-                if let r = Self.find(buffer, [13, 10, 13, 10]) { headerEnd = r; break }
+                if let r = Self.find(buffer, [13, 10, 13, 10], from: max(0, scanned - 3)) { headerEnd = r; break }
+                scanned = buffer.count
                 let n = read(client, &chunk, chunk.count)
                 if n <= 0 { return }
                 buffer.append(contentsOf: chunk[0..<n])
-                if buffer.count > Self.maxRequestBytes { return }
+                if buffer.count > Self.maxHeaderBytes && Self.find(buffer, [13, 10, 13, 10], from: max(0, scanned - 3)) == nil { return }
             }
             let head = String(decoding: buffer[0..<headerEnd!], as: UTF8.self)
             var lines = head.components(separatedBy: "\r\n")
@@ -131,6 +178,7 @@ public final class HTTPServer: Sendable {
             }
             let request = ServerRequest(method: String(requestLine[0]), path: String(requestLine[1]), headers: headers,
                                         body: Array(buffer[bodyStart..<(bodyStart + length)]))
+            connections.withLock { if $0.lastActive[client] != .infinity { $0.lastActive[client] = monotonicSeconds() } }
             buffer.removeFirst(bodyStart + length)
             switch handler(request) {
             case .hang:
@@ -155,9 +203,12 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    static func find(_ haystack: [UInt8], _ needle: [UInt8]) -> Int? {
-        guard haystack.count >= needle.count else { return nil }
-        for i in 0...(haystack.count - needle.count) where haystack[i] == needle[0] {
+    /// Headers larger than this are refused (connection closed).
+    static let maxHeaderBytes = 64 << 10
+
+    static func find(_ haystack: [UInt8], _ needle: [UInt8], from start: Int = 0) -> Int? {
+        guard haystack.count >= needle.count, start <= haystack.count - needle.count else { return nil }
+        for i in start...(haystack.count - needle.count) where haystack[i] == needle[0] {
             if Array(haystack[i..<(i + needle.count)]) == needle { return i }
         }
         return nil
