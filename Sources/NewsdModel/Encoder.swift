@@ -257,6 +257,17 @@ public struct Checkpoint: Sendable {
         config = try BertConfig(huggingFace: directory.appendingPathComponent("config.json"))
         let weightsURL = directory.appendingPathComponent("model.safetensors")
         weightsChecksum = try SHA256.hex(ofFile: weightsURL)
+        // The published digests, when recorded (scripts/install-model.sh writes them from the
+        // package's RECORD into `<dir>.sha256sums`; a checkpoint may carry its own SHA256SUMS):
+        // a damaged or swapped base is refused before anything is built from it.
+        for sums in [directory.appendingPathComponent("SHA256SUMS"), URL(fileURLWithPath: directory.path + ".sha256sums")]
+        where fm.fileExists(atPath: sums.path) {
+            for (name, expected) in try Self.readSums(sums) {
+                let file = directory.appendingPathComponent(name)
+                let actual = name == "model.safetensors" ? weightsChecksum : try SHA256.hex(ofFile: file)
+                guard actual == expected else { throw ModelError.checksumMismatch(file.path, expected: expected, actual: actual) }
+            }
+        }
         weights = try EncoderWeights(config: config, safetensors: weightsURL)
         var settings = tokenizerSettings ?? TokenizerSettings()
         if tokenizerSettings == nil,
@@ -276,6 +287,19 @@ public struct Checkpoint: Sendable {
 }
 
 extension Checkpoint {
+    /// `sha256sum` format: `<hex>  <file name>` per line.
+    static func readSums(_ url: URL) throws -> [(name: String, sha256: String)] {
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw ModelError.missingFile(url.path, underlying: "\(error)") }
+        return try text.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }.map { line in
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].count == 64 else { throw ModelError.invalidFile(url.path, reason: "expected \"<sha256 hex>  <file>\" lines, got \(line.prefix(80))") }
+            let name = parts[1].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "*"))
+            guard !name.contains("/") else { throw ModelError.invalidFile(url.path, reason: "\(name): only files of the checkpoint directory") }
+            return (name, parts[0].lowercased())
+        }
+    }
+
     /// Writes a small random BERT checkpoint (config.json, model.safetensors, vocab.txt) to
     /// `directory`: for tests and development of the pipeline, where model quality is irrelevant.
     public static func writeRandom(to directory: URL, config: BertConfig, vocabulary: [String], seed: UInt64) throws {

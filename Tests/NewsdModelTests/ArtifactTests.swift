@@ -97,3 +97,27 @@ import Testing
         #expect(throws: ModelError.self) { try SafeTensors.decode(Data([1, 2, 3]), path: "x") }
     }
 }
+
+/// The base checkpoint is integrity-checked too: with recorded digests (SHA256SUMS inside, or
+/// `<dir>.sha256sums` beside it as scripts/install-model.sh writes), a damaged base is refused
+/// before anything is built from it. Before: only trained artifacts were checked.
+@Suite struct BaseCheckpointDigestTests {
+    @Test func recordedDigestsAreVerified() throws {
+        let dir = try Fixtures.writeTinyCheckpoint()
+        let weights = dir.appendingPathComponent("model.safetensors"), vocab = dir.appendingPathComponent("vocab.txt")
+        let sums = "\(try SHA256.hex(ofFile: weights))  model.safetensors\n\(try SHA256.hex(ofFile: vocab))  vocab.txt\n"
+        try sums.write(to: URL(fileURLWithPath: dir.path + ".sha256sums"), atomically: true, encoding: .utf8)
+        _ = try Checkpoint(directory: dir)
+        // One flipped byte in the weights, with their size unchanged: refused, naming the file.
+        var data = try Data(contentsOf: weights)
+        data[data.count - 5] ^= 0x40
+        try data.write(to: weights)
+        do { _ = try Checkpoint(directory: dir); Issue.record("a damaged base loaded") } catch let e as ModelError {
+            guard case let .checksumMismatch(path, _, _) = e else { Issue.record("\(e)"); return }
+            #expect(path.hasSuffix("model.safetensors"))
+        }
+        // A malformed digest file is an error too, not a silent pass.
+        try "not a digest\n".write(to: URL(fileURLWithPath: dir.path + ".sha256sums"), atomically: true, encoding: .utf8)
+        #expect(throws: ModelError.self) { try Checkpoint(directory: dir) }
+    }
+}
