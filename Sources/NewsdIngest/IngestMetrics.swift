@@ -24,6 +24,7 @@ extension IngestPipeline {
         metric("newsd_model_info", "gauge", "The student model serving.", [("{version=\"\(model.version)\"}", 1)])
         metric("newsd_model_swaps_total", "counter", "Models swapped in while running.", [("", Double(serving.counts.swaps))])
         metric("newsd_model_swap_failures_total", "counter", "Promoted models refused by this host (corrupt or unloadable); it kept its model.", [("", Double(serving.counts.refused))])
+        metric("newsd_partition_offset_restarts_total", "counter", "Partitions whose offsets went back (topic recreated or broker data lost); their messages are stored under topic#N.", [("", Double(s.offsetRestarts))])
         metric("newsd_unknown_companies_total", "counter", "Company ids named by messages but not in the portfolio, dropped.", [("", Double(s.unknownCompaniesDropped))])
         metric("newsd_mentions_dropped_total", "counter", "Mentions past ingest.max_mentions, dropped.", [("", Double(s.mentionsDropped))])
         metric("newsd_teacher_items_queued_total", "counter", "Items this host put on the teacher queue.", [("", Double(s.queuedForTeacher))])

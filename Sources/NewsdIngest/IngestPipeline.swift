@@ -31,6 +31,8 @@ public struct IngestStatistics: Sendable {
     public var unknownCompaniesDropped = 0
     /// Mentions past `ingest.max_mentions`, dropped.
     public var mentionsDropped = 0
+    /// Partitions whose offsets went back (a new incarnation was started).
+    public var offsetRestarts = 0
     /// Monotonic seconds when the first message arrived and when the last batch was committed.
     public var firstMessageAt: Double?, lastCommitAt: Double?
 
@@ -145,8 +147,12 @@ public final class IngestPipeline: Sendable {
             healthState.withLock { $0.postgresUp = false }
         }
         var pending: [KafkaRecord] = []
+        // The last offset read per assigned partition (the stored next offset - 1 right after the
+        // seek): a record at or below it means the partition's offsets went back.
+        var positions: [TopicPartition: Int64] = [:]
         consumer.onAssign = { [logger] partitions in
             let offsets = try store.storedOffsets(partitions, until: Date().addingTimeInterval(30))
+            positions = offsets.mapValues { $0 - 1 }
             logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map(\.description).sorted())",
                                                           "stored_offsets": "\(offsets.count)"])
             return offsets
@@ -157,6 +163,7 @@ public final class IngestPipeline: Sendable {
             let revoked = Set(partitions)
             let before = pending.count
             pending.removeAll { revoked.contains($0.topicPartition) }
+            positions = positions.filter { !revoked.contains($0.key) }
             logger.info("partitions revoked", metadata: ["partitions": "\(partitions.map(\.description).sorted())",
                                                          "dropped_unwritten": "\(before - pending.count)"])
         }
@@ -206,7 +213,7 @@ public final class IngestPipeline: Sendable {
             let batch = pending
             pending.removeAll(keepingCapacity: true)
             do {
-                try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart, teacher: &teacher)
+                try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart, teacher: &teacher, positions: &positions)
             } catch let e as PostgresError where e.isRetriable && stopping {
                 // Shutting down while Postgres is away: nothing of this batch was committed, its
                 // offsets were not stored, so the next run consumes it again. Nothing is lost.
@@ -218,7 +225,25 @@ public final class IngestPipeline: Sendable {
     }
 
     private func process(_ records: [KafkaRecord], store: IngestStore, consumer: KafkaConsumer, startedAt: Double,
-                         teacher: inout TeacherSampling) throws {
+                         teacher: inout TeacherSampling, positions: inout [TopicPartition: Int64]) throws {
+        // 1b. Offsets that go back (topic recreated, broker data lost): the partition starts a new
+        // incarnation and its messages are stored under a new key instead of being dropped as
+        // replays of the stored ones. Detected per record, so a batch may span the restart.
+        var keys: [TopicPartition] = []
+        keys.reserveCapacity(records.count)
+        var restarts = 0
+        for r in records {
+            let tp = r.topicPartition
+            if let last = positions[tp], r.offset <= last {
+                let n = try store.startIncarnation(tp, reason: "offset went back from \(last) to \(r.offset)", until: { [self] in stopDeadline })
+                restarts += 1
+                logger.error("partition offsets went back: topic recreated or broker data lost; its new messages are stored apart",
+                             metadata: ["topic": "\(tp.topic)", "partition": "\(tp.partition)", "last_offset": "\(last)",
+                                        "offset": "\(r.offset)", "incarnation": "\(n)", "stored_as": "\(store.storageKey(tp).topic)"])
+            }
+            positions[tp] = r.offset
+            keys.append(store.storageKey(tp))
+        }
         let student = activeModel
         // 2. Parse and link.
         let t0 = monotonicSeconds()
@@ -237,16 +262,17 @@ public final class IngestPipeline: Sendable {
         out.reserveCapacity(parsed.count)
         for i in parsed.indices {
             let (record, r) = parsed[i]
+            let key = keys[i]
             switch r {
             case let .success(item):
                 var mentions = linker.link(item.text, given: item.companies)
                 let cap = settings.configuration.ingest.maxMentions
                 if mentions.count > cap { mentionsDropped += mentions.count - cap; mentions.removeLast(mentions.count - cap) }
-                out.append(ProcessedMessage(topicPartition: record.topicPartition, offset: record.offset, raw: record.value,
+                out.append(ProcessedMessage(topicPartition: key, offset: record.offset, raw: record.value,
                                             outcome: .accepted(item, predictions[k], mentions)))
                 k += 1
             case let .failure(reason):
-                out.append(ProcessedMessage(topicPartition: record.topicPartition, offset: record.offset, raw: record.value,
+                out.append(ProcessedMessage(topicPartition: key, offset: record.offset, raw: record.value,
                                             outcome: .rejected(reason.description)))
             }
         }
@@ -266,6 +292,7 @@ public final class IngestPipeline: Sendable {
             s.rejected += result.rejected
             s.queuedForTeacher += result.queued
             s.unknownCompaniesDropped += unknownDropped
+            s.offsetRestarts += restarts
             s.mentionsDropped += mentionsDropped
             s.batches += 1
             s.parseSeconds += t1 - t0

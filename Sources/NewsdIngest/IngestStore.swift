@@ -82,19 +82,51 @@ public final class IngestStore {
         return c
     }
 
-    /// Next offsets stored for these partitions (those never written are absent). Retries with
-    /// backoff until `deadline` (nil: forever) on connection errors.
+    /// The incarnation of each partition this store has seen (0 until its offsets restart).
+    /// Used by the ingest thread only, like the store itself.
+    private var incarnations: [TopicPartition: Int] = [:]
+
+    /// The key a partition's rows are stored under: the topic itself, or `topic#N` once its
+    /// offsets restarted N times (the topic was recreated or the broker lost its log), so the new
+    /// messages never collide with the stored ones.
+    public func storageKey(_ tp: TopicPartition) -> TopicPartition {
+        let n = incarnations[tp] ?? 0
+        return n == 0 ? tp : TopicPartition(topic: "\(tp.topic)#\(n)", partition: tp.partition)
+    }
+
+    /// Next offsets stored for these partitions' current incarnations (those never written are
+    /// absent). Retries with backoff until `deadline` (nil: forever) on connection errors.
     public func storedOffsets(_ partitions: [TopicPartition], until deadline: Date? = nil) throws -> [TopicPartition: Int64] {
         try withRetry(until: { deadline }, what: "read stored offsets") { db in
-            let rows = try db.query("SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = \(groupID)").typed
-            var out: [TopicPartition: Int64] = [:]
-            let wanted = Set(partitions)
-            for r in rows {
-                let tp = TopicPartition(topic: try r.decode("topic"), partition: try r.decode("partition"))
-                if wanted.contains(tp) { out[tp] = try r.decode("next_offset") }
+            for r in try db.query("""
+                SELECT topic, partition, max(incarnation) AS incarnation FROM topic_incarnations
+                WHERE group_id = \(groupID) GROUP BY 1, 2
+                """).typed {
+                incarnations[TopicPartition(topic: try r.decode("topic"), partition: try r.decode("partition"))] = try r.decode("incarnation")
             }
+            let rows = try db.query("SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = \(groupID)").typed
+            var stored: [TopicPartition: Int64] = [:]
+            for r in rows { stored[TopicPartition(topic: try r.decode("topic"), partition: try r.decode("partition"))] = try r.decode("next_offset") }
+            var out: [TopicPartition: Int64] = [:]
+            for tp in partitions { if let next = stored[storageKey(tp)] { out[tp] = next } }
             return out
         }
+    }
+
+    /// Opens the next incarnation of `tp` (its offsets went back: the topic was recreated or the
+    /// broker lost data) and returns it; from now on its rows are stored under the new key.
+    @discardableResult
+    public func startIncarnation(_ tp: TopicPartition, reason: String, until deadline: @escaping () -> Date? = { nil }) throws -> Int {
+        let next = (incarnations[tp] ?? 0) + 1
+        try withRetry(until: deadline, what: "start a topic incarnation") { db in
+            try db.query("""
+                INSERT INTO topic_incarnations (group_id, topic, partition, incarnation, reason)
+                VALUES (\(groupID), \(tp.topic), \(tp.partition), \(next), \(reason))
+                ON CONFLICT DO NOTHING
+                """)
+        }
+        incarnations[tp] = next
+        return next
     }
 
     /// Writes a batch with its next offsets; retries on lost connections with exponential backoff

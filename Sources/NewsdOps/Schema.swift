@@ -180,6 +180,22 @@ public enum Schema {
         -- ingest made; the earlier ones are kept.
         ALTER TABLE predictions ADD COLUMN rescored boolean NOT NULL DEFAULT false;
         """),
+        (4, "topic incarnations: a recreated topic's messages are stored apart, never dropped as replays", """
+        -- When a partition's offsets start again (topic deleted and recreated, broker data lost),
+        -- its new messages would reuse (topic, partition, offset) keys already stored and be
+        -- dropped as replays. Each such restart opens a new incarnation N of the partition; its
+        -- messages are stored under the topic key `topic#N` (see IngestStore), so nothing is
+        -- lost and nothing is counted twice. Additive: older hosts keep working.
+        CREATE TABLE topic_incarnations (
+            group_id     text NOT NULL,
+            topic        text NOT NULL,
+            partition    integer NOT NULL,
+            incarnation  integer NOT NULL CHECK (incarnation > 0),
+            started_at   timestamptz NOT NULL DEFAULT now(),
+            reason       text NOT NULL,
+            PRIMARY KEY (group_id, topic, partition, incarnation)
+        );
+        """),
     ]
 
     /// The newest schema version this build knows.
