@@ -90,7 +90,9 @@ public enum Distiller {
             let added = set.addPseudoLabels(recent, model: activeModel, minMargin: t.pseudoLabelMinMargin)
             logger.info("pseudo-labels from the active model", metadata: ["considered": "\(recent.count)", "added": "\(added)"])
         }
+        try checkCancelled(cancel)
         let (training, validation) = set.encoded(with: base.tokenizer)
+        try checkCancelled(cancel)
         guard training.count >= 8, validation.count >= 3 else {
             return .skipped("too few labels for a training and a validation split (\(training.count) / \(validation.count))")
         }
@@ -102,6 +104,7 @@ public enum Distiller {
         logger.info("training a candidate", metadata: ["train": "\(training.count)", "validation": "\(validation.count)", "threads": "\(t.threads)"])
         let result = try FineTune.run(base: base, labels: labels, training: training, validation: validation, configuration: cfg,
                                       servingThreads: c.model.threads, cancel: cancel)
+        try checkCancelled(cancel)
         let dir = ModelWatcher.cacheDirectory(c).appendingPathComponent("candidate-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         let candidate = try FineTune.save(result, trainer: cfg, base: base, to: dir, threads: c.model.threads)
@@ -122,6 +125,7 @@ public enum Distiller {
         func score(_ m: StudentModel, _ texts: [String], _ truth: [Int]) -> EvaluationMetrics {
             EvaluationMetrics(probabilities: m.predict(texts).map(\.probabilities), truth: truth, labels: labels)
         }
+        try checkCancelled(cancel)
         let evaluations = sets.map { s in
             PromotionGate.Evaluation(name: s.name, candidate: score(candidate, s.texts, s.truth), active: activeModel.map { score($0, s.texts, s.truth) })
         }
@@ -147,6 +151,12 @@ public enum Distiller {
         logger.notice("candidate promoted", metadata: ["version": "\(registered.version)", "seq": "v\(registered.seq)",
                                                        "validation_macro_f1": "\(String(format: "%.4f", metrics["validation_macro_f1"] ?? 0))"])
         return .promoted(try ModelRegistry.get(db, registered.version)!)
+    }
+
+    /// Between the phases of a run (loading, tokenising, training, saving, scoring): a stop ends
+    /// the run at the next boundary, so shutdown never waits for a whole run.
+    private static func checkCancelled(_ cancel: StopFlag?) throws {
+        if cancel?.isSet == true { throw ModelError.cancelled("training run") }
     }
 
     /// Takes the training lock (session-scoped) if no other host holds it.

@@ -31,6 +31,7 @@ public enum FineTune {
         let start = Date()
         let trainer = try Trainer(base: base.weights, classes: labels.count, configuration: configuration)
         let losses = try trainer.train(examples, cancel: cancel, progress: progress)
+        if cancel?.isSet == true { throw ModelError.cancelled("training") }
         let weights = trainer.weights
         let head = trainer.trainedHead
         var temperature: Float = 1

@@ -122,3 +122,26 @@ import Testing
         #expect(e.hasPrefix("\(section).\(key) = ") && e.contains("must be between"), "\(e)")
     }
 }
+
+/// The example configuration documents every key with its default, and loads as it is.
+@Suite struct ExampleConfigurationTests {
+    static var example: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/newsd.example.toml")
+    }
+
+    @Test func everyKeyIsDocumented() throws {
+        let text = try String(contentsOf: Self.example, encoding: .utf8)
+        var section = "", documented = Set<String>()
+        for raw in text.split(separator: "\n") {
+            let line = raw.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "#")).trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("["), let end = line.firstIndex(of: "]") { section = String(line[line.index(after: line.startIndex)..<end]); continue }
+            if let eq = line.firstIndex(of: "="), !section.isEmpty {
+                let key = line[..<eq].trimmingCharacters(in: .whitespaces)
+                if key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { documented.insert(section + "." + key) }
+            }
+        }
+        let missing = NewsdConfiguration.keyPaths.filter { !documented.contains($0) }
+        #expect(missing.isEmpty, "keys not in config/newsd.example.toml: \(missing)")
+    }
+}
