@@ -46,7 +46,7 @@ public final class TrainerService: Service, Sendable {
             case let .failure(e):
                 failures += 1
                 wait = failurePolicy.delay(afterAttempt: failures, using: &generator)
-                logger.error("trainer: run failed; will try again", metadata: ["error": "\(e)", "attempt": "\(failures)", "retry_in_s": "\(Int(wait))"])
+                logger.error("trainer: run failed; will try again", metadata: ["error": "\(e)", "attempt": "\(failures)", "retry_in_s": "\(String(format: "%.2f", wait))"])
             }
             // The wait ends early on a stop (SIGTERM must not wait out a check interval).
             let deadline = Date().addingTimeInterval(wait)

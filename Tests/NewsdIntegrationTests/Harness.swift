@@ -225,14 +225,14 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Any newsd subcommand.
-    init(arguments: [String], name: String, environment: [String: String] = [:]) throws {
+    init(arguments: [String], name: String, environment: [String: String] = [:], outputToLog: Bool = false) throws {
         log = Harness.temporaryDirectory().appendingPathComponent("\(name).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         process.executableURL = Self.binary
         process.arguments = arguments
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = try FileHandle(forWritingTo: log)
-        process.standardOutput = FileHandle.nullDevice
+        process.standardOutput = outputToLog ? try FileHandle(forWritingTo: log) : FileHandle.nullDevice
         try process.run()
     }
 
