@@ -22,6 +22,10 @@ let package = Package(
     products: [
         .executable(name: "newsd", targets: ["newsd"]),
         .library(name: "NewsdModel", targets: ["NewsdModel"]),
+        // For the fuzz package in Fuzz/ (scripts/fuzz.sh): the parsers it drives.
+        .library(name: "NewsdIngest", targets: ["NewsdIngest"]),
+        .library(name: "NewsdOps", targets: ["NewsdOps"]),
+        .library(name: "NewsdTeacher", targets: ["NewsdTeacher"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -110,17 +110,24 @@ extension NewsdConfiguration {
     /// `requireModel: false` is for tools that serve no model (`newsd label`, `newsd teacher`).
     public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
                             requireModel: Bool = true) throws -> NewsdConfiguration {
-        var tree = try ConfigurationTree(NewsdConfiguration())
+        var text: String?
         if let file {
-            let text: String
             do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
                 throw ConfigurationError("cannot read configuration \(file): \(error.localizedDescription)")
             }
+        }
+        return try load(toml: text, source: file ?? "config", environment: environment, requireModel: requireModel)
+    }
+
+    /// Loads TOML text (nil: defaults only); `source` names it in errors. See `load(file:...)`.
+    public static func load(toml text: String?, source: String, environment: [String: String], requireModel: Bool = true) throws -> NewsdConfiguration {
+        var tree = try ConfigurationTree(NewsdConfiguration())
+        if let text {
             let table: TOMLTable
             do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
-                throw ConfigurationError("\(file):\(e.source.begin.line):\(e.source.begin.column): \(e.description)")
+                throw ConfigurationError("\(source):\(e.source.begin.line):\(e.source.begin.column): \(e.description)")
             }
-            try tree.overlay(table, source: file)
+            try tree.overlay(table, source: source)
         }
         try tree.overlay(environment: environment)
         let config: NewsdConfiguration = try tree.decode()
