@@ -126,6 +126,10 @@ public final class DevTeacher: Sendable {
     }
     private let state: LockedValue<State>
     private let server = LockedValue<HTTPServer?>(nil)
+    private let outage = LockedValue(false)
+
+    /// Simulates an outage: while on, every request is answered 503 (and counted as a 500).
+    public func setOutage(_ on: Bool) { outage.withLock { $0 = on } }
 
     /// A server replaying `book`; the prompt template tells it where the text is in a request.
     public init(book: AnswerBook, faults: FaultRates = FaultRates(), unknown: UnknownTextRule = .label("neutral"),
@@ -209,6 +213,10 @@ public final class DevTeacher: Sendable {
             json(status, APIError(error: .init(message: message, type: type)), headers: headers)
         }
         if request.method == "GET" && request.path.hasPrefix("/stats") { return json(200, totals) }
+        if outage.value {
+            state.withLock { $0.totals.status500 += 1 }
+            return error(503, "teacher unavailable (outage)", "server_error")
+        }
         guard request.method == "POST", request.path.hasSuffix("/chat/completions") else {
             return error(404, "not found: \(request.method) \(request.path)", "invalid_request_error")
         }
