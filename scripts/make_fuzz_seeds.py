@@ -13,6 +13,8 @@ seeds = {
         b'[kafka]\nbrokers = "a:1"\ntopics = ["news"]\n[kafka.properties]\n"security.protocol" = "SSL"\n',
         b'[teacher]\nselection = "entropy"\nsamples = 5\n', b"[trainer]\ncheck_seconds = 1e11\n", b"[kafka]\n[kafka]\n",
         b"[ingest]\nmax_text_bytes = 2.5\n", b"x = 1\n", b'[log]\nlevel = "debug"\n', b"[metrics]\nlisten = ''\n",
+        # Regression: toml++ aborted on a table header without a key (found by scripts/fuzz.sh).
+        b"[= ''&etrimetrics]\nlisten = ''&etrics]\nlist",
     ],
     "FuzzAnswerParser": [
         b'{"reason": "sales rose", "label": "positive"}', b'```json\n{"label": "Negative", "reason": "loss"}\n```',

@@ -123,6 +123,7 @@ extension NewsdConfiguration {
     public static func load(toml text: String?, source: String, environment: [String: String], requireModel: Bool = true) throws -> NewsdConfiguration {
         var tree = try ConfigurationTree(NewsdConfiguration())
         if let text {
+            try checkTableHeaders(text, source: source)
             let table: TOMLTable
             do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
                 throw ConfigurationError("\(source):\(e.source.begin.line):\(e.source.begin.column): \(e.description)")
@@ -133,6 +134,32 @@ extension NewsdConfiguration {
         let config: NewsdConfiguration = try tree.decode()
         try config.validate(requireModel: requireModel)
         return config
+    }
+
+    /// toml++ (inside TOMLKit) asserts, and in a release build assumes, that a table header's key
+    /// starts with a key character or a quote: `[= x]` aborted the process (found by
+    /// scripts/fuzz.sh). Such headers are refused here first, with the line. Lines inside
+    /// multi-line strings are skipped; newsd's configuration has no nested arrays, whose lines
+    /// could start the same way.
+    static func checkTableHeaders(_ text: String, source: String) throws {
+        var inMultiline: String?
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.drop { $0 == " " || $0 == "\t" }
+            for quote in ["\"\"\"", "'''"] {
+                let count = line.components(separatedBy: quote).count - 1
+                if inMultiline == quote { if count % 2 == 1 { inMultiline = nil } }
+                else if inMultiline == nil, count % 2 == 1 { inMultiline = quote }
+            }
+            guard inMultiline == nil || line.contains("\"\"\"") || line.contains("'''"), line.hasPrefix("[") else { continue }
+            var rest = line.dropFirst()
+            if rest.hasPrefix("[") { rest = rest.dropFirst() }
+            rest = rest.drop { $0 == " " || $0 == "\t" }
+            guard let first = rest.unicodeScalars.first else { continue }
+            let keyStart = (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || "_-\"'".unicodeScalars.contains(first)
+            if !keyStart {
+                throw ConfigurationError("\(source):\(i + 1): a table header must start with a key (a letter, digit, _ or -, or a quote), got \(line.prefix(40))")
+            }
+        }
     }
 
     /// Every configuration key as a dotted path (`kafka.brokers`, ...), in file order.

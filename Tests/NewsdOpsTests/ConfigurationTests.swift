@@ -108,6 +108,14 @@ import Testing
         #expect(load("[metrics]\nlisten = \"nowhere\"\n").hasPrefix("metrics.listen = \"nowhere\": expected host:port"))
     }
 
+    /// Found by fuzzing: toml++ asserted (in release: assumed) that a table header starts with a
+    /// key, and aborted the process on `[= ...]`.
+    @Test func tableHeaderWithoutAKeyIsAnErrorNotACrash() {
+        #expect(load("[= ''&etrimetrics]\nlisten = ''&etrics]\nlist").hasSuffix("a table header must start with a key (a letter, digit, _ or -, or a quote), got [= ''&etrimetrics]"))
+        #expect(load("[[ =x]]\n").contains("a table header must start with a key"))
+        #expect(load("[teacher]\nprompt_file = \"\"\"\n[= not a header inside a string\n\"\"\"\n").contains("prompt_file"))
+    }
+
     @Test func singleQuotedStringsWithBracketsParse() throws {
         #expect(load("[kafka]\ntopics = ['a]b', \"c\"]\n") == "accepted")
     }
