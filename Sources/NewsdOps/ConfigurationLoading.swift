@@ -142,6 +142,11 @@ extension NewsdConfiguration {
     /// multi-line strings are skipped; newsd's configuration has no nested arrays, whose lines
     /// could start the same way.
     static func checkTableHeaders(_ text: String, source: String) throws {
+        // A configuration file is text: control characters (NUL included) are refused outright.
+        if let bad = text.unicodeScalars.first(where: { $0.properties.generalCategory == .control && !"\t\n\r".unicodeScalars.contains($0) }) {
+            let line = text.unicodeScalars.prefix { $0 != bad }.filter { $0 == "\n" }.count + 1
+            throw ConfigurationError("\(source):\(line): control character U+\(String(format: "%04X", bad.value)) in the configuration")
+        }
         var inMultiline: String?
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.drop { $0 == " " || $0 == "\t" }
@@ -154,7 +159,9 @@ extension NewsdConfiguration {
             var rest = line.dropFirst()
             if rest.hasPrefix("[") { rest = rest.dropFirst() }
             rest = rest.drop { $0 == " " || $0 == "\t" }
-            guard let first = rest.unicodeScalars.first else { continue }
+            guard let first = rest.unicodeScalars.first, first != "\r" else {
+                throw ConfigurationError("\(source):\(i + 1): a table header must name its table on the same line")
+            }
             let keyStart = (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || "_-\"'".unicodeScalars.contains(first)
             if !keyStart {
                 throw ConfigurationError("\(source):\(i + 1): a table header must start with a key (a letter, digit, _ or -, or a quote), got \(line.prefix(40))")

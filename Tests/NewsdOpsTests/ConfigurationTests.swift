@@ -113,6 +113,8 @@ import Testing
     @Test func tableHeaderWithoutAKeyIsAnErrorNotACrash() {
         #expect(load("[= ''&etrimetrics]\nlisten = ''&etrics]\nlist").hasSuffix("a table header must start with a key (a letter, digit, _ or -, or a quote), got [= ''&etrimetrics]"))
         #expect(load("[[ =x]]\n").contains("a table header must start with a key"))
+        #expect(load("[kafka]\n[\n  X]\n").hasSuffix(":4: a table header must name its table on the same line"))
+        #expect(load("[kafka]\n[\n \u{0}\u{0}X]\n").hasSuffix(":5: control character U+0000 in the configuration"))
         #expect(load("[teacher]\nprompt_file = \"\"\"\n[= not a header inside a string\n\"\"\"\n").contains("prompt_file"))
     }
 
