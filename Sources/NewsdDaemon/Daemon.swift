@@ -42,6 +42,41 @@ public enum Daemon {
         return IngestPipeline(settings: settings, model: model, companies: companies, logger: logger)
     }
 
+    /// What `newsd check-config` checks beyond the values themselves, without connecting to
+    /// anything: the Postgres URL parses, the model directory holds a verified artifact or a
+    /// complete checkpoint, the portfolio file reads, the prompt template parses. Each error says
+    /// which key is at fault.
+    public static func checkFiles(_ c: NewsdConfiguration) throws {
+        do { try PostgresConnection.validate(c.postgres.url) } catch {
+            throw ConfigurationError(key: "postgres.url", value: "(not shown: it may hold a password)", reason: "\(error)")
+        }
+        if !c.model.dir.isEmpty {
+            let dir = URL(fileURLWithPath: c.model.dir)
+            do {
+                if FileManager.default.fileExists(atPath: dir.appendingPathComponent("manifest.json").path) {
+                    _ = try Artifact.verifiedManifest(directory: dir)
+                } else {
+                    for name in ["config.json", "model.safetensors", "vocab.txt"] where !FileManager.default.fileExists(atPath: dir.appendingPathComponent(name).path) {
+                        throw ModelError.missingFile(dir.appendingPathComponent(name).path, underlying: "no such file")
+                    }
+                    _ = try BertConfig(huggingFace: dir.appendingPathComponent("config.json"))
+                }
+            } catch {
+                throw ConfigurationError(key: "model.dir", value: "\"\(c.model.dir)\"", reason: "\(error)")
+            }
+        }
+        if !c.portfolio.file.isEmpty {
+            do { _ = try PortfolioFile.load(c.portfolio.file) } catch {
+                throw ConfigurationError(key: "portfolio.file", value: "\"\(c.portfolio.file)\"", reason: "\(error)")
+            }
+        }
+        if !c.teacher.promptFile.isEmpty {
+            do { _ = try PromptTemplate(file: c.teacher.promptFile) } catch {
+                throw ConfigurationError(key: "teacher.prompt_file", value: "\"\(c.teacher.promptFile)\"", reason: "\(error)")
+            }
+        }
+    }
+
     /// Runs `body` with a fresh connection, retrying transient failures (the database starting
     /// up with the host) for up to a minute with the shared backoff; each retry is logged with its
     /// cause.

@@ -95,6 +95,18 @@ public final class PostgresConnection {
         }
     }
 
+    /// Checks a connection string's syntax without connecting (libpq's own parser); the error
+    /// never carries the password.
+    public static func validate(_ conninfo: String) throws {
+        var message: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &message) else {
+            let text = message.map { String(cString: $0) } ?? "invalid connection string"
+            if let message { PQfreemem(message) }
+            throw PostgresError(sqlState: nil, message: Redaction.postgres(text, conninfo: conninfo), permanent: true)
+        }
+        PQconninfoFree(options)
+    }
+
     /// Whether the connection is usable.
     public var isConnected: Bool { handle.map { PQstatus($0) == CONNECTION_OK } ?? false }
 

@@ -103,6 +103,7 @@ struct CheckConfigCommand: ParsableCommand {
     @Option(help: "Configuration file.") var config: String?
     func run() throws {
         let c = try loadConfiguration(config)
+        do { try Daemon.checkFiles(c) } catch { throw ValidationError("configuration: \(error)") }
         print("configuration OK: kafka \(c.kafka.brokers) topics \(c.kafka.topics) group \(c.kafka.groupID); model \(c.model.dir); portfolio \(c.portfolio.file.isEmpty ? "(none)" : c.portfolio.file)")
     }
 }
