@@ -138,33 +138,29 @@ extension NewsdConfiguration {
 
     /// toml++ (inside TOMLKit) asserts, and in a release build assumes, that a table header's key
     /// starts with a key character or a quote: `[= x]` aborted the process (found by
-    /// scripts/fuzz.sh). Such headers are refused here first, with the line. Lines inside
-    /// multi-line strings are skipped; newsd's configuration has no nested arrays, whose lines
-    /// could start the same way.
+    /// scripts/fuzz.sh). Every line that could start a header (after any white space or byte-order
+    /// mark) is checked here first and refused with its line. To stay on the safe side this does
+    /// not try to tell a header from a line of a multi-line string or nested array: newsd's
+    /// configuration has neither.
     static func checkTableHeaders(_ text: String, source: String) throws {
         // A configuration file is text: control characters (NUL included) are refused outright.
         if let bad = text.unicodeScalars.first(where: { $0.properties.generalCategory == .control && !"\t\n\r".unicodeScalars.contains($0) }) {
             let line = text.unicodeScalars.prefix { $0 != bad }.filter { $0 == "\n" }.count + 1
             throw ConfigurationError("\(source):\(line): control character U+\(String(format: "%04X", bad.value)) in the configuration")
         }
-        var inMultiline: String?
+        func isSpace(_ s: Unicode.Scalar) -> Bool { s != "\n" && s != "\r" && (s.properties.isWhitespace || s == "\u{FEFF}") }
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.drop { $0 == " " || $0 == "\t" }
-            for quote in ["\"\"\"", "'''"] {
-                let count = line.components(separatedBy: quote).count - 1
-                if inMultiline == quote { if count % 2 == 1 { inMultiline = nil } }
-                else if inMultiline == nil, count % 2 == 1 { inMultiline = quote }
-            }
-            guard inMultiline == nil || line.contains("\"\"\"") || line.contains("'''"), line.hasPrefix("[") else { continue }
-            var rest = line.dropFirst()
-            if rest.hasPrefix("[") { rest = rest.dropFirst() }
-            rest = rest.drop { $0 == " " || $0 == "\t" }
-            guard let first = rest.unicodeScalars.first, first != "\r" else {
+            var rest = Substring.UnicodeScalarView(raw.unicodeScalars.drop(while: isSpace))
+            guard rest.first == "[" else { continue }
+            rest = rest.dropFirst()
+            if rest.first == "[" { rest = rest.dropFirst() }
+            rest = rest.drop(while: isSpace)
+            guard let first = rest.first, first != "\r" else {
                 throw ConfigurationError("\(source):\(i + 1): a table header must name its table on the same line")
             }
             let keyStart = (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || "_-\"'".unicodeScalars.contains(first)
             if !keyStart {
-                throw ConfigurationError("\(source):\(i + 1): a table header must start with a key (a letter, digit, _ or -, or a quote), got \(line.prefix(40))")
+                throw ConfigurationError("\(source):\(i + 1): a table header must start with a key (a letter, digit, _ or -, or a quote), got \(String(raw.prefix(40)))")
             }
         }
     }
