@@ -9,9 +9,10 @@ let package = Package(
     platforms: [.macOS(.v14)],
     dependencies: [.package(name: "newsd", path: "..")],
     targets: [
-        .executableTarget(name: "FuzzMessageParser", dependencies: [.product(name: "NewsdIngest", package: "newsd")]),
-        .executableTarget(name: "FuzzCompanyLinker", dependencies: [.product(name: "NewsdIngest", package: "newsd")]),
-        .executableTarget(name: "FuzzConfiguration", dependencies: [.product(name: "NewsdOps", package: "newsd")]),
-        .executableTarget(name: "FuzzAnswerParser", dependencies: [.product(name: "NewsdTeacher", package: "newsd")]),
+        .target(name: "FuzzSupport"),
+        .executableTarget(name: "FuzzMessageParser", dependencies: ["FuzzSupport", .product(name: "NewsdIngest", package: "newsd")]),
+        .executableTarget(name: "FuzzCompanyLinker", dependencies: ["FuzzSupport", .product(name: "NewsdIngest", package: "newsd")]),
+        .executableTarget(name: "FuzzConfiguration", dependencies: ["FuzzSupport", .product(name: "NewsdOps", package: "newsd")]),
+        .executableTarget(name: "FuzzAnswerParser", dependencies: ["FuzzSupport", .product(name: "NewsdTeacher", package: "newsd")]),
     ]
 )

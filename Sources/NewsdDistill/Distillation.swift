@@ -67,7 +67,7 @@ public enum Distiller {
     /// stops a training run between two steps (it throws `ModelError.cancelled`; nothing is
     /// registered).
     public static func runOnce(_ c: NewsdConfiguration, logger: Logger, force: Bool = false, shuffleLabels: Bool = false,
-                               cancel: StopFlag? = nil) throws -> DistillationOutcome {
+                               cancel: StopFlag? = nil, onLowPriority: (Int32) -> Void = { _ in }) throws -> DistillationOutcome {
         var db = try PostgresConnection(c.postgres.url)
         guard try tryLock(db) else { return .skipped("another host is training") }
         defer { _ = try? db.query("SELECT pg_advisory_unlock(\(lockKey))") }
@@ -100,7 +100,7 @@ public enum Distiller {
         // Training yields to ingest: this thread (the trainer's own) and the threads it starts
         // run at nice 10 (Linux nice is per thread and inherited; it cannot be raised back
         // without privileges, so callers run this on a dedicated thread).
-        ThreadPriority.lowerCurrentThread(nice: 10)
+        onLowPriority(ThreadPriority.lowerCurrentThread(nice: 10))
         logger.info("training a candidate", metadata: ["train": "\(training.count)", "validation": "\(validation.count)", "threads": "\(t.threads)"])
         let result = try FineTune.run(base: base, labels: labels, training: training, validation: validation, configuration: cfg,
                                       servingThreads: c.model.threads, cancel: cancel)

@@ -25,17 +25,26 @@ public final class TrainerService: Service, Sendable {
         failurePolicy = RetryPolicy(initialDelay: interval, multiplier: 2, maxDelay: max(interval, 900), jitter: 0.2)
     }
 
-    /// Stops the loop; a run in progress ends at its next step.
-    public func requestStop() { stop.set() }
+    /// The training thread while it runs niced (its priority is restored on a stop).
+    private let nicedThread = LockedValue<Int32?>(nil)
+
+    /// Stops the loop; a run in progress ends at its next step. The training thread gets its
+    /// normal priority back first: niced, it could be starved for many seconds by the work around
+    /// it and miss the shutdown bound.
+    public func requestStop() {
+        stop.set()
+        if let tid = nicedThread.value { ThreadPriority.restore(tid) }
+    }
 
     /// Runs checks until stopped.
     public func run() async throws {
-        let (c, logger, stop) = (configuration, logger, stop)
+        let (c, logger, stop, niced) = (configuration, logger, stop, nicedThread)
         var failures = 0
         var generator = SystemRandomNumberGenerator()
         while !stop.isSet && !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let outcome = try await runBlockingService(thread: "newsd-trainer", stop: { stop.set() }) {
-                Result { try Distiller.runOnce(c, logger: logger, cancel: stop) }
+            let outcome = try await runBlockingService(thread: "newsd-trainer", stop: { [self] in requestStop() }) {
+                defer { niced.withLock { $0 = nil } }
+                return Result { try Distiller.runOnce(c, logger: logger, cancel: stop, onLowPriority: { tid in niced.withLock { $0 = tid } }) }
             }
             var wait = c.trainer.checkSeconds.value
             switch outcome {

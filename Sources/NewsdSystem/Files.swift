@@ -62,9 +62,28 @@ public enum DurableFiles {
 /// The calling thread's scheduling: training threads run at a lower priority than ingest.
 public enum ThreadPriority {
     /// Lowers the calling thread's priority to `nice` (Linux: per thread, inherited by threads it
-    /// starts; an unprivileged process cannot raise it back, so call it on a dedicated thread).
-    public static func lowerCurrentThread(nice: Int32) {
+    /// starts) and returns its thread id, for `restore`.
+    @discardableResult
+    public static func lowerCurrentThread(nice: Int32) -> Int32 {
+        let tid = Int32(truncatingIfNeeded: syscall_gettid())
+        // who = 0 is the calling thread on Linux; the id is kept to restore it from another thread.
         setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
+        return tid
+    }
+
+    /// Puts thread `tid` back to nice 0, so a niced training run that is asked to stop is not
+    /// starved by the work around it. Allowed to root, or where RLIMIT_NICE permits it (the
+    /// systemd unit sets `LimitNICE=+0`); elsewhere it quietly does nothing.
+    public static func restore(_ tid: Int32) {
+        guard tid > 0 else { return }
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(tid), 0)
+    }
+
+    /// The calling thread's kernel id (`/proc/thread-self` is `<pid>/task/<tid>`; `gettid` and
+    /// the variadic `syscall` are not callable from Swift here).
+    private static func syscall_gettid() -> Int {
+        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? ""
+        return Int(link.split(separator: "/").last ?? "") ?? 0
     }
 }
 

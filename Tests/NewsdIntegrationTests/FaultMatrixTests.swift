@@ -18,14 +18,8 @@ struct FaultMatrixTests {
     func everyFaultOnOneStream() throws {
         // A private Postgres, so restarting it disturbs no other suite.
         let port = 54_332
-        let pg = Harness.packageRoot.appendingPathComponent("scripts/pg.sh").path
-        func pgctl(_ command: String) -> Int32 { Harness.run("/usr/bin/env", ["NEWSD_PG_PORT=\(port)", pg, command]) }
-        #expect(pgctl("start") == 0)
-        defer { _ = pgctl("stop"); try? FileManager.default.removeItem(atPath: "/tmp/newsd-pg-\(port)") }
-        let admin = try PostgresConnection("postgresql://postgres@127.0.0.1:\(port)/postgres")
-        let name = "matrix_\(UUID().uuidString.prefix(6).lowercased())"
-        try admin.execute("CREATE DATABASE \(name)")
-        let database = "postgresql://postgres@127.0.0.1:\(port)/\(name)"
+        let (database, pgctl) = try Harness.privatePostgres(port: port)
+        defer { Harness.removePrivatePostgres(port: port) }
 
         let stream = try TestStream(topic: "matrix", partitions: 4)
         let fixture = TeacherFixture(count: 60)

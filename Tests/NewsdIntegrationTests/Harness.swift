@@ -295,3 +295,42 @@ struct TestStream {
         try Harness.produce(messages, brokers: cluster.bootstrapServers, topic: topic)
     }
 }
+
+extension Harness {
+    /// A fresh migrated database holding `labels` teacher verdicts (demo sentences of `seed`).
+    static func labelledDatabase(labels: Int, seed: UInt64, database: String? = nil) throws -> (url: String, db: PostgresConnection) {
+        let url = try database ?? freshDatabase()
+        let db = try PostgresConnection(url)
+        try Schema.migrate(db)
+        try insertTeacherLabels(db, DemoData.sentences(count: labels, seed: seed))
+        return (url, db)
+    }
+
+    /// `count` old items that only the untrained base classified (a cold start to backfill).
+    static func insertColdStartItems(_ db: PostgresConnection, count: Int, topic: String) throws {
+        try db.query("""
+            INSERT INTO news_items (topic, partition, kafka_offset, text)
+            SELECT \(topic), 0, g, 'profit rose ' || g || ' mn eur in sales of the ' || (g % 97) FROM generate_series(1, \(count)) g
+            """)
+        try db.query("INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy) SELECT id, 'base', 'neutral', '{}'::jsonb, 0, 1 FROM news_items")
+    }
+
+    /// A private PostgreSQL cluster on `port` (scripts/pg.sh), for tests that stop or restart it
+    /// without disturbing the suites that share the main one. Returns a fresh database's URL and
+    /// the control function (`start`, `stop`, `restart`); `removePrivatePostgres` cleans up.
+    static func privatePostgres(port: Int) throws -> (url: String, control: (String) -> Int32) {
+        let pg = packageRoot.appendingPathComponent("scripts/pg.sh").path
+        let control: (String) -> Int32 = { run("/usr/bin/env", ["NEWSD_PG_PORT=\(port)", pg, $0]) }
+        guard control("start") == 0 else { throw TestFailure("cannot start a private Postgres on port \(port)") }
+        let admin = try PostgresConnection("postgresql://postgres@127.0.0.1:\(port)/postgres")
+        let name = "private_\(UUID().uuidString.prefix(6).lowercased())"
+        try admin.execute("CREATE DATABASE \(name)")
+        return ("postgresql://postgres@127.0.0.1:\(port)/\(name)", control)
+    }
+
+    /// Stops and deletes the private cluster on `port`.
+    static func removePrivatePostgres(port: Int) {
+        _ = run("/usr/bin/env", ["NEWSD_PG_PORT=\(port)", packageRoot.appendingPathComponent("scripts/pg.sh").path, "stop"])
+        try? FileManager.default.removeItem(atPath: "/tmp/newsd-pg-\(port)")
+    }
+}

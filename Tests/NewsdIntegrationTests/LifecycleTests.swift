@@ -60,10 +60,7 @@ struct LifecycleTests {
 
     @Test("cancelled mid-training: returns within the bound, registers nothing, the labels stay")
     func cancelledMidTraining() async throws {
-        let database = try Harness.freshDatabase()
-        let db = try PostgresConnection(database)
-        try Schema.migrate(db)
-        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 3000, seed: 11))
+        let (database, db) = try Harness.labelledDatabase(labels: 3000, seed: 11)
         let labelsBefore = try db.query("SELECT count(*) AS n FROM teacher_labels").single().decode("n", as: Int.self)
         let c = configuration(database, model: Self.slowModel)
         let trainer = TrainerService(configuration: c, logger: Harness.logger)
@@ -81,11 +78,8 @@ struct LifecycleTests {
 
     @Test("cancelled mid-backfill: returns within the bound; committed chunks stay, a restart finishes the rest exactly once")
     func cancelledMidBackfill() async throws {
-        let database = try Harness.freshDatabase()
-        let db = try PostgresConnection(database)
-        try Schema.migrate(db)
         // A trained, promoted model (trained quickly on the tiny encoder) ...
-        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 300, seed: 12))
+        let (database, db) = try Harness.labelledDatabase(labels: 300, seed: 12)
         var c = configuration(database, model: Self.slowModel)
         c.trainer.epochs = 1
         c.trainer.minSteps = 0
@@ -93,14 +87,7 @@ struct LifecycleTests {
         guard case .promoted = try Distiller.runOnce(c, logger: Harness.logger, force: true) else { Issue.record("no model promoted"); return }
         // ... and many items that only the untrained base classified (the cold start).
         let items = 40_000
-        try db.query("""
-            INSERT INTO news_items (topic, partition, kafka_offset, text)
-            SELECT 'news', 0, g, 'profit rose ' || g || ' mn eur in sales of the ' || (g % 97) FROM generate_series(1, \(items)) g
-            """)
-        try db.query("""
-            INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy)
-            SELECT id, 'base', 'neutral', '{}'::jsonb, 0, 1 FROM news_items
-            """)
+        try Harness.insertColdStartItems(db, count: items, topic: "news")
         let base = try Artifact.load(directory: Self.slowModel, threads: 1)
         func rescored() throws -> Int { try db.query("SELECT count(*) AS n FROM predictions WHERE rescored").single().decode("n") }
         let watcher = ModelWatcher(configuration: c, serving: ServingModel(base), logger: Harness.logger, checkSeconds: 0.2)

@@ -64,14 +64,8 @@ struct ShutdownTests {
     @Test("Postgres down, teacher worker on: SIGTERM exits 0 within the bound; after a restart nothing is lost or doubled")
     func postgresDownWithTeacherWorker() throws {
         let port = 54_331
-        let pg = Harness.packageRoot.appendingPathComponent("scripts/pg.sh").path
-        func pgctl(_ command: String) -> Int32 { Harness.run("/usr/bin/env", ["NEWSD_PG_PORT=\(port)", pg, command]) }
-        #expect(pgctl("start") == 0)
-        defer { _ = pgctl("stop"); try? FileManager.default.removeItem(atPath: "/tmp/newsd-pg-\(port)") }
-        let admin = try PostgresConnection("postgresql://postgres@127.0.0.1:\(port)/postgres")
-        let name = "shutdown_\(UUID().uuidString.prefix(6).lowercased())"
-        try admin.execute("CREATE DATABASE \(name)")
-        let database = "postgresql://postgres@127.0.0.1:\(port)/\(name)"
+        let (database, pgctl) = try Harness.privatePostgres(port: port)
+        defer { Harness.removePrivatePostgres(port: port) }
         let stream = try TestStream(topic: "pgdown", partitions: 2)
         let messages = Harness.goodMessages(3000, prefix: "p")
         let fixture = TeacherFixture(count: 30)
@@ -106,9 +100,7 @@ struct ShutdownTests {
     @Test("mid-training: SIGTERM exits 0 within the bound and registers nothing")
     func midTraining() throws {
         let stream = try TestStream(topic: "train", partitions: 1)
-        let db = try PostgresConnection(stream.database)
-        try Schema.migrate(db)
-        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 3000, seed: 21))
+        let db = try Harness.labelledDatabase(labels: 3000, seed: 21, database: stream.database).db
         let config = try Self.config(stream, model: LifecycleTests.slowModel, extra: """
             [trainer]
             mode = "daemon"
@@ -134,9 +126,7 @@ struct ShutdownTests {
     @Test("mid-backfill: SIGTERM exits 0 within the bound; the next start finishes the backfill exactly once")
     func midBackfill() throws {
         let stream = try TestStream(topic: "backfill", partitions: 1)
-        let db = try PostgresConnection(stream.database)
-        try Schema.migrate(db)
-        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 300, seed: 22))
+        let db = try Harness.labelledDatabase(labels: 300, seed: 22, database: stream.database).db
         var c = NewsdConfiguration()
         c.postgres.url = stream.database
         c.model.dir = LifecycleTests.slowModel.path
@@ -147,11 +137,7 @@ struct ShutdownTests {
         c.trainer.shadowItems = 0
         guard case .promoted = try Distiller.runOnce(c, logger: Harness.logger, force: true) else { Issue.record("no model"); return }
         let items = 60_000
-        try db.query("""
-            INSERT INTO news_items (topic, partition, kafka_offset, text)
-            SELECT 'old', 0, g, 'profit rose ' || g || ' mn eur in sales of the ' || (g % 97) FROM generate_series(1, \(items)) g
-            """)
-        try db.query("INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy) SELECT id, 'base', 'neutral', '{}'::jsonb, 0, 1 FROM news_items")
+        try Harness.insertColdStartItems(db, count: items, topic: "old")
         // A host whose model.dir is the bare base loads the active model at start and backfills.
         let config = try Self.config(stream, model: LifecycleTests.slowModel)
         func rescored() throws -> Int { try Harness.count(stream.database, "SELECT count(*) FROM predictions WHERE rescored") }

@@ -1,3 +1,4 @@
+import FuzzSupport
 import NewsdIngest
 
 /// A fixed portfolio against any text (and the first bytes as given company ids): every mention
@@ -19,13 +20,5 @@ public func fuzzCompanyLinker(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt
     return 0
 }
 
-// SwiftPM links an executable's `main` to `FuzzCompanyLinker_main`; it hands libFuzzer the input function.
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt) -> CInt
-
 @_cdecl("FuzzCompanyLinker_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var count = argc, arguments = argv
-    return LLVMFuzzerRunDriver(&count, &arguments, fuzzCompanyLinker)
-}
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { runLibFuzzer(argc, argv, fuzzCompanyLinker) }
