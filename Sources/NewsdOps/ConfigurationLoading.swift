@@ -148,19 +148,20 @@ extension NewsdConfiguration {
             let line = text.unicodeScalars.prefix { $0 != bad }.filter { $0 == "\n" }.count + 1
             throw ConfigurationError("\(source):\(line): control character U+\(String(format: "%04X", bad.value)) in the configuration")
         }
-        func isSpace(_ s: Unicode.Scalar) -> Bool { s != "\n" && s != "\r" && (s.properties.isWhitespace || s == "\u{FEFF}") }
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var rest = Substring.UnicodeScalarView(raw.unicodeScalars.drop(while: isSpace))
+        func isSpace(_ s: Unicode.Scalar) -> Bool { s != "\n" && (s.properties.isWhitespace || s == "\u{FEFF}") }
+        // Split on scalars, not Characters: "\r\n" is one Character and would hide the line break.
+        for (i, raw) in text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var rest = raw.drop(while: isSpace)
             guard rest.first == "[" else { continue }
             rest = rest.dropFirst()
             if rest.first == "[" { rest = rest.dropFirst() }
             rest = rest.drop(while: isSpace)
-            guard let first = rest.first, first != "\r" else {
+            guard let first = rest.first, !isSpace(first) else {
                 throw ConfigurationError("\(source):\(i + 1): a table header must name its table on the same line")
             }
             let keyStart = (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || "_-\"'".unicodeScalars.contains(first)
             if !keyStart {
-                throw ConfigurationError("\(source):\(i + 1): a table header must start with a key (a letter, digit, _ or -, or a quote), got \(String(raw.prefix(40)))")
+                throw ConfigurationError("\(source):\(i + 1): a table header must start with a key (a letter, digit, _ or -, or a quote), got \(String(String.UnicodeScalarView(raw.prefix(40))))")
             }
         }
     }

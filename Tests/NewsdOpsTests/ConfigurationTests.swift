@@ -117,6 +117,8 @@ import Testing
         #expect(load("[kafka]\n[\n \u{0}\u{0}X]\n").hasSuffix(":5: control character U+0000 in the configuration"))
         #expect(load("\u{FEFF}[[\naka]\n").contains("a table header must name its table on the same line"))
         #expect(load("\u{00A0}[ =x]\n").contains("a table header must start with a key"))
+        #expect(load("\r\n[\n[\"\r\n").contains("a table header must name its table on the same line"))
+        #expect(load("[kafka]\r\nbrokers = \"a:1\"\r\n") == "accepted")
     }
 
     @Test func singleQuotedStringsWithBracketsParse() throws {
