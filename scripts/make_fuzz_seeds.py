@@ -15,7 +15,7 @@ seeds = {
         b"[ingest]\nmax_text_bytes = 2.5\n", b"x = 1\n", b'[log]\nlevel = "debug"\n', b"[metrics]\nlisten = ''\n",
         # Regression: toml++ aborted on a table header without a key (found by scripts/fuzz.sh).
         b"[= ''&etrimetrics]\nlisten = ''&etrics]\nlist",
-        b"[kafka]\n[\n \x00\x00\x00\x00X]\n = 0\nX]\n", b"[kafka]\n[\n  X]\n", b"\xef\xbb\xbf[[\naka]\n\n", b'\r\n[\n["\r\n["\n["',
+        b"[kafka]\n[\n \x00\x00\x00\x00X]\n = 0\nX]\n", b"[kafka]\n[\n  X]\n", b"\xef\xbb\xbf[[\naka]\n\n", b'\r\n[\n["\r\n["\n["', b"\t[[\rk\n",
     ],
     "FuzzAnswerParser": [
         b'{"reason": "sales rose", "label": "positive"}', b'```json\n{"label": "Negative", "reason": "loss"}\n```',

@@ -155,8 +155,9 @@ extension NewsdConfiguration {
             guard rest.first == "[" else { continue }
             rest = rest.dropFirst()
             if rest.first == "[" { rest = rest.dropFirst() }
-            rest = rest.drop(while: isSpace)
-            guard let first = rest.first, !isSpace(first) else {
+            // Inside the brackets toml++ skips only spaces and tabs; anything else must be a key.
+            rest = rest.drop { $0 == " " || $0 == "\t" }
+            guard let first = rest.first, !first.properties.isWhitespace else {
                 throw ConfigurationError("\(source):\(i + 1): a table header must name its table on the same line")
             }
             let keyStart = (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || "_-\"'".unicodeScalars.contains(first)

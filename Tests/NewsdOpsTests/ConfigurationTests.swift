@@ -118,6 +118,8 @@ import Testing
         #expect(load("\u{FEFF}[[\naka]\n").contains("a table header must name its table on the same line"))
         #expect(load("\u{00A0}[ =x]\n").contains("a table header must start with a key"))
         #expect(load("\r\n[\n[\"\r\n").contains("a table header must name its table on the same line"))
+        #expect(load("\t[[\rk\n").contains("a table header must name its table on the same line"))
+        #expect(load("[\u{3000}kafka]\n").contains("a table header must name its table on the same line"))
         #expect(load("[kafka]\r\nbrokers = \"a:1\"\r\n") == "accepted")
     }
 
