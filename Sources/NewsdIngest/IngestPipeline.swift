@@ -110,7 +110,6 @@ public final class IngestPipeline: Sendable {
         self.parser = MessageParser(limits: limits)
         self.linker = CompanyLinker(companies)
         self.serving = ServingModel(model)
-        let t = settings.configuration.teacher
     }
 
     /// Current totals.

@@ -118,7 +118,7 @@ public final class IngestStore {
     @discardableResult
     public func startIncarnation(_ tp: TopicPartition, reason: String, until deadline: @escaping () -> Date? = { nil }) throws -> Int {
         let next = (incarnations[tp] ?? 0) + 1
-        try withRetry(until: deadline, what: "start a topic incarnation") { db in
+        _ = try withRetry(until: deadline, what: "start a topic incarnation") { db in
             try db.query("""
                 INSERT INTO topic_incarnations (group_id, topic, partition, incarnation, reason)
                 VALUES (\(groupID), \(tp.topic), \(tp.partition), \(next), \(reason))

@@ -135,6 +135,11 @@ public struct PostgresQuery: ExpressibleByStringInterpolation, Sendable {
             bindings.append(value.postgresText)
             sql += "$\(bindings.count)"
         }
+        /// A bound parameter that may be NULL.
+        public mutating func appendInterpolation<T: PostgresEncodable>(_ value: T?) {
+            bindings.append(value?.postgresText)
+            sql += "$\(bindings.count)"
+        }
         /// Trusted SQL, spliced as it is.
         public mutating func appendInterpolation(unescaped text: String) { sql += text }
     }
