@@ -16,12 +16,12 @@ status=0
 for t in "${targets[@]}"; do
   mkdir -p "$scratch/corpus/$t" "$scratch/crashes/$t"
   echo "== $t for $seconds s" >&2
-  extra=()
+  extra=(); leaks=1
   # TOMLKit (not newsd) leaks a few hundred bytes per parsed document (TOMLTable(string:) and
   # tableGetKeys in its C++ bridge allocate without freeing); newsd parses its configuration once
   # per start, so leak detection is off for this target only. Crashes and hangs still count.
-  [ "$t" = FuzzConfiguration ] && extra=(-detect_leaks=0)
-  if "$bin/$t" "${extra[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
+  [ "$t" = FuzzConfiguration ] && { extra=(-detect_leaks=0); leaks=0; }
+  if ASAN_OPTIONS="detect_leaks=$leaks" "$bin/$t" "${extra[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
        -artifact_prefix="$scratch/crashes/$t/" "$scratch/corpus/$t" "Fuzz/Corpus/$t" > "$scratch/$t.log" 2>&1; then
     echo "$t: no crash; $(grep -E '^stat::number_of_executed_units|^stat::new_units_added' "$scratch/$t.log" | tr '\n' ' ')" >&2
   else
