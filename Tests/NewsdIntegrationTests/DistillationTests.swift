@@ -34,7 +34,7 @@ extension Harness {
     }
 
     /// A free loopback port for a metrics endpoint.
-    static func freePort() -> UInt16 { UInt16.random(in: 30_000...45_000) }
+    static func freePort() -> UInt16 { UInt16.random(in: 20_000...31_000) }
 
     /// The version a daemon reports on /metrics and its refused-model count.
     static func servedModel(port: UInt16) -> (version: String, refused: Int)? {

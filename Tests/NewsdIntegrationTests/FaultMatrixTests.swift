@@ -17,7 +17,7 @@ struct FaultMatrixTests {
     @Test("kill -9, Postgres restart, broker down, teacher outage, topic recreation: 0 lost, 0 duplicated")
     func everyFaultOnOneStream() throws {
         // A private Postgres, so restarting it disturbs no other suite.
-        let port = 54_332
+        let port = 31_332
         let (database, pgctl) = try Harness.privatePostgres(port: port)
         defer { Harness.removePrivatePostgres(port: port) }
 

@@ -316,7 +316,9 @@ extension Harness {
     }
 
     /// A private PostgreSQL cluster on `port` (scripts/pg.sh), for tests that stop or restart it
-    /// without disturbing the suites that share the main one. Returns a fresh database's URL and
+    /// without disturbing the suites that share the main one. Use a port below Linux's ephemeral
+    /// range (32768-60999): a port in it may already be bound by another test's client or mock
+    /// broker (seen: "Address already in use" on 54332). Returns a fresh database's URL and
     /// the control function (`start`, `stop`, `restart`); `removePrivatePostgres` cleans up.
     static func privatePostgres(port: Int) throws -> (url: String, control: (String) -> Int32) {
         let pg = packageRoot.appendingPathComponent("scripts/pg.sh").path

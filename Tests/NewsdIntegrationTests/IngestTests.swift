@@ -127,7 +127,7 @@ import Glibc
         let stream = try TestStream(topic: "faults", partitions: 4)
         // A private Postgres: restarting the shared one would cut the connections of the suites
         // running beside this one.
-        let port = 54_333
+        let port = 31_333
         let (db, pgctl) = try Harness.privatePostgres(port: port)
         defer { Harness.removePrivatePostgres(port: port) }
         let cluster = stream.cluster

@@ -63,7 +63,7 @@ struct ShutdownTests {
     /// further signals were ignored.
     @Test("Postgres down, teacher worker on: SIGTERM exits 0 within the bound; after a restart nothing is lost or doubled")
     func postgresDownWithTeacherWorker() throws {
-        let port = 54_331
+        let port = 31_331
         let (database, pgctl) = try Harness.privatePostgres(port: port)
         defer { Harness.removePrivatePostgres(port: port) }
         let stream = try TestStream(topic: "pgdown", partitions: 2)
