@@ -15,6 +15,11 @@ let avx2Numerics: [SwiftSetting] = optimisedNumerics
 
 let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
 let lifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let metrics: Target.Dependency = .product(name: "CoreMetrics", package: "swift-metrics")
+let hummingbird: [Target.Dependency] = [
+    .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdCore", package: "hummingbird"),
+    .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
+]
 
 let package = Package(
     name: "newsd",
@@ -32,6 +37,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // Operations: metrics API + Prometheus exposition, and the HTTP server of /metrics,
+        // /healthz, /readyz and the dev teacher (connection cap, idle timeout, ServiceLifecycle).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // C libraries, each behind a module map and a shim header with typed wrappers of the
@@ -47,7 +59,7 @@ let package = Package(
         // Transports and stores, one per C library.
         .target(name: "NewsdKafka", dependencies: ["CRdKafka", "NewsdSystem"]),
         .target(name: "NewsdPostgres", dependencies: ["CLibPQ", "NewsdSystem", logging]),
-        .target(name: "NewsdHTTP", dependencies: ["CCurl", "NewsdSystem"]),
+        .target(name: "NewsdHTTP", dependencies: ["CCurl", "NewsdSystem", logging, lifecycle] + hummingbird),
 
         // The student: pure compute, no network, no database.
         .target(name: "NewsdKernels", swiftSettings: optimisedNumerics),
@@ -56,7 +68,8 @@ let package = Package(
                 swiftSettings: optimisedNumerics),
 
         // Configuration, schema, metrics and health.
-        .target(name: "NewsdOps", dependencies: ["NewsdSystem", "NewsdPostgres", "NewsdHTTP", logging, lifecycle,
+        .target(name: "NewsdOps", dependencies: ["NewsdSystem", "NewsdPostgres", "NewsdHTTP", logging, lifecycle, metrics,
+                                                 .product(name: "Prometheus", package: "swift-prometheus"),
                                                  .product(name: "TOMLKit", package: "TOMLKit")]),
         // The stages of the data flow.
         .target(name: "NewsdTeacher", dependencies: ["NewsdSystem", "NewsdHTTP", "NewsdPostgres", "NewsdModel", "NewsdOps", logging, lifecycle]),
@@ -68,7 +81,7 @@ let package = Package(
                                                     "NewsdIngest", "NewsdDistill", logging, lifecycle,
                                                     .product(name: "UnixSignals", package: "swift-service-lifecycle")]),
         // Development stand-ins (mock cluster, dev teacher, demo data): linked by the CLI and tests only.
-        .target(name: "NewsdDevTools", dependencies: ["CRdKafka", "NewsdSystem", "NewsdKafka", "NewsdHTTP", "NewsdModel", "NewsdTeacher", "NewsdIngest"]),
+        .target(name: "NewsdDevTools", dependencies: ["CRdKafka", "NewsdSystem", "NewsdKafka", "NewsdHTTP", "NewsdModel", "NewsdTeacher", "NewsdIngest", logging]),
         .executableTarget(name: "newsd", dependencies: [
             "NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", "NewsdIngest", "NewsdDistill",
             "NewsdDaemon", "NewsdDevTools", logging, lifecycle,

@@ -15,7 +15,7 @@ import UnixSignals
 public enum Daemon {
     /// Loads everything `newsd run` needs, failing early with a clear message.
     public static func prepare(_ config: NewsdConfiguration, logger: Logger,
-                               consumerProperties: [String: String] = [:]) throws -> IngestPipeline {
+                               consumerProperties: [String: String] = [:], metrics: NewsdMetrics = NewsdMetrics()) throws -> IngestPipeline {
         var model = try Artifact.load(directory: URL(fileURLWithPath: config.model.dir),
                                       baseDirectory: config.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: config.model.baseDir),
                                       threads: config.model.threads)
@@ -39,7 +39,7 @@ public enum Daemon {
         logger.info("portfolio loaded", metadata: ["companies": "\(companies.count)"])
         var settings = IngestPipeline.Settings(configuration: config)
         settings.consumerProperties = consumerProperties
-        return IngestPipeline(settings: settings, model: model, companies: companies, logger: logger)
+        return IngestPipeline(settings: settings, model: model, companies: companies, logger: logger, metrics: metrics)
     }
 
     /// What `newsd check-config` checks beyond the values themselves, without connecting to
@@ -90,8 +90,10 @@ public enum Daemon {
     }
 
     /// The long-lived parts of `newsd run`, assembled into one `ServiceGroup`: ingest, the teacher
-    /// worker, the trainer (in `daemon` mode), the model watcher (hot swap), the metrics endpoint,
-    /// and a shutdown broadcast that starts every part stopping at once on the first signal.
+    /// worker, the trainer (in `daemon` mode), the model watcher (hot swap), the operators'
+    /// endpoint, the database monitor (readiness, group-wide gauges), the systemd supervisor
+    /// (watchdog, status), SIGHUP reload, and a shutdown broadcast that starts every part
+    /// stopping at once on the first signal.
     public struct Services: Sendable {
         /// The ingest service (its pipeline holds the statistics).
         public let ingest: IngestService
@@ -101,48 +103,91 @@ public enum Daemon {
         public let trainer: TrainerService?
         /// Hot swap.
         public let watcher: ModelWatcher
-        /// `/metrics` and `/health`, unless `metrics.listen` is empty.
-        public let metrics: MetricsServer?
+        /// `/metrics`, `/healthz`, `/readyz`, unless `metrics.listen` is empty.
+        public let endpoint: OpsEndpoint?
+        /// Postgres reachability and group-wide gauges.
+        public let monitor: DatabaseMonitor
+        /// Watchdog and status line.
+        public let supervisor: SystemdSupervisor
+        /// SIGHUP.
+        public let reloader: ReloadService
         /// Fans the stop out.
         public let broadcast: ShutdownBroadcast
+        /// The metrics of every part.
+        public let metrics: NewsdMetrics
         private let teacherClient: TeacherClient?
 
-        /// Builds the services for `pipeline` (from `prepare`).
-        public init(configuration cfg: NewsdConfiguration, pipeline: IngestPipeline, logger: Logger) throws {
+        /// Builds the services for `pipeline` (from `prepare`); `configurationFile` is re-read on
+        /// SIGHUP.
+        public init(configuration cfg: NewsdConfiguration, pipeline: IngestPipeline, logger: Logger, configurationFile: String? = nil) throws {
+            let metrics = pipeline.metrics
+            self.metrics = metrics
             ingest = IngestService(pipeline: pipeline, logger: logger)
             if !cfg.teacher.baseURL.isEmpty && cfg.teacher.worker {
                 let client = try TeacherClient(settings: try TeacherSettings(configuration: cfg.teacher))
                 teacherClient = client
-                teacherWorker = TeacherWorker(configuration: cfg, client: client, logger: logger)
+                teacherWorker = TeacherWorker(configuration: cfg, client: client, logger: logger, metrics: metrics)
                 logger.info("teacher worker enabled", metadata: ["teacher": "\(Redaction.url(cfg.teacher.baseURL))", "model": "\(cfg.teacher.model)",
                                                                "selection": "\(cfg.teacher.selection)", "samples": "\(cfg.teacher.samples)"])
             } else {
                 teacherClient = nil
                 teacherWorker = nil
             }
-            trainer = cfg.trainer.mode == .daemon ? TrainerService(configuration: cfg, logger: logger) : nil
+            trainer = cfg.trainer.mode == .daemon ? TrainerService(configuration: cfg, logger: logger, metrics: metrics) : nil
             watcher = ModelWatcher(configuration: cfg, serving: pipeline.serving, logger: logger)
-            var server: MetricsServer?
-            if !cfg.metrics.listen.isEmpty {
-                do {
-                    let worker = teacherWorker
-                    server = try MetricsServer(listen: cfg.metrics.listen, logger: logger) {
-                        let h = pipeline.healthReport()
-                        return (pipeline.prometheusText() + (worker?.prometheusText() ?? ""), h.healthy, h.text)
-                    }
-                    logger.info("metrics and health served", metadata: ["listen": "\(cfg.metrics.listen)", "port": "\(server!.port)"])
-                } catch {
-                    logger.error("metrics endpoint not started; running without it", metadata: ["error": "\(error)"])
-                }
-            }
-            metrics = server
+            monitor = DatabaseMonitor(url: cfg.postgres.url, metrics: metrics, logger: logger)
+            supervisor = SystemdSupervisor(pipeline: pipeline, worker: teacherWorker, metrics: metrics, logger: logger)
             broadcast = ShutdownBroadcast()
-            let (ingest, worker, trainer, watcher, client) = (ingest, teacherWorker, trainer, watcher, teacherClient)
+            let broadcast = broadcast
+            if !cfg.metrics.listen.isEmpty {
+                let monitor = monitor
+                let startedAt = monotonicSeconds()
+                let progress = LockedValue((value: pipeline.progress, at: startedAt))
+                let sources = OpsEndpoint.Sources(
+                    metrics: metrics,
+                    beforeScrape: {
+                        metrics.set("newsd_process_resident_bytes", Double(ProcessFigures.residentBytes()))
+                        metrics.set("newsd_process_open_fds", Double(ProcessFigures.openDescriptors()))
+                    },
+                    liveness: {
+                        // Alive while the ingest loop turns (it turns at least twice a second).
+                        let now = monotonicSeconds(), current = pipeline.progress
+                        let seen = progress.withLock { p -> Double in
+                            if p.value != current { p = (current, now) }
+                            return now - p.at
+                        }
+                        let running = pipeline.health.running
+                        return HealthReport([HealthCheck("ingest_loop", ok: !running || seen < 60,
+                                                         running ? "last turn \(String(format: "%.1f", seen)) s ago" : "starting or stopping")])
+                    },
+                    readiness: {
+                        let h = pipeline.health
+                        let stopping = broadcast.isStopping || pipeline.isStopping
+                        return HealthReport([
+                            HealthCheck("model", ok: true, "serving \(pipeline.activeModel.version)"),
+                            HealthCheck("consumer", ok: h.running, h.running ? "consuming" : "not consuming yet"),
+                            HealthCheck("partitions", ok: h.assignedPartitions > 0, "\(h.assignedPartitions) assigned"),
+                            monitor.reachable,
+                            HealthCheck("shutdown", ok: !stopping, stopping ? "shutting down" : "running"),
+                        ])
+                    })
+                endpoint = try OpsEndpoint(configuration: cfg.metrics, sources: sources, logger: logger)
+                logger.info("metrics and health served", metadata: ["listen": "\(cfg.metrics.listen)"])
+            } else {
+                endpoint = nil
+            }
+            let running = LockedValue(cfg)
+            let worker = teacherWorker
+            reloader = ReloadService {
+                await Daemon.reload(file: configurationFile, running: running, pipeline: pipeline, worker: worker, metrics: metrics, logger: logger)
+            }
+            let (ingest, trainer, watcher, monitor, supervisor) = (ingest, trainer, watcher, monitor, supervisor)
             broadcast.onStop { ingest.requestStop() }
             broadcast.onStop { worker?.requestStop() }
             broadcast.onStop { trainer?.requestStop() }
             broadcast.onStop { watcher.requestStop() }
-            _ = client
+            broadcast.onStop { supervisor.requestStop() }
+            _ = monitor
         }
 
         /// The group's service list; the broadcast is last, so it hears the shutdown first.
@@ -150,11 +195,13 @@ public enum Daemon {
         /// finish in any order); a return therefore shuts the group down gracefully, and an error
         /// cancels it.
         public func configurations(extra: [ServiceGroupConfiguration.ServiceConfiguration] = []) -> [ServiceGroupConfiguration.ServiceConfiguration] {
-            var services: [any Service] = [ingest]
+            var services: [any Service] = [monitor, ingest]
             if let teacherWorker { services.append(teacherWorker) }
             if let trainer { services.append(trainer) }
             services.append(watcher)
-            if let metrics { services.append(metrics) }
+            services.append(supervisor)
+            services.append(reloader)
+            if let endpoint { services.append(endpoint) }
             return services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) }
                 + extra + [.init(service: broadcast, successTerminationBehavior: .gracefullyShutdownGroup)]
         }
@@ -170,6 +217,44 @@ public enum Daemon {
             config.maximumCancellationDuration = .seconds(5)
             defer { teacherClient?.shutdown() }
             try await ServiceGroup(configuration: config).run()
+        }
+    }
+
+    /// SIGHUP: re-reads `file` (and the environment), applies what can change while running,
+    /// reports and ignores what needs a restart; a configuration that does not load is reported
+    /// and nothing changes. systemd hears `RELOADING=1` then `READY=1`.
+    static func reload(file: String?, running: LockedValue<NewsdConfiguration>, pipeline: IngestPipeline, worker: TeacherWorker?,
+                       metrics: NewsdMetrics, logger: Logger) async {
+        SystemdNotifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds)")
+        defer { SystemdNotifier.notify("READY=1") }
+        do {
+            let reread = try NewsdConfiguration.load(file: file)
+            let plan = try ReloadPlan(running: running.value, reread: reread)
+            for change in plan.needsRestart {
+                logger.warning("configuration change needs a restart; ignored", metadata: ["key": "\(change.key)", "running": "\(change.old)", "read": "\(change.new)"])
+            }
+            let new = plan.result
+            // The portfolio file is re-read on every reload (its content may change under the same name).
+            if !new.portfolio.file.isEmpty {
+                let companies = try PortfolioFile.load(new.portfolio.file)
+                try await runOnDedicatedThread("newsd-reload") { try withDatabase(new) { try PortfolioFile.store(companies, into: $0) } }
+                pipeline.setPortfolio(companies)
+                logger.info("portfolio reloaded", metadata: ["companies": "\(companies.count)", "file": "\(new.portfolio.file)"])
+            }
+            pipeline.setTeacherPolicy(new.teacher)
+            if let client = worker?.teacherClient {
+                client.limiter.setLimits(requestsPerMinute: new.teacher.requestsPerMinute, tokensPerMinute: new.teacher.tokensPerMinute)
+                client.ledger.setDailyBudget(new.teacher.dailyBudgetUSD)
+                worker?.publishGauges()
+            }
+            StructuredLogHandler.level.withLock { $0 = Logger.Level(rawValue: new.log.level.rawValue) ?? .info }
+            running.withLock { $0 = new }
+            metrics.increment("newsd_config_reloads_total", [("result", plan.applied.isEmpty ? "unchanged" : "applied")])
+            logger.notice("configuration reloaded", metadata: ["applied": "\(plan.applied.map(\.description))",
+                                                              "ignored_need_restart": "\(plan.needsRestart.map(\.key))"])
+        } catch {
+            metrics.increment("newsd_config_reloads_total", [("result", "failed")])
+            logger.error("configuration reload failed; nothing changed", metadata: ["error": "\(error)"])
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NewsdHTTP
 import NewsdIngest
 import NewsdKafka
@@ -125,7 +126,7 @@ public final class DevTeacher: Sendable {
         var random: UInt64
     }
     private let state: LockedValue<State>
-    private let server = LockedValue<HTTPServer?>(nil)
+    private let server = LockedValue<HTTPService?>(nil)
     private let outage = LockedValue(false)
 
     /// Simulates an outage: while on, every request is answered 503 (and counted as a 500).
@@ -145,13 +146,21 @@ public final class DevTeacher: Sendable {
         textMarker = (before, parts.count > 1 ? parts[1] : "")
     }
 
-    /// Starts serving on `host:port` (0 = any free port); returns the port.
+    /// Starts serving on `host:port` (0 = any free port) in the background; returns the port.
     @discardableResult
-    public func start(host: String = "127.0.0.1", port: UInt16) throws -> UInt16 {
-        let s = try HTTPServer(host: host, port: port) { [self] in handle($0) }
+    public func start(host: String = "127.0.0.1", port: UInt16) async throws -> UInt16 {
+        var settings = HTTPService.Settings()
+        settings.host = host
+        settings.port = Int(port)
+        settings.maxConnections = 1024
+        settings.idleTimeoutSeconds = 120
+        let s = HTTPService(settings: settings, logger: Logger(label: "dev-teacher")) { [self] in await handle($0) }
         server.withLock { $0 = s }
-        return s.port
+        return try await s.start()
     }
+
+    /// Stops serving (requests in flight, hung ones included, are cut).
+    public func stop() async { await server.value?.stop() }
 
     /// What was served so far.
     public var totals: DevTeacherTotals { state.withLock { $0.totals } }
@@ -205,11 +214,11 @@ public final class DevTeacher: Sendable {
         }
     }
 
-    func handle(_ request: ServerRequest) -> ServerReply {
-        func json<T: Encodable>(_ status: Int, _ value: T, headers: [String] = []) -> ServerReply {
-            .respond(status: status, headers: headers, body: Array((try? JSONText.data(value)) ?? Data()))
+    func handle(_ request: HTTPServiceRequest) async -> HTTPServiceReply {
+        func json<T: Encodable>(_ status: Int, _ value: T, headers: [(String, String)] = []) -> HTTPServiceReply {
+            HTTPServiceReply(status: status, contentType: "application/json", headers: headers, body: Array((try? JSONText.data(value)) ?? Data()))
         }
-        func error(_ status: Int, _ message: String, _ type: String, headers: [String] = []) -> ServerReply {
+        func error(_ status: Int, _ message: String, _ type: String, headers: [(String, String)] = []) -> HTTPServiceReply {
             json(status, APIError(error: .init(message: message, type: type)), headers: headers)
         }
         if request.method == "GET" && request.path.hasPrefix("/stats") { return json(200, totals) }
@@ -229,11 +238,16 @@ public final class DevTeacher: Sendable {
         }
         let n = max(1, min(incoming.n ?? 1, 16))
         state.withLock { $0.totals.requests += 1 }
-        if chance(faults.rateHang) { state.withLock { $0.totals.hangs += 1 }; return .hang }
-        if faults.latencyMilliseconds > 0 { Thread.sleep(forTimeInterval: Double(faults.latencyMilliseconds) / 1000) }
+        if chance(faults.rateHang) {
+            // A hung server: no answer until the client gives up (or the server stops).
+            state.withLock { $0.totals.hangs += 1 }
+            try? await Task.sleep(for: .seconds(3600))
+            return error(503, "hung (injected)", "server_error")
+        }
+        if faults.latencyMilliseconds > 0 { try? await Task.sleep(for: .milliseconds(faults.latencyMilliseconds)) }
         if chance(faults.rate429) {
             state.withLock { $0.totals.status429 += 1 }
-            return error(429, "rate limit reached (injected)", "rate_limit_error", headers: ["Retry-After: 1"])
+            return error(429, "rate limit reached (injected)", "rate_limit_error", headers: [("Retry-After", "1")])
         }
         if chance(faults.rate500) {
             state.withLock { $0.totals.status500 += 1 }

@@ -17,9 +17,13 @@ public final class TrainerService: Service, Sendable {
     /// Backoff after failed runs (the check interval is the floor).
     private let failurePolicy: RetryPolicy
 
+    /// The daemon's metrics (training runs and durations).
+    public let metrics: NewsdMetrics
+
     /// A trainer for this configuration.
-    public init(configuration: NewsdConfiguration, logger: Logger) {
+    public init(configuration: NewsdConfiguration, logger: Logger, metrics: NewsdMetrics = NewsdMetrics()) {
         self.configuration = configuration
+        self.metrics = metrics
         self.logger = logger
         let interval = configuration.trainer.checkSeconds.value
         failurePolicy = RetryPolicy(initialDelay: interval, multiplier: 2, maxDelay: max(interval, 900), jitter: 0.2)
@@ -38,13 +42,26 @@ public final class TrainerService: Service, Sendable {
 
     /// Runs checks until stopped.
     public func run() async throws {
-        let (c, logger, stop, niced) = (configuration, logger, stop, nicedThread)
+        let (c, logger, stop, niced, metrics) = (configuration, logger, stop, nicedThread, metrics)
         var failures = 0
         var generator = SystemRandomNumberGenerator()
         while !stop.isSet && !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let started = monotonicSeconds()
             let outcome = try await runBlockingService(thread: "newsd-trainer", stop: { [self] in requestStop() }) {
                 defer { niced.withLock { $0 = nil } }
                 return Result { try Distiller.runOnce(c, logger: logger, cancel: stop, onLowPriority: { tid in niced.withLock { $0 = tid } }) }
+            }
+            let label: String?
+            switch outcome {
+            case .success(.skipped): label = nil
+            case .success(.promoted): label = "promoted"
+            case .success(.rejected): label = "rejected"
+            case .failure(ModelError.cancelled): label = "cancelled"
+            case .failure: label = "failed"
+            }
+            if let label {
+                metrics.increment("newsd_training_runs_total", [("outcome", label)])
+                metrics.observe("newsd_training_duration_seconds", monotonicSeconds() - started)
             }
             var wait = c.trainer.checkSeconds.value
             switch outcome {

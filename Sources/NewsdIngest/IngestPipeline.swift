@@ -79,7 +79,19 @@ public final class IngestPipeline: Sendable {
     private let settings: Settings
     private let logger: Logger
     private let parser: MessageParser
-    private let linker: CompanyLinker
+    /// The portfolio's linker; a reload swaps it between batches.
+    private let linkerBox: LockedValue<CompanyLinker>
+    /// The teacher selection policy in force; a reload replaces it between batches.
+    private let teacherPolicy: LockedValue<NewsdConfiguration.Teacher>
+    /// Turns of the loop, and retries of a failing write: the watchdog pings systemd only while
+    /// this moves, so a loop blocked in a call (a lock wait, a hung connection) gets restarted.
+    private let progressCounter = LockedValue<UInt64>(0)
+    /// Batches written by this process (the `batch` field of the log lines of a batch).
+    private let batchSequence = LockedValue<UInt64>(0)
+    /// The daemon's metrics.
+    public let metrics: NewsdMetrics
+    /// Margins of the last 1,000 predictions (low-confidence share).
+    private let recentMargins = LockedValue<[Float]>([])
     /// The model serving; the model watcher swaps promoted models into it.
     public let serving: ServingModel
     private let stopRequested = LockedValue(false)
@@ -97,9 +109,11 @@ public final class IngestPipeline: Sendable {
     private let readyHandler = LockedValue<@Sendable () -> Void>({})
 
     /// A pipeline serving `model` with the portfolio's linker.
-    public init(settings: Settings, model: StudentModel, companies: [Company], logger: Logger) {
+    public init(settings: Settings, model: StudentModel, companies: [Company], logger: Logger, metrics: NewsdMetrics = NewsdMetrics()) {
         self.settings = settings
         self.logger = logger
+        self.metrics = metrics
+        teacherPolicy = LockedValue(settings.configuration.teacher)
         let i = settings.configuration.ingest
         var limits = MessageParser.Limits()
         limits.textBytes = i.maxTextBytes
@@ -108,9 +122,21 @@ public final class IngestPipeline: Sendable {
         limits.companyIdBytes = i.maxCompanyIdBytes
         limits.companies = i.maxCompanies
         self.parser = MessageParser(limits: limits)
-        self.linker = CompanyLinker(companies)
+        linkerBox = LockedValue(CompanyLinker(companies))
         self.serving = ServingModel(model)
+        metrics.set("newsd_model_info", [("version", model.version)], 1)
     }
+
+    /// Replaces the portfolio (SIGHUP reload); the next batch links against it.
+    public func setPortfolio(_ companies: [Company]) { linkerBox.withLock { $0 = CompanyLinker(companies) } }
+
+    /// Replaces the teacher selection policy (thresholds, sampling, budget; SIGHUP reload).
+    public func setTeacherPolicy(_ policy: NewsdConfiguration.Teacher) { teacherPolicy.withLock { $0 = policy } }
+
+    /// Moves while the loop makes progress (see `progressCounter`).
+    public var progress: UInt64 { progressCounter.value }
+
+    private func beat() { progressCounter.withLock { $0 &+= 1 } }
 
     /// Current totals.
     public var statistics: IngestStatistics { stats.withLock { $0 } }
@@ -141,10 +167,13 @@ public final class IngestPipeline: Sendable {
         for (k, v) in settings.consumerProperties { props[k] = v }
         let consumer = try KafkaConsumer(brokers: c.kafka.brokers, groupID: c.kafka.groupID, properties: props)
         let store = IngestStore(url: c.postgres.url, groupID: c.kafka.groupID, maxBackoff: c.postgres.maxBackoffSeconds.value, logger: logger)
-        store.onFailure = { [stats, healthState] _ in
+        store.onFailure = { [stats, healthState, metrics, self] error in
             stats.withLock { $0.databaseFailures += 1 }
             healthState.withLock { $0.postgresUp = false }
+            metrics.increment("newsd_postgres_errors_total", [("class", Self.errorClass(error))])
+            beat()   // retrying is progress: a restart would not bring Postgres back
         }
+        store.onDataError = { [metrics] error in metrics.increment("newsd_postgres_errors_total", [("class", Self.errorClass(error))]) }
         var pending: [KafkaRecord] = []
         // The last offset read per assigned partition (the stored next offset - 1 right after the
         // seek): a record at or below it means the partition's offsets went back.
@@ -177,6 +206,7 @@ public final class IngestPipeline: Sendable {
         healthState.withLock { $0.running = true }
         defer { healthState.withLock { $0.running = false } }
         var lastBrokerError: String?
+        var lagSeries: Set<TopicPartition> = []
         let maxMessages = c.ingest.batchMaxMessages, maxWait = Double(c.ingest.batchMaxWaitMs) / 1000
         while !stopping {
             // 1. Collect a micro-batch: up to maxMessages, or maxWait after its first message.
@@ -192,8 +222,11 @@ public final class IngestPipeline: Sendable {
                     break   // idle: go round (checks stop, assignment errors)
                 }
             }
+            beat()
+            metrics.increment("newsd_ingest_loop_iterations_total")
             if let e = consumer.lastError, e.message != lastBrokerError {
                 logger.warning("kafka: \(e.message); librdkafka keeps reconnecting")
+                metrics.increment("newsd_broker_errors_total", [("error", e.name)])
                 lastBrokerError = e.message
             } else if consumer.lastError == nil, lastBrokerError != nil {
                 logger.info("kafka: recovered")
@@ -201,6 +234,9 @@ public final class IngestPipeline: Sendable {
             }
             let kafkaUp = consumer.lastError == nil, partitions = consumer.assignment.count
             healthState.withLock { $0.kafkaUp = kafkaUp; $0.assignedPartitions = partitions }
+            metrics.set("newsd_kafka_up", kafkaUp ? 1 : 0)
+            metrics.set("newsd_assigned_partitions", Double(partitions))
+            publishLag(consumer, positions: positions, published: &lagSeries)
             if let e = consumer.assignmentError {
                 logger.error("cannot read stored offsets; rejoining the group", metadata: ["error": "\(e)"])
                 Thread.sleep(forTimeInterval: 1)
@@ -211,6 +247,7 @@ public final class IngestPipeline: Sendable {
             guard !pending.isEmpty else { continue }
             let batch = pending
             pending.removeAll(keepingCapacity: true)
+            metrics.observe("newsd_stage_duration_seconds", [("stage", "poll")], monotonicSeconds() - pollStart)
             do {
                 try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart, teacher: &teacher, positions: &positions)
             } catch let e as PostgresError where e.isRetriable && stopping {
@@ -244,11 +281,17 @@ public final class IngestPipeline: Sendable {
             keys.append(store.storageKey(tp))
         }
         let student = activeModel
+        let linker = linkerBox.value
+        let batchID = batchSequence.withLock { $0 += 1; return $0 }
+        var log = logger
+        log[metadataKey: "batch"] = "\(batchID)"
+        store.logger = log
+        defer { store.logger = logger }
         // 2. Parse and link.
         let t0 = monotonicSeconds()
         var unknownDropped = 0, mentionsDropped = 0
         var parsed: [(KafkaRecord, Result<NewsItem, RejectReason>)] = records.map { record in
-            (record, parser.parse(record.value).flatMap { checkCompanies($0, dropped: &unknownDropped) })
+            (record, parser.parse(record.value).flatMap { checkCompanies($0, linker: linker, dropped: &unknownDropped) })
         }
         var texts: [String] = []
         for (_, r) in parsed { if case let .success(item) = r { texts.append(item.text) } }
@@ -275,12 +318,17 @@ public final class IngestPipeline: Sendable {
                                             outcome: .rejected(reason.description)))
             }
         }
+        var rejectedByParse: [String: [String: Int]] = [:]   // topic -> reason -> count
+        for (i, (_, r)) in parsed.enumerated() {
+            if case let .failure(reason) = r { rejectedByParse[keys[i].topic, default: [:]][reason.kind.rawValue, default: 0] += 1 }
+        }
         parsed.removeAll()
         try chooseForTeacher(&out, student: student, store: store, teacher: &teacher)
         // 4. Write everything and the next offsets in one transaction.
         let result = try store.write(out, modelVersion: student.version, labels: student.labels) { [self] in stopDeadline }
         healthState.withLock { $0.postgresUp = true }
         let t3 = monotonicSeconds()
+        record(out, rejectedByParse: rejectedByParse, result: result, model: student, startedAt: startedAt, stages: (t0, t1, t2, t3))
         // 5. Tell Kafka too (lag tools); Postgres stays the authority.
         var next: [TopicPartition: Int64] = [:]
         for r in records { next[r.topicPartition] = max(next[r.topicPartition] ?? 0, r.offset + 1) }
@@ -302,19 +350,84 @@ public final class IngestPipeline: Sendable {
             s.lastCommitAt = t3
             if s.batchLatencies.count > 10_000 { s.batchLatencies.removeFirst(s.batchLatencies.count - 10_000) }
         }
-        logger.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
-                                                 "rejected": "\(result.rejected)", "model": "\(student.version)"])
+        log.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
+                                              "rejected": "\(result.rejected)", "model": "\(student.version)"])
+    }
+
+    /// The metrics of one written batch.
+    private func record(_ out: [ProcessedMessage], rejectedByParse: [String: [String: Int]], result: BatchWriteResult, model: StudentModel,
+                        startedAt: Double, stages t: (Double, Double, Double, Double)) {
+        var consumed: [String: Int] = [:], stored: [String: Int] = [:], labels: [String: Int] = [:]
+        var lowConfidence = 0, margins: [Float] = []
+        let threshold = Float(teacherPolicy.value.marginThreshold)
+        for m in out {
+            consumed[m.topicPartition.topic, default: 0] += 1
+            if case let .accepted(_, p, _) = m.outcome {
+                stored[m.topicPartition.topic, default: 0] += 1
+                labels[p.label, default: 0] += 1
+                margins.append(p.margin)
+                if p.margin < threshold { lowConfidence += 1 }
+            }
+        }
+        for (topic, n) in consumed { metrics.increment("newsd_messages_consumed_total", [("topic", topic)], by: n) }
+        // Replays of stored messages are skipped by the database: count what it inserted.
+        let storedTotal = stored.values.reduce(0, +)
+        for (topic, n) in stored { metrics.increment("newsd_items_stored_total", [("topic", topic)], by: storedTotal > 0 ? n * result.inserted / storedTotal : 0) }
+        var parseRejected = 0
+        for (topic, reasons) in rejectedByParse {
+            for (reason, n) in reasons { metrics.increment("newsd_messages_rejected_total", [("topic", topic), ("reason", reason)], by: n); parseRejected += n }
+        }
+        if result.rejected > parseRejected, let topic = out.first?.topicPartition.topic {
+            metrics.increment("newsd_messages_rejected_total", [("topic", topic), ("reason", RejectReason.Kind.database.rawValue)], by: result.rejected - parseRejected)
+        }
+        for (label, n) in labels { metrics.increment("newsd_predictions_total", [("label", label), ("model", model.version)], by: n) }
+        metrics.increment("newsd_predictions_low_confidence_total", by: lowConfidence)
+        let recent = recentMargins.withLock { r -> [Float] in
+            r.append(contentsOf: margins)
+            if r.count > 1000 { r.removeFirst(r.count - 1000) }
+            return r
+        }
+        if !recent.isEmpty { metrics.set("newsd_low_confidence_share", Double(recent.lazy.filter { $0 < threshold }.count) / Double(recent.count)) }
+        metrics.increment("newsd_batches_total")
+        metrics.observe("newsd_batch_size_messages", Double(out.count))
+        metrics.observe("newsd_stage_duration_seconds", [("stage", "parse")], t.1 - t.0)
+        metrics.observe("newsd_stage_duration_seconds", [("stage", "classify")], t.2 - t.1)
+        metrics.observe("newsd_stage_duration_seconds", [("stage", "store")], t.3 - t.2)
+        metrics.observe("newsd_batch_latency_seconds", t.3 - startedAt)
+        metrics.increment("newsd_teacher_items_queued_total", by: result.queued)
+    }
+
+    /// Consumer lag per assigned partition, from librdkafka's cached high watermarks (no broker
+    /// round trip); series of partitions no longer assigned are removed.
+    private func publishLag(_ consumer: KafkaConsumer, positions: [TopicPartition: Int64], published: inout Set<TopicPartition>) {
+        var now: Set<TopicPartition> = []
+        for tp in consumer.assignment {
+            guard let high = consumer.highWatermark(tp), high >= 0 else { continue }
+            let next = positions[tp].map { $0 + 1 } ?? high
+            metrics.set("newsd_consumer_lag_messages", [("topic", tp.topic), ("partition", "\(tp.partition)")], Double(max(0, high - next)))
+            now.insert(tp)
+        }
+        for gone in published.subtracting(now) {
+            metrics.remove("newsd_consumer_lag_messages", [("topic", gone.topic), ("partition", "\(gone.partition)")])
+        }
+        published = now
+    }
+
+    /// The SQLSTATE class of a Postgres error (`08` connection, `57` shutdown, ...), or `connection`.
+    static func errorClass(_ error: Error) -> String {
+        guard let e = error as? PostgresError, let state = e.sqlState, state.count >= 2 else { return "connection" }
+        return String(state.prefix(2))
     }
 
     /// Company ids the message names that are not in the portfolio: dropped (counted) or the
     /// message refused, per `ingest.unknown_companies`. Without a portfolio every id is kept.
-    private func checkCompanies(_ item: NewsItem, dropped: inout Int) -> Result<NewsItem, RejectReason> {
+    private func checkCompanies(_ item: NewsItem, linker: CompanyLinker, dropped: inout Int) -> Result<NewsItem, RejectReason> {
         guard linker.hasCompanies, !item.companies.isEmpty else { return .success(item) }
         let unknown = item.companies.filter { !linker.isKnown($0) }
         guard !unknown.isEmpty else { return .success(item) }
         switch settings.configuration.ingest.unknownCompanies {
         case .reject:
-            return .failure(RejectReason("companies names \(unknown.count) id(s) not in the portfolio, e.g. \(unknown[0].prefix(40))"))
+            return .failure(RejectReason("companies names \(unknown.count) id(s) not in the portfolio, e.g. \(unknown[0].prefix(40))", kind: .unknownCompany))
         case .drop:
             dropped += unknown.count
             var kept = item
@@ -327,8 +440,12 @@ public final class IngestPipeline: Sendable {
     /// is an untrained base; nothing once the day's budget is spent).
     private func chooseForTeacher(_ out: inout [ProcessedMessage], student: StudentModel, store: IngestStore,
                                   teacher teacherState: inout TeacherSampling) throws {
-        guard let selector = teacherState.selector else { return }
-        let t = settings.configuration.teacher
+        guard var selector = teacherState.selector else { return }
+        let t = teacherPolicy.value
+        if t != selector.policy {
+            selector = TeacherSelector(policy: t)
+            teacherState.selector = selector
+        }
         if monotonicSeconds() - teacherState.refreshedAt > 5 {
             let state = try store.teacherState(until: { [self] in stopDeadline })
             (teacherState.queued, teacherState.spent, teacherState.refreshedAt) = (state.queued, state.spent, monotonicSeconds())

@@ -53,10 +53,13 @@ public final class IngestStore {
     private let url: String
     private let groupID: String
     private let maxBackoff: Double
-    private let logger: Logger
+    /// The pipeline sets a logger carrying the batch id before each write.
+    var logger: Logger
     private var connection: PostgresConnection?
     /// Called with each failed attempt (for metrics and health).
     public var onFailure: (Error) -> Void = { _ in }
+    /// Called when the database refuses data (SQLSTATE class 22, 23, 54: the batch is bisected).
+    public var onDataError: (PostgresError) -> Void = { _ in }
 
     /// A store for consumer group `groupID`; connects lazily and reconnects with backoff.
     public init(url: String, groupID: String, maxBackoff: Double = 30, logger: Logger) {
@@ -147,6 +150,7 @@ public final class IngestStore {
         do {
             return try withRetry(until: deadline, what: "write batch") { db in try self.writeOnce(Array(part), modelVersion: modelVersion, labels: labels, db: db) }
         } catch let e as PostgresError where e.isDataError {
+            onDataError(e)
             guard part.count > 1 else {
                 var refused = part.first!
                 refused.outcome = .rejected("database refused the message: \(e.message.prefix(300)) (SQLSTATE \(e.sqlState ?? "?"))")

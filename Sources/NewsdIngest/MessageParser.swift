@@ -21,10 +21,27 @@ public struct NewsItem: Sendable, Equatable {
 
 /// Why a message was refused; stored with its raw bytes in `rejected_messages`.
 public struct RejectReason: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A small closed set of causes, the `reason` label of `newsd_messages_rejected_total`.
+    public enum Kind: String, Sendable, CaseIterable {
+        /// Not UTF-8, or a NUL character.
+        case encoding
+        /// JSON that does not parse or has the wrong shape or types.
+        case malformed
+        /// No visible text.
+        case empty
+        /// A field or list over its limit.
+        case tooLarge = "too_large"
+        /// Company ids outside the portfolio (`ingest.unknown_companies = "reject"`).
+        case unknownCompany = "unknown_company"
+        /// The database refused the row (SQLSTATE class 22, 23 or 54).
+        case database
+    }
     /// Human-readable reason.
     public var description: String
+    /// The cause, for metrics.
+    public var kind: Kind
     /// Creates a reason.
-    public init(_ description: String) { self.description = description }
+    public init(_ description: String, kind: Kind = .malformed) { self.description = description; self.kind = kind }
 }
 
 /// Turns raw message bytes into a `NewsItem`: a JSON object with `text` and optional `id`,
@@ -66,7 +83,7 @@ public struct MessageParser: Sendable {
     /// The item, or the reason it is refused.
     public func parse(_ bytes: [UInt8]) -> Result<NewsItem, RejectReason> {
         guard let string = String(validating: bytes, as: UTF8.self) else {
-            return .failure(RejectReason("invalid UTF-8"))
+            return .failure(RejectReason("invalid UTF-8", kind: .encoding))
         }
         let trimmed = string.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.hasPrefix("{") {
@@ -130,19 +147,19 @@ public struct MessageParser: Sendable {
     }
 
     private func validate(_ item: NewsItem) -> Result<NewsItem, RejectReason> {
-        if item.text.isEmpty { return .failure(RejectReason("empty text")) }
-        if item.text.utf8.count > maxTextBytes { return .failure(RejectReason("text of \(item.text.utf8.count) bytes exceeds the limit of \(maxTextBytes)")) }
+        if item.text.isEmpty { return .failure(RejectReason("empty text", kind: .empty)) }
+        if item.text.utf8.count > maxTextBytes { return .failure(RejectReason("text of \(item.text.utf8.count) bytes exceeds the limit of \(maxTextBytes)", kind: .tooLarge)) }
         if !item.text.unicodeScalars.contains(where: Self.isVisible) {
-            return .failure(RejectReason("text has no visible character (only spaces, invisible or control characters)"))
+            return .failure(RejectReason("text has no visible character (only spaces, invisible or control characters)", kind: .empty))
         }
         for (name, value, limit) in [("id", item.externalID, limits.idBytes), ("source", item.source, limits.sourceBytes)] {
-            if let value, value.utf8.count > limit { return .failure(RejectReason("\(name) of \(value.utf8.count) bytes exceeds the limit of \(limit)")) }
+            if let value, value.utf8.count > limit { return .failure(RejectReason("\(name) of \(value.utf8.count) bytes exceeds the limit of \(limit)", kind: .tooLarge)) }
         }
         if item.companies.count > limits.companies {
-            return .failure(RejectReason("companies lists \(item.companies.count) ids, more than the limit of \(limits.companies)"))
+            return .failure(RejectReason("companies lists \(item.companies.count) ids, more than the limit of \(limits.companies)", kind: .tooLarge))
         }
         if let long = item.companies.first(where: { $0.utf8.count > limits.companyIdBytes }) {
-            return .failure(RejectReason("a company id of \(long.utf8.count) bytes exceeds the limit of \(limits.companyIdBytes)"))
+            return .failure(RejectReason("a company id of \(long.utf8.count) bytes exceeds the limit of \(limits.companyIdBytes)", kind: .tooLarge))
         }
         if item.companies.contains(where: { $0.trimmingCharacters(in: .whitespaces).isEmpty }) {
             return .failure(RejectReason("companies contains an empty id"))
@@ -150,7 +167,7 @@ public struct MessageParser: Sendable {
         // PostgreSQL text cannot hold NUL: refuse it in every field that is stored as text.
         for (name, value) in [("text", item.text), ("id", item.externalID ?? ""), ("source", item.source ?? "")] + item.companies.map({ ("companies", $0) })
         where value.unicodeScalars.contains("\u{0}") {
-            return .failure(RejectReason("\(name) contains a NUL character"))
+            return .failure(RejectReason("\(name) contains a NUL character", kind: .encoding))
         }
         return .success(item)
     }

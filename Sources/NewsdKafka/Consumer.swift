@@ -75,6 +75,14 @@ public final class KafkaConsumer {
         rd_kafka_destroy(handle)
     }
 
+    /// The partition's high watermark as last seen in a fetch response (librdkafka's cache: no
+    /// broker round trip), or nil when none was seen yet.
+    public func highWatermark(_ tp: TopicPartition) -> Int64? {
+        var low: Int64 = -1, high: Int64 = -1
+        let err = rd_kafka_get_watermark_offsets(handle, tp.topic, tp.partition, &low, &high)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
+    }
+
     /// Subscribes to topics (group-managed assignment).
     public func subscribe(_ topics: [String]) throws {
         let list = PartitionList(topics.map { (TopicPartition(topic: $0, partition: RD_KAFKA_PARTITION_UA), nil) })

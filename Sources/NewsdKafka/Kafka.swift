@@ -33,6 +33,12 @@ public struct KafkaError: Error, CustomStringConvertible, RetryClassifiable, Sen
 
     /// The message.
     public var description: String { message }
+
+    /// librdkafka's symbolic name of the code (`_TRANSPORT`, `REQUEST_TIMED_OUT`), `local` for ours:
+    /// a small closed set, fit for a metric label.
+    public var name: String {
+        code == 0 ? "local" : String(cString: rd_kafka_err2name(rd_kafka_resp_err_t(rawValue: code)))
+    }
 }
 
 /// A topic and partition.

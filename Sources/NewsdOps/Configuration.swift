@@ -95,9 +95,15 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
     public struct Metrics: Sendable, Equatable, Codable {
         /// The defaults.
         public init() {}
-        /// `host:port` serving `GET /metrics` (Prometheus) and `GET /health`; empty disables it.
-        /// Default `127.0.0.1:9464`. A port already in use is logged and the daemon runs without it.
+        /// `host:port` serving `GET /metrics` (Prometheus), `GET /healthz` and `GET /readyz`; empty
+        /// disables it. Default `127.0.0.1:9464`. A port already in use is logged and the daemon
+        /// runs without it.
         public var listen = "127.0.0.1:9464"
+        /// Connections served at once; more wait in the kernel's backlog. Default 16384 (a few KB
+        /// each: bounded memory, and a scrape still gets through a flood of idle connections).
+        public var maxConnections = 16_384
+        /// A connection with no request for this long is closed. Default 10 s.
+        public var idleTimeoutSeconds: Seconds = 10.0
     }
 
     /// `[teacher]`: the LLM that labels the items the student is unsure about.
@@ -215,8 +221,11 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
     public struct Log: Sendable, Equatable, Codable {
         /// The defaults.
         public init() {}
-        /// trace, debug, info, notice, warning, error or critical. Default info.
+        /// trace, debug, info, notice, warning, error or critical. Default info (reloadable).
         public var level = LogLevel.info
+        /// `logfmt` (default) or `json`: one structured line per event on standard error (the
+        /// journal under systemd).
+        public var format = LogFormat.logfmt
     }
 
     public var kafka = Kafka()

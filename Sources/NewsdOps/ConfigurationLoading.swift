@@ -96,6 +96,13 @@ public enum UnknownCompanyPolicy: String, ConfigurationChoice {
 }
 /// swift-log's levels.
 public enum LogLevel: String, ConfigurationChoice { case trace, debug, info, notice, warning, error, critical }
+/// How log lines are written.
+public enum LogFormat: String, ConfigurationChoice {
+    /// `ts=... level=info msg="..." key=value`.
+    case logfmt
+    /// One JSON object per line.
+    case json
+}
 
 extension NewsdConfiguration {
     /// `NEWSD_*` variables that are not configuration keys: secrets, tool and test settings.

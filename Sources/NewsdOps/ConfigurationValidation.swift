@@ -34,6 +34,10 @@ extension NewsdConfiguration {
         if !(0...10_000).contains(ingest.maxMentions) { throw bad("ingest.max_mentions", ingest.maxMentions, "must be between 0 and 10000") }
         try checkSeconds("ingest.shutdown_timeout_seconds", ingest.shutdownTimeoutSeconds, 0.1...3600)
         try checkListen()
+        try checkSeconds("metrics.idle_timeout_seconds", metrics.idleTimeoutSeconds, 0.1...3600)
+        if !(1...1_000_000).contains(metrics.maxConnections) {
+            throw ConfigurationError(key: "metrics.max_connections", value: "\(metrics.maxConnections)", reason: "must be between 1 and 1000000")
+        }
         try validateTeacher()
         let tr = trainer
         if tr.minNewLabels < 1 { throw bad("trainer.min_new_labels", tr.minNewLabels, "must be >= 1") }

@@ -5,6 +5,22 @@ import Glibc
 
 /// systemd's notification protocol (`Type=notify`): datagrams to `$NOTIFY_SOCKET`.
 public enum SystemdNotifier {
+    /// The interval systemd expects `WATCHDOG=1` within (`WatchdogSec=`, passed as
+    /// `WATCHDOG_USEC`), or nil when the watchdog is off or meant for another process
+    /// (`WATCHDOG_PID`).
+    public static func watchdogInterval(environment: [String: String] = ProcessInfo.processInfo.environment) -> Double? {
+        guard let raw = environment["WATCHDOG_USEC"], let usec = Double(raw), usec > 0 else { return nil }
+        if let pid = environment["WATCHDOG_PID"], let p = Int32(pid), p != getpid() { return nil }
+        return usec / 1e6
+    }
+
+    /// `CLOCK_MONOTONIC` in microseconds (`MONOTONIC_USEC=` of a `RELOADING=1` message).
+    public static var monotonicMicroseconds: UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
+    }
+
     /// Sends a state string such as `READY=1`, `STOPPING=1` or `STATUS=...`; does nothing when
     /// not started by systemd.
     public static func notify(_ state: String) {

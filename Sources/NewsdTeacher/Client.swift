@@ -213,7 +213,7 @@ public final class TeacherClient: Sendable {
         // the shared backoff, `Retry-After` winning when longer.
         return try await retry(policy, isRetriable: { e in (e as? TeacherError).map { $0.isRetriable && $0.kind != .budgetExhausted } ?? false }) {
             if ledger.isExhausted {
-                throw TeacherError("daily teacher budget of $\(settings.dailyBudgetUSD) is spent", retriable: true, kind: .budgetExhausted)
+                throw TeacherError("daily teacher budget of $\(ledger.dailyBudget) is spent", retriable: true, kind: .budgetExhausted)
             }
             // The rate slot first, then the breaker: once admitted (possibly as the half-open
             // probe), nothing but the request itself stands before its success or failure report.

@@ -12,10 +12,12 @@ import NewsdSystem
 /// last second (no minute's worth of requests in one burst). Tokens are estimated before a request
 /// and corrected with the server's `usage` after it. A `Retry-After` pauses every request.
 public final class RateLimiter: Sendable {
+    /// The limits in force (a SIGHUP reload can change them while requests wait).
+    private let limits: LockedValue<(requests: Int, tokens: Int)>
     /// 0 = unlimited.
-    public let requestsPerMinute: Int
+    public var requestsPerMinute: Int { limits.value.requests }
     /// 0 = unlimited.
-    public let tokensPerMinute: Int
+    public var tokensPerMinute: Int { limits.value.tokens }
     private struct Reservation: Sendable { var at: Double, id: Int, count: Int }
     private struct State: Sendable {
         var starts: [Double] = []
@@ -27,8 +29,12 @@ public final class RateLimiter: Sendable {
 
     /// A limiter; 0 disables a limit.
     public init(requestsPerMinute: Int, tokensPerMinute: Int) {
-        self.requestsPerMinute = requestsPerMinute
-        self.tokensPerMinute = tokensPerMinute
+        limits = LockedValue((requestsPerMinute, tokensPerMinute))
+    }
+
+    /// Changes the limits; waiting requests see them on their next try (within a second).
+    public func setLimits(requestsPerMinute: Int, tokensPerMinute: Int) {
+        limits.withLock { $0 = (requestsPerMinute, tokensPerMinute) }
     }
 
     /// Requests allowed per second.
@@ -36,7 +42,8 @@ public final class RateLimiter: Sendable {
 
     /// Either admits a request now (returns its token reservation id) or says how long to wait.
     func tryAcquire(estimatedTokens: Int, now: Double) -> (id: Int?, wait: Double) {
-        let (rpm, tpm, perSecond) = (requestsPerMinute, tokensPerMinute, perSecond)
+        let (rpm, tpm) = limits.value
+        let perSecond = max(1, (rpm + 59) / 60)
         return state.withLock { s in
             while let f = s.starts.first, f <= now - 60 { s.starts.removeFirst() }
             while let f = s.tokens.first, f.at <= now - 60 { s.tokens.removeFirst() }
@@ -61,7 +68,8 @@ public final class RateLimiter: Sendable {
         while true {
             let r = tryAcquire(estimatedTokens: estimatedTokens, now: monotonicSeconds())
             if let id = r.id { return id }
-            try await Task.sleep(nanoseconds: UInt64(min(r.wait, 60) * 1e9))
+            // At most a second at a time: a reload that raises the limit is seen at once.
+            try await Task.sleep(nanoseconds: UInt64(min(r.wait, 1) * 1e9))
         }
     }
 
@@ -179,14 +187,17 @@ public final class CircuitBreaker: Sendable {
 /// Spend per UTC day against a budget. Hosts sharing a database add the spend recorded there
 /// (`synchronise`), so the budget is for the whole deployment, not per host.
 public final class SpendLedger: Sendable {
-    /// US dollars per UTC day; 0 = unlimited.
-    public let dailyBudget: Double
+    private let budget: LockedValue<Double>
+    /// US dollars per UTC day; 0 = unlimited (reloadable).
+    public var dailyBudget: Double { budget.value }
+    /// Changes the budget (SIGHUP reload).
+    public func setDailyBudget(_ dollars: Double) { budget.withLock { $0 = dollars } }
     private struct Day: Sendable { var day: Int; var spent = 0.0 }
     private let ledger: LockedValue<Day>
 
     /// A ledger with this daily budget.
     public init(dailyBudget: Double) {
-        self.dailyBudget = dailyBudget
+        budget = LockedValue(dailyBudget)
         ledger = LockedValue(Day(day: Self.utcDay(Date())))
     }
 

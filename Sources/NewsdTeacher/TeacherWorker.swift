@@ -37,10 +37,16 @@ public final class TeacherWorker: Service, Sendable {
     private let stopFlag = LockedValue(false)
     /// Return once the queue is empty and nothing is in flight (batch runs, benchmarks).
     public let stopWhenEmpty: Bool
+    /// The daemon's metrics.
+    public let metrics: NewsdMetrics
+    /// The client (its limiter and ledger take reloaded limits).
+    public var teacherClient: TeacherClient { client }
 
     /// A worker for this configuration.
-    public init(configuration: NewsdConfiguration, client: TeacherClient, logger: Logger, stopWhenEmpty: Bool = false) {
+    public init(configuration: NewsdConfiguration, client: TeacherClient, logger: Logger, stopWhenEmpty: Bool = false,
+                metrics: NewsdMetrics = NewsdMetrics()) {
         self.configuration = configuration
+        self.metrics = metrics
         self.stopWhenEmpty = stopWhenEmpty
         self.client = client
         self.logger = logger
@@ -154,9 +160,10 @@ public final class TeacherWorker: Service, Sendable {
     }
 
     private func process(_ item: QueuedItem) async {
-        let (worker, db, stats) = (workerID, database, stats)
+        let (worker, db, stats, metrics) = (workerID, database, stats, metrics)
         do {
             let verdict = try await client.label(item.text) { record in
+                Self.record(record, into: metrics)
                 stats.withLock { s in
                     s.requests[record.status, default: 0] += 1
                     s.promptTokens += record.promptTokens; s.completionTokens += record.completionTokens; s.cost += record.cost
@@ -166,12 +173,14 @@ public final class TeacherWorker: Service, Sendable {
             let model = configuration.teacher.model
             let stored = try await database.run("store verdict") { try TeacherQueue.complete($0, item: item, label: verdict, teacherModel: model) }
             stats.withLock { s in if verdict.label == nil { s.ambiguous += 1 } else { s.labelled += 1 } }
+            metrics.increment("newsd_teacher_items_total", [("outcome", verdict.label == nil ? "ambiguous" : "labelled")])
             logger.debug("teacher verdict", metadata: ["queue_id": "\(item.id)", "status": "\(verdict.status)", "label": "\(verdict.label ?? "-")",
                                                        "votes": "\(verdict.votes)", "stored": "\(stored)"])
         } catch {
             let budget = (error as? TeacherError)?.kind == .budgetExhausted
             if !budget { logger.warning("teacher could not label an item; it goes back to the queue", metadata: ["queue_id": "\(item.id)", "error": "\(error)"]) }
             stats.withLock { $0.released += 1 }
+            metrics.increment("newsd_teacher_items_total", [("outcome", "released")])
             let max = configuration.teacher.maxAttempts
             // Not retried at once: the server just failed every retry, give it a moment.
             let wait = budget ? 0 : min(60, 5 * Double(item.attempts))
@@ -181,18 +190,40 @@ public final class TeacherWorker: Service, Sendable {
         }
     }
 
-    /// Prometheus lines for `/metrics`.
-    public func prometheusText() -> String {
-        let s = statistics
-        var out = "# HELP newsd_teacher_items_total Items the teacher worker finished, by outcome.\n# TYPE newsd_teacher_items_total counter\n"
-        out += "newsd_teacher_items_total{outcome=\"labelled\"} \(s.labelled)\nnewsd_teacher_items_total{outcome=\"ambiguous\"} \(s.ambiguous)\nnewsd_teacher_items_total{outcome=\"released\"} \(s.released)\n"
-        out += "# HELP newsd_teacher_requests_total Teacher HTTP requests by status.\n# TYPE newsd_teacher_requests_total counter\n"
-        for (k, v) in s.requests.sorted(by: { $0.key < $1.key }) { out += "newsd_teacher_requests_total{status=\"\(k)\"} \(v)\n" }
-        out += "# HELP newsd_teacher_tokens_total Tokens reported by the teacher.\n# TYPE newsd_teacher_tokens_total counter\n"
-        out += "newsd_teacher_tokens_total{kind=\"prompt\"} \(s.promptTokens)\nnewsd_teacher_tokens_total{kind=\"completion\"} \(s.completionTokens)\n"
-        out += "# HELP newsd_teacher_spend_usd_total Teacher spend of this host, US dollars.\n# TYPE newsd_teacher_spend_usd_total counter\nnewsd_teacher_spend_usd_total \(s.cost)\n"
-        out += "# HELP newsd_teacher_circuit_open 1 while the teacher's circuit breaker holds requests back.\n# TYPE newsd_teacher_circuit_open gauge\nnewsd_teacher_circuit_open \(client.breaker.isOpen ? 1 : 0)\n"
-        out += "# HELP newsd_teacher_budget_exhausted 1 while today's budget is spent.\n# TYPE newsd_teacher_budget_exhausted gauge\nnewsd_teacher_budget_exhausted \(client.ledger.isExhausted ? 1 : 0)\n"
-        return out
+    /// One request's figures: status, error kind, tokens, spend.
+    static func record(_ r: TeacherRequestRecord, into metrics: NewsdMetrics) {
+        metrics.increment("newsd_teacher_requests_total", [("status", r.status)])
+        if let kind = errorKind(r.status) { metrics.increment("newsd_teacher_errors_total", [("kind", kind)]) }
+        metrics.increment("newsd_teacher_tokens_total", [("kind", "prompt")], by: r.promptTokens)
+        metrics.increment("newsd_teacher_tokens_total", [("kind", "completion")], by: r.completionTokens)
+        metrics.add("newsd_teacher_spend_usd_total", r.cost)
+    }
+
+    /// The error kind of a request status (`http_429` -> `rate_limited`), nil for `ok`.
+    static func errorKind(_ status: String) -> String? {
+        switch status {
+        case "ok": return nil
+        case "timeout", "connection": return status
+        case "bad_response": return "unparsable"
+        case "http_429": return "rate_limited"
+        default:
+            if status.hasPrefix("http_5") { return "server" }
+            if status.hasPrefix("http_") { return "client" }
+            return "other"
+        }
+    }
+
+    /// Gauges read from the client: breaker state, budget, limits in force.
+    public func publishGauges() {
+        let state: Double
+        switch client.breaker.current {
+        case .closed: state = 0
+        case .halfOpen: state = 1
+        case .open: state = client.breaker.isOpen ? 2 : 1
+        }
+        metrics.set("newsd_teacher_breaker_state", state)
+        metrics.set("newsd_teacher_budget_exhausted", client.ledger.isExhausted ? 1 : 0)
+        metrics.set("newsd_teacher_daily_budget_usd", client.ledger.dailyBudget)
+        metrics.set("newsd_teacher_requests_per_minute_limit", Double(client.limiter.requestsPerMinute))
     }
 }

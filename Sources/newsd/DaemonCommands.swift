@@ -13,14 +13,11 @@ import NewsdSystem
 import NewsdTeacher
 import ServiceLifecycle
 
-/// Sets up logging to standard error (the journal, under systemd) at `level`.
-func bootstrapLogging(_ level: LogLevel) -> Logger {
-    let parsed = Logger.Level(rawValue: level.rawValue) ?? .info
-    LoggingSystem.bootstrap { label in
-        var h = StreamLogHandler.standardError(label: label)
-        h.logLevel = parsed
-        return h
-    }
+/// Sets up structured logging to standard error (the journal, under systemd) as configured
+/// (`log.level`, `log.format`), with the configuration's secrets registered for scrubbing.
+func bootstrapLogging(_ log: NewsdConfiguration.Log, secretsOf configuration: NewsdConfiguration? = nil) -> Logger {
+    if let configuration { SecretScrubber.register(configuration: configuration) }
+    StructuredLogHandler.bootstrap(level: log.level, format: log.format)
     return Logger(label: "newsd")
 }
 
@@ -41,7 +38,8 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let cfg = try loadConfiguration(config)
-        let logger = bootstrapLogging(cfg.log.level)
+        let logger = bootstrapLogging(cfg.log, secretsOf: cfg)
+        raiseOpenFileLimit(logger: logger)
         var props: [String: String] = [:]
         for p in kafkaProperty {
             let parts = p.split(separator: "=", maxSplits: 1).map(String.init)
@@ -50,7 +48,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let pipeline = try Daemon.prepare(cfg, logger: logger, consumerProperties: props)
         pipeline.onReady = { SystemdNotifier.notify("READY=1\nSTATUS=consuming") }
-        let services = try Daemon.Services(configuration: cfg, pipeline: pipeline, logger: logger)
+        let services = try Daemon.Services(configuration: cfg, pipeline: pipeline, logger: logger, configurationFile: config)
         let extra: [ServiceGroupConfiguration.ServiceConfiguration] = stopAfter > 0
             ? [.init(service: StopAfterService(pipeline: pipeline, count: stopAfter), successTerminationBehavior: .gracefullyShutdownGroup)] : []
         try await services.run(logger: logger, shutdownTimeout: cfg.ingest.shutdownTimeoutSeconds, extra: extra)
@@ -220,5 +218,17 @@ struct DemoDataCommand: ParsableCommand {
         }
         if let portfolio { try PortfolioFile.csv(DemoData.portfolio).write(toFile: portfolio, atomically: true, encoding: .utf8) }
         FileHandle.standardError.write(Data("wrote \(count) messages to \(out)\n".utf8))
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (systemd's `LimitNOFILE=`): a flood of
+/// connections to the metrics port must meet the connection cap, not `EMFILE`.
+func raiseOpenFileLimit(logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let before = limit.rlim_cur
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+        logger.debug("open file limit raised", metadata: ["from": "\(before)", "to": "\(limit.rlim_cur)"])
     }
 }

@@ -123,7 +123,7 @@ struct TrainerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let cfg = try loadConfiguration(config)
-        let logger = bootstrapLogging(cfg.log.level)
+        let logger = bootstrapLogging(cfg.log, secretsOf: cfg)
         try Daemon.withDatabase(cfg) { _ = try Schema.migrate($0) }
         if once || force || shuffleLabels {
             switch try Distiller.runOnce(cfg, logger: logger, force: force, shuffleLabels: shuffleLabels) {

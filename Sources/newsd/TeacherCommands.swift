@@ -14,7 +14,7 @@ import NewsdTeacher
 import ServiceLifecycle
 
 /// `newsd dev-teacher`: an OpenAI-compatible server replaying recorded teacher answers.
-struct DevTeacherCommand: ParsableCommand {
+struct DevTeacherCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dev-teacher",
         abstract: "Serve OpenAI-compatible chat completions from recorded teacher answers (development and tests).",
@@ -44,7 +44,7 @@ struct DevTeacherCommand: ParsableCommand {
         if latencyMs < 0 { throw ValidationError("--latency-ms \(latencyMs): must be >= 0") }
     }
 
-    func run() throws {
+    func run() async throws {
         let table = try CSVTable(contentsOf: URL(fileURLWithPath: answers))
         let book = try AnswerBook(table: table, source: answers)
         var faults = FaultRates()
@@ -53,13 +53,13 @@ struct DevTeacherCommand: ParsableCommand {
         let prompt = try promptFile.map { try PromptTemplate(file: $0) } ?? .investorSentiment
         let key = apiKeyEnv.flatMap { ProcessInfo.processInfo.environment[$0] }
         let teacher = DevTeacher(book: book, faults: faults, unknown: try UnknownTextRule(parsing: unknown), prompt: prompt, apiKey: key, seed: seed)
-        let bound = try teacher.start(host: host, port: port)
+        let bound = try await teacher.start(host: host, port: port)
         let url = "http://\(host):\(bound)/v1"
         if let urlFile { try (url + "\n").write(toFile: urlFile, atomically: true, encoding: .utf8) }
         print(url)
         fflushStandardOutput()
         note("dev-teacher: \(book.texts.count) texts, \(book.samples.first?.count ?? 0) samples each; faults: latency \(latencyMs) ms, 429 \(rate429), 500 \(rate500), hang \(rateHang), malformed \(rateMalformed)")
-        while true { sleep(3600) }
+        while true { try await Task.sleep(for: .seconds(3600)) }
     }
 }
 
@@ -208,7 +208,7 @@ struct TeacherWorkCommand: AsyncParsableCommand {
 
     func run() async throws {
         let cfg = try loadConfiguration(config, requireModel: false)
-        let logger = bootstrapLogging(cfg.log.level)
+        let logger = bootstrapLogging(cfg.log, secretsOf: cfg)
         guard !cfg.teacher.baseURL.isEmpty else { throw ValidationError("teacher.base_url is not set") }
         try Daemon.withDatabase(cfg) { db in _ = try Schema.migrate(db) }
         let client = try TeacherClient(settings: try TeacherSettings(configuration: cfg.teacher))

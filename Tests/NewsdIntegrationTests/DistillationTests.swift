@@ -173,12 +173,12 @@ struct DistillationTests {
     }
 
     @Test("end to end: cold start, then at least two promotions while messages stream; swaps, backfill and exactly once hold")
-    func loopPromotesWhileStreaming() throws {
+    func loopPromotesWhileStreaming() async throws {
         let stream = try TestStream(topic: "loop", partitions: 2)
         let sentences = DemoData.sentences(count: 600, seed: 21)
         let answers = CSVTable(header: ["text", "label"], rows: sentences.map { [$0.text, $0.label] })
         let teacher = DevTeacher(book: try AnswerBook(table: answers))
-        let teacherURL = "http://127.0.0.1:\(try teacher.start(port: 0))/v1"
+        let teacherURL = "http://127.0.0.1:\(try await teacher.start(port: 0))/v1"
         var c = Harness.configuration(brokers: stream.cluster.bootstrapServers, database: stream.database, topic: stream.topic)
         c.model.dir = Harness.baseModel.path
         c.metrics.listen = ""
@@ -202,7 +202,7 @@ struct DistillationTests {
         try stream.produce(Array(messages[200..<500]))
         #expect(try Harness.waitUntil(240) { try promotions() >= 2 }, "v2: \(daemon.logText.suffix(2500))")
         try Harness.waitFor(stream.database, "SELECT count(*) FROM news_items", atLeast: 500, timeout: 60)
-        Thread.sleep(forTimeInterval: 3)   // the last wave comes well after the swap
+        try await Task.sleep(for: .seconds(3))   // the last wave comes well after the swap
         try stream.produce(Array(messages[500..<600]))
         try Harness.waitFor(stream.database, "SELECT count(*) FROM news_items", atLeast: 600, timeout: 60)
         daemon.kill(SIGTERM)

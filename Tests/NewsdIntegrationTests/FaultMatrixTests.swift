@@ -15,7 +15,7 @@ import Glibc
 @Suite("Fault matrix: one stream through every fault", .serialized)
 struct FaultMatrixTests {
     @Test("kill -9, Postgres restart, broker down, teacher outage, topic recreation: 0 lost, 0 duplicated")
-    func everyFaultOnOneStream() throws {
+    func everyFaultOnOneStream() async throws {
         // A private Postgres, so restarting it disturbs no other suite.
         let port = 31_332
         let (database, pgctl) = try Harness.privatePostgres(port: port)
@@ -24,7 +24,7 @@ struct FaultMatrixTests {
         let stream = try TestStream(topic: "matrix", partitions: 4)
         let fixture = TeacherFixture(count: 60)
         let teacher = DevTeacher(book: try AnswerBook(table: fixture.table), faults: { var f = FaultRates(); f.latencyMilliseconds = 50; return f }())
-        let teacherURL = "http://127.0.0.1:\(try teacher.start(port: 0))/v1"
+        let teacherURL = "http://127.0.0.1:\(try await teacher.start(port: 0))/v1"
         func config(brokers: String) throws -> URL {
             var c = Harness.configuration(brokers: brokers, database: database, topic: stream.topic, group: "matrix")
             c.ingest.shutdownTimeoutSeconds = 8
@@ -73,11 +73,11 @@ struct FaultMatrixTests {
         // 3. The broker goes down for 3 s.
         try produce(500, brokers: stream.cluster.bootstrapServers)
         try stream.cluster.setBroker(1, up: false)
-        Thread.sleep(forTimeInterval: 3)
+        try await Task.sleep(for: .seconds(3))
         try stream.cluster.setBroker(1, up: true)
         // 4. The teacher is out for 5 s (ingest goes on; the queue waits, then drains).
         teacher.setOutage(true)
-        Thread.sleep(forTimeInterval: 5)
+        try await Task.sleep(for: .seconds(5))
         teacher.setOutage(false)
         _ = Harness.waitUntil(120) { stored() >= produced }
         #expect(stored() == produced, "\(stored()) of \(produced) stored before the topic recreation")

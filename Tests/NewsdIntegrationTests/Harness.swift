@@ -262,7 +262,7 @@ extension Harness {
         inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
         let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard ok == 0 else { return nil }
-        let request = "GET \(path) HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        let request = "GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         _ = request.withCString { send(s, $0, strlen($0), 0) }
         var data = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)

@@ -62,7 +62,7 @@ struct ShutdownTests {
     /// Before: with the teacher worker on, SIGTERM while Postgres was down hung forever and
     /// further signals were ignored.
     @Test("Postgres down, teacher worker on: SIGTERM exits 0 within the bound; after a restart nothing is lost or doubled")
-    func postgresDownWithTeacherWorker() throws {
+    func postgresDownWithTeacherWorker() async throws {
         let port = 31_331
         let (database, pgctl) = try Harness.privatePostgres(port: port)
         defer { Harness.removePrivatePostgres(port: port) }
@@ -70,7 +70,7 @@ struct ShutdownTests {
         let messages = Harness.goodMessages(3000, prefix: "p")
         let fixture = TeacherFixture(count: 30)
         let teacher = DevTeacher(book: try AnswerBook(table: fixture.table), faults: { var f = FaultRates(); f.latencyMilliseconds = 300; return f }())
-        let teacherURL = "http://127.0.0.1:\(try teacher.start(port: 0))/v1"
+        let teacherURL = "http://127.0.0.1:\(try await teacher.start(port: 0))/v1"
         let config = try Self.config(stream, database: database, extra: """
             [teacher]
             base_url = "\(teacherURL)"
@@ -81,7 +81,7 @@ struct ShutdownTests {
         let daemon = try DaemonProcess(config: config, name: "pgdown")
         try Harness.waitFor(database, "SELECT count(*) FROM teacher_requests", atLeast: 3, timeout: 60)
         #expect(pgctl("stop") == 0)
-        Thread.sleep(forTimeInterval: 2)
+        try await Task.sleep(for: .seconds(2))
         let (status, seconds) = Self.terminate(daemon)
         #expect(status == 0, "exit status \(String(describing: status)); log:\n\(daemon.logText.suffix(2000))")
         #expect(seconds < Self.bound + 3, "stopped in \(seconds) s; the bound is \(Self.bound) s")

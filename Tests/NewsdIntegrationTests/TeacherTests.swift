@@ -65,12 +65,12 @@ struct TeacherBench {
     let baseURL: String
     let fixture: TeacherFixture
 
-    init(items: Int, faults: FaultRates = FaultRates(), seed: UInt64 = 7) throws {
+    init(items: Int, faults: FaultRates = FaultRates(), seed: UInt64 = 7) async throws {
         database = try Harness.freshDatabase()
         try Schema.migrate(try PostgresConnection(database))
         fixture = TeacherFixture(count: items, seed: seed)
         teacher = DevTeacher(book: try AnswerBook(table: fixture.table), faults: faults, seed: seed)
-        baseURL = "http://127.0.0.1:\(try teacher.start(port: 0))/v1"
+        baseURL = "http://127.0.0.1:\(try await teacher.start(port: 0))/v1"
     }
 
     func configuration() -> NewsdConfiguration {
@@ -130,7 +130,7 @@ struct TeacherTests {
         faults.rate500 = 0.1
         faults.rateMalformed = 0.05
         faults.rateHang = 0.02
-        let bench = try TeacherBench(items: 48, faults: faults)
+        let bench = try await TeacherBench(items: 48, faults: faults)
         #expect(try bench.enqueueAll() == 48)
         var c = bench.configuration()
         c.teacher.concurrency = 8
@@ -179,10 +179,10 @@ struct TeacherTests {
     }
 
     @Test("a worker killed mid-run and restarted: no item lost, none labelled twice")
-    func killedWorkerLosesNothing() throws {
+    func killedWorkerLosesNothing() async throws {
         var faults = FaultRates()
         faults.latencyMilliseconds = 300
-        let bench = try TeacherBench(items: 90, faults: faults, seed: 11)
+        let bench = try await TeacherBench(items: 90, faults: faults, seed: 11)
         _ = try bench.enqueueAll()
         var c = bench.configuration()
         c.kafka.brokers = "127.0.0.1:9"
@@ -202,8 +202,8 @@ struct TeacherTests {
     }
 
     @Test("newsd label: k samples and majority, ambiguous marked, budget stop, resumable")
-    func labelCommandResumes() throws {
-        let bench = try TeacherBench(items: 60, seed: 5)
+    func labelCommandResumes() async throws {
+        let bench = try await TeacherBench(items: 60, seed: 5)
         let input = try bench.fixture.write()
         let out = input.deletingLastPathComponent().appendingPathComponent("labelled.csv")
         let binary = DaemonProcess.binary.path
@@ -258,12 +258,12 @@ struct TeacherTests {
     }
 
     @Test("acceptance: dev-teacher replaying the shared CSV gives the recorded majority for every row that has one")
-    func sharedDataReplay() throws {
+    func sharedDataReplay() async throws {
         let shared = Harness.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/data/fpb-mixtral-train.csv")
         guard FileManager.default.fileExists(atPath: shared.path) else { return }   // the shared data sits beside CI's clone
         let table = try CSVTable(contentsOf: shared)
         let teacher = DevTeacher(book: try AnswerBook(table: table))
-        let url = "http://127.0.0.1:\(try teacher.start(port: 0))/v1"
+        let url = "http://127.0.0.1:\(try await teacher.start(port: 0))/v1"
         let out = Harness.temporaryDirectory().appendingPathComponent("fpb-labelled.csv")
         let run = try DaemonProcess(arguments: ["label", "--in", shared.path, "--out", out.path], name: "label-fpb",
                                     environment: ["NEWSD_TEACHER_BASE_URL": url, "NEWSD_TEACHER_REQUESTS_PER_MINUTE": "0", "NEWSD_TEACHER_CONCURRENCY": "16"])
