@@ -229,6 +229,7 @@ public enum Daemon {
         defer { SystemdNotifier.notify("READY=1") }
         do {
             let reread = try NewsdConfiguration.load(file: file)
+            SecretScrubber.register(configuration: reread)   // a new password must not show either
             let plan = try ReloadPlan(running: running.value, reread: reread)
             for change in plan.needsRestart {
                 logger.warning("configuration change needs a restart; ignored", metadata: ["key": "\(change.key)", "running": "\(change.old)", "read": "\(change.new)"])

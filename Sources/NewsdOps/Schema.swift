@@ -4,12 +4,34 @@ import NewsdSystem
 
 /// newsd's database schema as numbered migrations. Applied in one transaction under an advisory
 /// lock, so two hosts starting at once do not race; applying again is a no-op.
+///
+/// Rolling upgrades: migrations are additive (new tables, new nullable or defaulted columns, new
+/// indexes), so a host still running the previous version keeps working on the upgraded schema.
+/// Each applied migration records `oldest_compatible`, the oldest schema version a binary may know
+/// and still use the database; a binary refuses to start only when the database requires more
+/// than it knows (a breaking migration, which must say so).
 public enum Schema {
-    /// Advisory-lock key serialising migrations across hosts ("newsd" in ASCII).
+    /// One step of the schema.
+    public struct Migration: Sendable {
+        /// Sequential number.
+        public var version: Int
+        /// What it adds.
+        public var description: String
+        /// The SQL script.
+        public var sql: String
+        /// Nil for an additive migration (older binaries keep working); for a breaking one, the
+        /// oldest schema version a binary must know to use the database after it.
+        public var breaksBefore: Int?
+
+        /// A migration.
+        public init(_ version: Int, _ description: String, _ sql: String, breaksBefore: Int? = nil) {
+            self.version = version; self.description = description; self.sql = sql; self.breaksBefore = breaksBefore
+        }
+    }
 
     /// The migrations, in order. Never edit one that shipped: add a new one.
-    static let migrations: [(version: Int, description: String, sql: String)] = [
-        (1, "news items, predictions, companies, mentions, offsets, rejected messages", """
+    public static let migrations: [Migration] = [
+        Migration(1, "news items, predictions, companies, mentions, offsets, rejected messages", """
         CREATE TABLE companies (
             id          text PRIMARY KEY,
             name        text NOT NULL,
@@ -89,7 +111,7 @@ public enum Schema {
             FROM mentions m JOIN latest_predictions lp ON lp.item_id = m.item_id
             GROUP BY m.company_id, date_trunc('day', m.published_at);
         """),
-        (2, "teacher queue, teacher labels, teacher requests", """
+        Migration(2, "teacher queue, teacher labels, teacher requests", """
         -- Items chosen for the teacher, one per normalised text (the hash deduplicates).
         CREATE TABLE teacher_queue (
             id               bigserial PRIMARY KEY,
@@ -143,7 +165,7 @@ public enum Schema {
         );
         CREATE INDEX teacher_requests_started_at ON teacher_requests (started_at);
         """),
-        (3, "model registry, model artifacts, imported labels", """
+        Migration(3, "model registry, model artifacts, imported labels", """
         -- Student versions. `version` is the artifact checksum prefix every prediction records;
         -- `seq` numbers them v1, v2, ... for people.
         CREATE TABLE models (
@@ -180,7 +202,7 @@ public enum Schema {
         -- ingest made; the earlier ones are kept.
         ALTER TABLE predictions ADD COLUMN rescored boolean NOT NULL DEFAULT false;
         """),
-        (4, "topic incarnations: a recreated topic's messages are stored apart, never dropped as replays", """
+        Migration(4, "topic incarnations: a recreated topic's messages are stored apart, never dropped as replays", """
         -- When a partition's offsets start again (topic deleted and recreated, broker data lost),
         -- its new messages would reuse (topic, partition, offset) keys already stored and be
         -- dropped as replays. Each such restart opens a new incarnation N of the partition; its
@@ -201,29 +223,46 @@ public enum Schema {
     /// The newest schema version this build knows.
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
 
-    /// Applies missing migrations; returns the versions applied. Refuses a database whose schema
-    /// is newer than this build (an older binary must not write to it).
+    /// Applies the missing ones of `migrations` (this build's, unless a test plays another
+    /// version); returns the versions applied. A database already past them is used as it is when
+    /// its migrations since were additive, and refused (with the versions) when one of them breaks
+    /// binaries this old.
     @discardableResult
-    public static func migrate(_ db: PostgresConnection) throws -> [Int] {
-        try db.transaction {
+    public static func migrate(_ db: PostgresConnection, migrations: [Migration] = Schema.migrations) throws -> [Int] {
+        let known = migrations.last?.version ?? 0
+        return try db.transaction {
             try db.execute("SELECT pg_advisory_xact_lock($1)", [String(AdvisoryLock.migration)])
             try db.execute("""
                 CREATE TABLE IF NOT EXISTS schema_migrations (
                     version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
                 """)
-            let applied = Set(try db.query("SELECT version FROM schema_migrations").typed.map { try $0.decode("version", as: Int.self) })
-            if let newest = applied.max(), newest > latestVersion {
-                throw PostgresError(sqlState: nil, message: "database schema version \(newest) is newer than this newsd (\(latestVersion)); upgrade newsd")
+            // Additive bookkeeping: old binaries read only `version`.
+            try db.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS oldest_compatible integer NOT NULL DEFAULT 1")
+            let rows = try db.query("SELECT version, oldest_compatible FROM schema_migrations").typed
+            var applied = Set<Int>(), required = 1
+            for row in rows {
+                applied.insert(try row.decode("version", as: Int.self))
+                required = max(required, try row.decode("oldest_compatible", as: Int.self))
             }
+            if required > known {
+                throw PostgresError(sqlState: nil, message: "database schema version \(applied.max() ?? 0) requires a newsd that knows schema \(required) or newer; this one knows \(known): upgrade newsd", permanent: true)
+            }
+            if let newest = applied.max(), newest > known { return [] }   // newer but compatible: an upgrade in progress
             var done: [Int] = []
             for m in migrations where !applied.contains(m.version) {
                 try db.executeScript(m.sql)
-                try db.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", [String(m.version), m.description])
+                required = max(required, m.breaksBefore ?? required)
+                try db.execute("INSERT INTO schema_migrations (version, description, oldest_compatible) VALUES ($1, $2, $3)",
+                               [String(m.version), m.description, String(required)])
                 done.append(m.version)
             }
             return done
         }
     }
+
+    /// Words that make a migration script non-additive (it would break hosts still running the
+    /// previous version during a rolling upgrade); a test keeps additive migrations free of them.
+    public static let breakingStatements = ["DROP TABLE", "DROP COLUMN", "RENAME", "ALTER COLUMN", "SET NOT NULL", "DROP CONSTRAINT", "TRUNCATE"]
 }
 
 /// Postgres advisory lock keys: one per job only one host may run at a time.

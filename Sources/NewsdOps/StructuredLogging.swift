@@ -26,9 +26,8 @@ public enum SecretScrubber {
     /// (`TEACHER_API_KEY`, `KAFKA_SASL_PASSWORD`, from the environment or the credentials file).
     public static func register(configuration c: NewsdConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment) {
         var values: [String] = []
-        if let url = URLComponents(string: c.postgres.url), let p = url.password {
-            values.append(p)
-            if let d = p.removingPercentEncoding { values.append(d) }
+        if let url = URLComponents(string: c.postgres.url) {
+            values += [url.password, url.percentEncodedPassword].compactMap { $0 }   // as written and decoded
         }
         for pair in c.postgres.url.split(separator: "&") + c.postgres.url.split(separator: " ") where pair.contains("password=") {
             values.append(String(pair.split(separator: "=", maxSplits: 1).last ?? ""))
@@ -90,10 +89,15 @@ public struct StructuredLogHandler: LogHandler {
         }
     }
 
-    /// The shared level (setting it changes it for every logger).
+    /// A level set on one logger (a library quietened to warnings): it can make that logger
+    /// quieter than the process level, never louder.
+    private var localLevel: Logger.Level?
+
+    /// The level in force for this logger: the process level (`level`, reloadable), or this
+    /// logger's own when that is higher. Setting it affects this logger only.
     public var logLevel: Logger.Level {
-        get { Self.level.value }
-        set { Self.level.withLock { $0 = newValue } }
+        get { max(localLevel ?? .trace, Self.level.value) }
+        set { localLevel = newValue }
     }
 
     /// Metadata by key.
@@ -110,7 +114,7 @@ public struct StructuredLogHandler: LogHandler {
         write(SecretScrubber.scrub(line))
     }
 
-    private static let timeFormat: Date.ISO8601FormatStyle = .iso8601.year().month().day().time(includingFractionalSeconds: true)
+    private static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
 
     /// One line, without its newline (pure; tested).
     public static func format(_ format: LogFormat, time: Date, level: Logger.Level, label: String, message: String, fields: Logger.Metadata) -> String {

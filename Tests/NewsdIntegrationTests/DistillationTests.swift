@@ -34,7 +34,6 @@ extension Harness {
     }
 
     /// A free loopback port for a metrics endpoint.
-    static func freePort() -> UInt16 { UInt16.random(in: 20_000...31_000) }
 
     /// The version a daemon reports on /metrics and its refused-model count.
     static func servedModel(port: UInt16) -> (version: String, refused: Int)? {
@@ -111,7 +110,7 @@ struct DistillationTests {
         let v1 = try Self.registered(try Distiller.runOnce(c, logger: Harness.logger, force: true))
         try ModelRegistry.promote(db, v1.version)
         try Harness.insertTeacherLabels(db, DemoData.sentences(count: 100, seed: 6))
-        let ports = [Harness.freePort(), Harness.freePort() + 1]
+        let ports = [UInt16(try Harness.freePort()), UInt16(try Harness.freePort())]
         let hosts = try ports.enumerated().map { i, port -> DaemonProcess in
             var hc = Harness.configuration(brokers: stream.cluster.bootstrapServers, database: stream.database, topic: stream.topic)
             hc.metrics.listen = "127.0.0.1:\(port)"

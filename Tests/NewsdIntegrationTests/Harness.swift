@@ -87,8 +87,8 @@ enum Harness {
     }
 
     /// Writes the configuration as TOML (for subprocess daemons).
-    static func writeConfig(_ c: NewsdConfiguration) throws -> URL {
-        let url = temporaryDirectory().appendingPathComponent("newsd.toml")
+    static func writeConfig(_ c: NewsdConfiguration, logLevel: String = "info", extra: String = "", at path: URL? = nil) throws -> URL {
+        let url = path ?? temporaryDirectory().appendingPathComponent("newsd.toml")
         let text = """
         [kafka]
         brokers = "\(c.kafka.brokers)"
@@ -115,8 +115,9 @@ enum Harness {
         [metrics]
         listen = "\(c.metrics.listen)"
         [log]
-        level = "info"
-        """
+        level = "\(logLevel)"
+
+        """ + extra
         try text.write(to: url, atomically: true, encoding: .utf8)
         return url
     }
