@@ -79,6 +79,8 @@ public final class HTTPService: Service, Sendable {
     private let bound = LockedValue<Result<UInt16, HTTPError>?>(nil)
     private let waiters = LockedValue<[CheckedContinuation<UInt16, any Error>]>([])
     private let background = LockedValue<Task<Void, Never>?>(nil)
+    /// The server's tasks (connections, handlers) run here, off the cooperative pool.
+    private static let executor = DedicatedTaskExecutor(label: "newsd-http")
 
     /// A server that will listen on `settings.host:settings.port` once run.
     public init(settings: Settings, logger: Logger, handler: @escaping Handler) {
@@ -126,7 +128,7 @@ public final class HTTPService: Service, Sendable {
             onServerRunning: { [self] channel in resolve(.success(UInt16(channel.localAddress?.port ?? 0))) },
             logger: logger)
         do {
-            try await app.run()
+            try await withTaskExecutorPreference(Self.executor) { try await app.run() }
         } catch {
             let failure = HTTPError(code: 0, message: "cannot serve on \(host):\(settings.port): \(error)", isRetriable: false)
             resolve(.failure(failure))

@@ -67,3 +67,20 @@ public final class ShutdownBroadcast: Service, Sendable {
         fire()
     }
 }
+
+/// A task executor on its own threads (a concurrent dispatch queue), for work that must keep
+/// answering when Swift's cooperative pool is busy or blocked: the operators' HTTP endpoint and
+/// the dev teacher run under it (`withTaskExecutorPreference`), so a scrape or a health check is
+/// never queued behind a busy pool.
+public final class DedicatedTaskExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue: DispatchQueue
+
+    /// An executor whose threads carry `label`.
+    public init(label: String) { queue = DispatchQueue(label: label, attributes: .concurrent) }
+
+    /// Runs the job on the executor's queue.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }
+    }
+}

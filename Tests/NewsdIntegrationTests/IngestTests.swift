@@ -182,7 +182,7 @@ import Glibc
         let stream = try TestStream(topic: "ops", partitions: 2)
         let cluster = stream.cluster, db = stream.database
         var c = Harness.configuration(brokers: cluster.bootstrapServers, database: db, topic: "ops")
-        let port = UInt16.random(in: 20_000...40_000)
+        let port = UInt16(try Harness.freePort())
         c.metrics.listen = "127.0.0.1:\(port)"
         let daemon = try DaemonProcess(config: try Harness.writeConfig(c), name: "ops")
         try Harness.produce(Harness.goodMessages(300, prefix: "o") + ["{broken"], brokers: cluster.bootstrapServers, topic: "ops")
@@ -190,8 +190,8 @@ import Glibc
         Thread.sleep(forTimeInterval: 0.5)
         let metrics = try #require(Harness.httpGet(port: port, path: "/metrics"), "log:\n\(daemon.logText.suffix(1500))")
         #expect(metrics.status.contains("200"))
-        #expect(metrics.body.contains("newsd_items_stored_total 300"), "\(metrics.body)")
-        #expect(metrics.body.contains("newsd_messages_rejected_total 1"))
+        #expect(metrics.body.contains("newsd_items_stored_total{topic=\"ops\"} 300"), "\(metrics.body)")
+        #expect(metrics.body.contains("newsd_messages_rejected_total{topic=\"ops\",reason=\"malformed\"} 1"))
         #expect(metrics.body.contains("newsd_model_info{version=\"base\"} 1"))
         let health = try #require(Harness.httpGet(port: port, path: "/health"))
         #expect(health.status.contains("200"), "\(health)")
