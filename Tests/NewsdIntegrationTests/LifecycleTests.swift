@@ -46,14 +46,20 @@ struct LifecycleTests {
 
     /// Runs `services` in a group on a task, waits for `started`, cancels the task, and returns
     /// the seconds from the cancellation to the group's return.
-    func cancelWhen(_ services: [any Service], timeout: Double = 120, started: () throws -> Bool) async throws -> Double {
+    func cancelWhen(_ services: [any Service], timeout: Double = 120, started: @escaping () throws -> Bool) async throws -> Double {
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: Harness.logger))
         let task = Task { try await group.run() }
+        // Polled on a thread of its own and cancelled from it: a poll on the cooperative pool can
+        // be delayed by the other suites' work until the work to interrupt has finished.
         let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline, try !started() { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(try started(), "the work to interrupt never started")
-        let cancelledAt = Date()
-        task.cancel()
+        nonisolated(unsafe) let condition = started
+        let (seen, cancelledAt) = try await runOnDedicatedThread("test-cancel-when") { () throws -> (Bool, Date) in
+            while Date() < deadline, try !condition() { Thread.sleep(forTimeInterval: 0.02) }
+            let seen = try condition()
+            task.cancel()
+            return (seen, Date())
+        }
+        #expect(seen, "the work to interrupt never started")
         _ = await task.result
         return Date().timeIntervalSince(cancelledAt)
     }
