@@ -136,19 +136,7 @@ public struct StructuredLogHandler: LogHandler {
     /// with `\"`, `\\`, `\n`, `\t` escapes.
     static func logfmtValue(_ v: String) -> String {
         let needsQuotes = v.isEmpty || v.unicodeScalars.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" || $0.value < 0x20 || $0.value == 0x7F }
-        guard needsQuotes else { return v }
-        var out = "\""
-        for c in v.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default: if c.value < 0x20 || c.value == 0x7F { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out + "\""
+        return needsQuotes ? quoted(v) : v
     }
 
     /// A logfmt key: characters other than letters, digits, `_`, `.` and `-` become `_`.
@@ -156,8 +144,12 @@ public struct StructuredLogHandler: LogHandler {
         String(k.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || $0 == "_" || $0 == "." || $0 == "-" ? Character($0) : "_" })
     }
 
-    /// A JSON string literal.
-    static func jsonString(_ v: String) -> String {
+    /// A JSON string literal (also the quoted form of a logfmt value: the same escapes).
+    static func jsonString(_ v: String) -> String { quoted(v) }
+
+    /// `v` in double quotes with `\"`, `\\`, `\n`, `\r`, `\t` and `\uXXXX` for other control
+    /// characters.
+    static func quoted(_ v: String) -> String {
         var out = "\""
         for c in v.unicodeScalars {
             switch c {
@@ -166,7 +158,7 @@ public struct StructuredLogHandler: LogHandler {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            default: if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
+            default: if c.value < 0x20 || c.value == 0x7F { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
             }
         }
         return out + "\""

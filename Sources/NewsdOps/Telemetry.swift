@@ -113,6 +113,19 @@ public final class NewsdMetrics: Sendable {
         labels.isEmpty ? name : name + "\u{1}" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: "\u{1}")
     }
 
+    /// The handle of one series, made (and checked against the catalogue) on first use.
+    private static func cached<M: Sendable>(_ cache: LockedValue<[String: M]>, _ name: String, _ labels: [(String, String)],
+                                            _ kind: MetricCatalog.Kind, make: () -> M) -> M {
+        let k = key(name, labels)
+        return cache.withLock { c in
+            if let m = c[k] { return m }
+            checked(name, kind)
+            let m = make()
+            c[k] = m
+            return m
+        }
+    }
+
     private static func checked(_ name: String, _ kind: MetricCatalog.Kind) {
         precondition(MetricCatalog.byName[name]?.kind == kind, "metric \(name) is not a \(kind) of the catalog")
     }
@@ -120,15 +133,7 @@ public final class NewsdMetrics: Sendable {
     /// Adds `amount` to counter `name` with these labels.
     public func increment(_ name: String, _ labels: [(String, String)] = [], by amount: Int = 1) {
         guard amount > 0 else { return }
-        let k = Self.key(name, labels)
-        let c = counters.withLock { cache -> CoreMetrics.Counter in
-            if let c = cache[k] { return c }
-            Self.checked(name, .counter)
-            let c = CoreMetrics.Counter(label: name, dimensions: labels, factory: factory)
-            cache[k] = c
-            return c
-        }
-        c.increment(by: amount)
+        Self.cached(counters, name, labels, .counter) { CoreMetrics.Counter(label: name, dimensions: labels, factory: factory) }.increment(by: amount)
     }
 
     /// Adds a fractional `amount` (dollars) to counter `name`.
@@ -137,15 +142,8 @@ public final class NewsdMetrics: Sendable {
     /// Adds a fractional `amount` to counter `name` with these labels.
     public func add(_ name: String, _ labels: [(String, String)], _ amount: Double) {
         guard amount > 0 else { return }
-        let k = Self.key(name, labels)
-        let c = floatCounters.withLock { cache -> CoreMetrics.FloatingPointCounter in
-            if let c = cache[k] { return c }
-            Self.checked(name, .counter)
-            let c = CoreMetrics.FloatingPointCounter(label: name, dimensions: labels, factory: factory)
-            cache[k] = c
-            return c
-        }
-        c.increment(by: amount)
+        Self.cached(floatCounters, name, labels, .counter) { CoreMetrics.FloatingPointCounter(label: name, dimensions: labels, factory: factory) }
+            .increment(by: amount)
     }
 
     /// Sets gauge `name` with these labels.
@@ -185,15 +183,8 @@ public final class NewsdMetrics: Sendable {
 
     /// Records one observation into histogram `name` with these labels.
     public func observe(_ name: String, _ labels: [(String, String)], _ value: Double) {
-        let k = Self.key(name, labels)
-        let h = histograms.withLock { cache -> CoreMetrics.Recorder in
-            if let h = cache[k] { return h }
-            Self.checked(name, .histogram)
-            let h = CoreMetrics.Recorder(label: name, dimensions: labels, aggregate: true, factory: factory)
-            cache[k] = h
-            return h
-        }
-        h.record(value)
+        Self.cached(histograms, name, labels, .histogram) { CoreMetrics.Recorder(label: name, dimensions: labels, aggregate: true, factory: factory) }
+            .record(value)
     }
 
     /// The exposition text (Prometheus text format 0.0.4).
