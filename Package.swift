@@ -76,15 +76,18 @@ let package = Package(
         .target(name: "NewsdIngest", dependencies: ["NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher",
                                                     logging, lifecycle]),
         .target(name: "NewsdDistill", dependencies: ["NewsdSystem", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", logging, lifecycle]),
+        // Negative-shift alerts (detector, teacher verification, outbox delivery), the analysts'
+        // rollups and reports.
+        .target(name: "NewsdAlerts", dependencies: ["CCrypto", "NewsdSystem", "NewsdPostgres", "NewsdHTTP", "NewsdOps", "NewsdTeacher", logging, lifecycle]),
         // Wires the stages into one ServiceGroup.
         .target(name: "NewsdDaemon", dependencies: ["NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher",
-                                                    "NewsdIngest", "NewsdDistill", logging, lifecycle,
+                                                    "NewsdIngest", "NewsdDistill", "NewsdAlerts", logging, lifecycle,
                                                     .product(name: "UnixSignals", package: "swift-service-lifecycle")]),
         // Development stand-ins (mock cluster, dev teacher, demo data): linked by the CLI and tests only.
         .target(name: "NewsdDevTools", dependencies: ["CRdKafka", "NewsdSystem", "NewsdKafka", "NewsdHTTP", "NewsdModel", "NewsdTeacher", "NewsdIngest", logging]),
         .executableTarget(name: "newsd", dependencies: [
             "NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", "NewsdIngest", "NewsdDistill",
-            "NewsdDaemon", "NewsdDevTools", logging, lifecycle,
+            "NewsdAlerts", "NewsdDaemon", "NewsdDevTools", logging, lifecycle,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -95,8 +98,9 @@ let package = Package(
         .testTarget(name: "NewsdIngestTests", dependencies: ["NewsdIngest", "NewsdSystem"]),
         .testTarget(name: "NewsdTeacherTests", dependencies: ["NewsdTeacher", "NewsdHTTP", "NewsdSystem", "NewsdOps"]),
         .testTarget(name: "NewsdDevToolsTests", dependencies: ["NewsdDevTools", "NewsdTeacher", "NewsdHTTP", "NewsdSystem"]),
+        .testTarget(name: "NewsdAlertsTests", dependencies: ["NewsdAlerts", "NewsdOps", "NewsdSystem"]),
         .testTarget(name: "NewsdIntegrationTests", dependencies: [
-            "NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", "NewsdIngest", "NewsdDistill",
+            "NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", "NewsdIngest", "NewsdDistill", "NewsdAlerts",
             "NewsdDaemon", "NewsdDevTools", logging, lifecycle,
         ]),
     ]

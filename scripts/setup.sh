@@ -4,7 +4,8 @@
 # development cluster, and the default student base checkpoint. Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(libopenblas-dev librdkafka-dev libpq-dev libcurl4-openssl-dev libssl-dev pkg-config postgresql postgresql-contrib python3-pip prometheus systemd)
+packages=(libopenblas-dev librdkafka-dev libpq-dev libcurl4-openssl-dev libssl-dev pkg-config postgresql postgresql-contrib python3-pip prometheus systemd
+          prometheus-alertmanager chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NewsdAlerts
 import NewsdDistill
 import NewsdIngest
 import NewsdKafka
@@ -107,6 +108,8 @@ public enum Daemon {
         public let endpoint: OpsEndpoint?
         /// Postgres reachability and group-wide gauges.
         public let monitor: DatabaseMonitor
+        /// Negative-shift alerts (detector, verification, delivery) and the analysts' rollups.
+        public let alerts: AlertService
         /// Watchdog and status line.
         public let supervisor: SystemdSupervisor
         /// SIGHUP.
@@ -136,6 +139,7 @@ public enum Daemon {
             trainer = cfg.trainer.mode == .daemon ? TrainerService(configuration: cfg, logger: logger, metrics: metrics) : nil
             watcher = ModelWatcher(configuration: cfg, serving: pipeline.serving, logger: logger)
             monitor = DatabaseMonitor(url: cfg.postgres.url, metrics: metrics, logger: logger)
+            alerts = try AlertService(configuration: cfg, logger: logger, metrics: metrics)
             supervisor = SystemdSupervisor(pipeline: pipeline, worker: teacherWorker, metrics: metrics, logger: logger)
             broadcast = ShutdownBroadcast()
             let broadcast = broadcast
@@ -178,10 +182,13 @@ public enum Daemon {
             }
             let running = LockedValue(cfg)
             let worker = teacherWorker
+            let alerts = alerts
             reloader = ReloadService {
-                await Daemon.reload(file: configurationFile, running: running, pipeline: pipeline, worker: worker, metrics: metrics, logger: logger)
+                await Daemon.reload(file: configurationFile, running: running, pipeline: pipeline, worker: worker, alerts: alerts,
+                                    metrics: metrics, logger: logger)
             }
             let (ingest, trainer, watcher, monitor, supervisor) = (ingest, trainer, watcher, monitor, supervisor)
+            broadcast.onStop { alerts.requestStop() }
             broadcast.onStop { ingest.requestStop() }
             broadcast.onStop { worker?.requestStop() }
             broadcast.onStop { trainer?.requestStop() }
@@ -198,6 +205,7 @@ public enum Daemon {
             var services: [any Service] = [monitor, ingest]
             if let teacherWorker { services.append(teacherWorker) }
             if let trainer { services.append(trainer) }
+            services.append(alerts)
             services.append(watcher)
             services.append(supervisor)
             services.append(reloader)
@@ -224,7 +232,7 @@ public enum Daemon {
     /// reports and ignores what needs a restart; a configuration that does not load is reported
     /// and nothing changes. systemd hears `RELOADING=1` then `READY=1`.
     static func reload(file: String?, running: LockedValue<NewsdConfiguration>, pipeline: IngestPipeline, worker: TeacherWorker?,
-                       metrics: NewsdMetrics, logger: Logger) async {
+                       alerts: AlertService?, metrics: NewsdMetrics, logger: Logger) async {
         SystemdNotifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds)")
         defer { SystemdNotifier.notify("READY=1") }
         do {
@@ -248,6 +256,7 @@ public enum Daemon {
                 client.ledger.setDailyBudget(new.teacher.dailyBudgetUSD)
                 worker?.publishGauges()
             }
+            alerts?.setDetector(new.alerts.detector, companies: new.alerts.companies)
             StructuredLogHandler.level.withLock { $0 = Logger.Level(rawValue: new.log.level.rawValue) ?? .info }
             running.withLock { $0 = new }
             metrics.increment("newsd_config_reloads_total", [("result", plan.applied.isEmpty ? "unchanged" : "applied")])

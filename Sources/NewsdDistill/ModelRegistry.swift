@@ -114,6 +114,9 @@ public enum ModelRegistry {
             }
             try db.query("UPDATE models SET status = 'retired', reasons = \(reason) WHERE version = \(current)")
             try db.query("UPDATE models SET status = 'active', activated_at = now() WHERE version = \(previous)")
+            // The rolled-back model's predictions stop counting where an item has another one (the
+            // analysts' rollups recompute the hours they touch: the update trigger notes them).
+            try db.query("UPDATE predictions SET withdrawn = true WHERE model_version = \(current) AND NOT withdrawn")
             try db.query("SELECT pg_notify(\(channel), \(previous))")
             return previous
         }

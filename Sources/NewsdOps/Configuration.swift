@@ -237,6 +237,8 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
     public var teacher = Teacher()
     public var trainer = Trainer()
     public var log = Log()
+    public var alerts = Alerts()
+    public var analysts = Analysts()
 
     /// The defaults.
     public init() {}

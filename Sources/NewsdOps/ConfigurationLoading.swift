@@ -108,7 +108,7 @@ extension NewsdConfiguration {
     /// `NEWSD_*` variables that are not configuration keys: secrets, tool and test settings.
     public static let otherEnvironmentVariables: Set<String> = [
         "NEWSD_TEACHER_API_KEY", "NEWSD_KAFKA_SASL_PASSWORD", "NEWSD_POSTGRES_PASSWORD", "NEWSD_CREDENTIALS_FILE",
-        "NEWSD_BASE_MODEL_DIR", "NEWSD_STATS_FILE", "NEWSD_VECTOR_KERNELS", "NEWSD_PG_PORT", "NEWSD_BINARY",
+        "NEWSD_WEBHOOK_SECRET", "NEWSD_BASE_MODEL_DIR", "NEWSD_STATS_FILE", "NEWSD_VECTOR_KERNELS", "NEWSD_PG_PORT", "NEWSD_BINARY",
     ]
 
     /// Loads a TOML file (if given), then applies `NEWSD_*` environment overrides, then validates.
@@ -186,7 +186,9 @@ struct ConfigurationTree {
     typealias Value = JSONValue
 
     /// Tables whose keys are free-form (passed through, not checked against the type).
-    static let freeFormTables: Set<String> = ["kafka.properties"]
+    static let freeFormTables: Set<String> = ["kafka.properties", companyOverrides]
+    /// Per-company detector overrides: a table of tables keyed by company id.
+    static let companyOverrides = "alerts.companies"
 
     /// The tree in Swift's property names (camel case).
     private var root: [String: Value]
@@ -230,6 +232,21 @@ struct ConfigurationTree {
                                 origins: inout [String: String]) throws {
         for (key, value) in table {
             let keyPath = path.isEmpty ? key : path + "." + key
+            if path == Self.companyOverrides {
+                // `[alerts.companies.<id>]`: company ids are free, their keys are checked by validate().
+                guard let sub = value.table else {
+                    throw ConfigurationError(key: keyPath, value: "\(value)", reason: "expected a table [\(keyPath)] of detector parameters")
+                }
+                var overrides: [String: Value] = [:]
+                for (k, v) in sub {
+                    guard let d = v.double ?? v.int.map(Double.init) else {
+                        throw ConfigurationError(key: keyPath + "." + k, value: "\(v)", reason: "expected a number")
+                    }
+                    overrides[k] = .float(d)
+                }
+                node[key] = .object(overrides)
+                continue
+            }
             if Self.freeFormTables.contains(path) {
                 guard let s = value.string else {
                     throw ConfigurationError(key: keyPath, value: "\(value)", reason: "librdkafka properties are strings")

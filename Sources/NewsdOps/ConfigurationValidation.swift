@@ -58,10 +58,11 @@ extension NewsdConfiguration {
         if !(tr.negativeRecallTolerance >= 0) { throw bad("trainer.negative_recall_tolerance", tr.negativeRecallTolerance, "must be >= 0") }
         for g in tr.goldSets where !FileManager.default.fileExists(atPath: g) { throw bad("trainer.gold_sets", g, "no such file") }
         if tr.shadowItems < 0 { throw bad("trainer.shadow_items", tr.shadowItems, "must be >= 0") }
+        try validateAlerts()
     }
 
     /// A duration key within its range (a huge value would overflow a timer).
-    private func checkSeconds(_ key: String, _ value: Seconds, _ range: ClosedRange<Double>) throws {
+    func checkSeconds(_ key: String, _ value: Seconds, _ range: ClosedRange<Double>) throws {
         guard value.value.isFinite, range.contains(value.value) else {
             throw ConfigurationError(key: key, value: "\(value.value)", reason: "must be between \(range.lowerBound) and \(range.upperBound) seconds")
         }

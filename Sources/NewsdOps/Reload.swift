@@ -26,6 +26,10 @@ public struct ReloadPlan: Sendable, Equatable {
         "portfolio.file", "log.level",
     ]
 
+    /// Key prefixes applied at once: the alert detector's parameters and per-company overrides
+    /// (the detector reads them at its next pass).
+    public static let reloadablePrefixes = ["alerts.detector.", ConfigurationTree.companyOverrides]
+
     /// Changed keys that are applied.
     public var applied: [Change]
     /// Changed keys that need a restart; not applied.
@@ -42,12 +46,12 @@ public struct ReloadPlan: Sendable, Equatable {
         let old = try ConfigurationTree(running), new = try ConfigurationTree(reread)
         var applied: [Change] = [], restart: [Change] = []
         var result = old
-        for key in old.leafPaths() + ["kafka.properties"] {
+        for key in old.leafPaths() + ["kafka.properties", ConfigurationTree.companyOverrides] {
             let a = try old.leaf(key), b = try new.leaf(key)
             guard a != b else { continue }
             let hidden = Self.hiddenKeys.contains(key)
             let change = Change(key: key, old: hidden ? "(hidden)" : ConfigurationTree.text(a), new: hidden ? "(hidden)" : ConfigurationTree.text(b))
-            if Self.reloadableKeys.contains(key) {
+            if Self.reloadableKeys.contains(key) || Self.reloadablePrefixes.contains(where: { key.hasPrefix($0) }) {
                 applied.append(change)
                 try result.setLeaf(key, b)
             } else {

@@ -218,6 +218,236 @@ public enum Schema {
             PRIMARY KEY (group_id, topic, partition, incarnation)
         );
         """),
+        Migration(5, "alerts, alert drivers and outbox; analysts' rollups, views and read-only role", """
+        -- A prediction withdrawn by a rollback of its model: the item's effective prediction is
+        -- its newest one that is not withdrawn (or its newest, if all are).
+        ALTER TABLE predictions ADD COLUMN IF NOT EXISTS withdrawn boolean NOT NULL DEFAULT false;
+        CREATE INDEX predictions_predicted_at ON predictions (predicted_at);
+        CREATE INDEX predictions_rescored ON predictions (item_id) WHERE rescored;
+        CREATE OR REPLACE VIEW latest_predictions AS
+            SELECT DISTINCT ON (p.item_id) p.*
+            FROM predictions p ORDER BY p.item_id, p.withdrawn, p.predicted_at DESC, p.id DESC;
+
+        -- Negative-shift alerts. One open alert per company (the partial unique index), so hosts
+        -- running the detector at once raise it once.
+        CREATE TABLE alerts (
+            id                   bigserial PRIMARY KEY,
+            company_id           text NOT NULL,
+            rule                 text NOT NULL CHECK (rule IN ('shift', 'burst')),
+            severity             text NOT NULL CHECK (severity IN ('warning', 'critical')),
+            state                text NOT NULL CHECK (state IN ('verifying', 'firing', 'resolved', 'suppressed')),
+            verification         text NOT NULL DEFAULT 'pending'
+                                 CHECK (verification IN ('pending', 'confirmed', 'partly_confirmed', 'contradicted', 'unverified')),
+            window_start         timestamptz NOT NULL,
+            window_end           timestamptz NOT NULL,
+            observed_share       double precision NOT NULL,
+            baseline_share       double precision NOT NULL,
+            window_weight        double precision NOT NULL,
+            window_negative      double precision NOT NULL,
+            window_items         integer NOT NULL,
+            p_value              double precision NOT NULL,
+            drivers_checked      integer NOT NULL DEFAULT 0,
+            drivers_confirmed    integer NOT NULL DEFAULT 0,
+            drivers_contradicted integer NOT NULL DEFAULT 0,
+            parameters           jsonb NOT NULL,
+            raised_by            text NOT NULL,
+            raised_at            timestamptz NOT NULL DEFAULT now(),
+            verify_started_at    timestamptz NOT NULL DEFAULT now(),
+            resolved_at          timestamptz,
+            acked_at             timestamptz,
+            acked_by             text
+        );
+        CREATE UNIQUE INDEX alerts_one_open ON alerts (company_id) WHERE state IN ('verifying', 'firing');
+        CREATE INDEX alerts_company_raised ON alerts (company_id, raised_at);
+        CREATE INDEX alerts_raised ON alerts (raised_at);
+        -- The sentences that drove an alert, with the student's and (after verification) the
+        -- teacher's label.
+        CREATE TABLE alert_drivers (
+            alert_id              bigint NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+            rank                  integer NOT NULL,
+            item_id               bigint NOT NULL,
+            text                  text NOT NULL,
+            published_at          timestamptz NOT NULL,
+            student_label         text NOT NULL,
+            negative_probability  real NOT NULL,
+            model_version         text NOT NULL,
+            teacher_label         text,
+            teacher_status        text,
+            PRIMARY KEY (alert_id, rank)
+        );
+        -- Deliveries to do, written in the transaction that changes the alert: retried with
+        -- backoff until done, each with its idempotency key (the same on every retry).
+        CREATE TABLE alert_outbox (
+            id               bigserial PRIMARY KEY,
+            alert_id         bigint NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+            sink             text NOT NULL CHECK (sink IN ('alertmanager', 'webhook', 'notify')),
+            event            text NOT NULL CHECK (event IN ('firing', 'resolved')),
+            idempotency_key  text NOT NULL UNIQUE,
+            payload          jsonb NOT NULL,
+            attempts         integer NOT NULL DEFAULT 0,
+            next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+            created_at       timestamptz NOT NULL DEFAULT now(),
+            delivered_at     timestamptz,
+            failed_at        timestamptz,
+            last_error       text
+        );
+        CREATE INDEX alert_outbox_due ON alert_outbox (next_attempt_at) WHERE delivered_at IS NULL AND failed_at IS NULL;
+        CREATE INDEX alert_outbox_alert ON alert_outbox (alert_id, sink, id);
+
+        -- Analysts' rollups, recomputed per (company, hour) from the effective predictions
+        -- whenever a prediction or mention of that hour is inserted, changed or deleted: the
+        -- triggers only note what changed; `newsd run` (one host at a time) recomputes.
+        CREATE TABLE rollup_dirty_items (item_id bigint NOT NULL);
+        CREATE TABLE rollup_dirty_hours (company_id text NOT NULL, hour timestamptz NOT NULL);
+        CREATE FUNCTION newsd_note_predictions() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                INSERT INTO rollup_dirty_items SELECT DISTINCT item_id FROM old_rows;
+            ELSE
+                INSERT INTO rollup_dirty_items SELECT DISTINCT item_id FROM new_rows;
+            END IF;
+            RETURN NULL;
+        END $fn$;
+        CREATE FUNCTION newsd_note_mentions() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                INSERT INTO rollup_dirty_hours SELECT DISTINCT company_id, date_trunc('hour', published_at, 'UTC') FROM old_rows;
+            ELSE
+                INSERT INTO rollup_dirty_hours SELECT DISTINCT company_id, date_trunc('hour', published_at, 'UTC') FROM new_rows;
+            END IF;
+            RETURN NULL;
+        END $fn$;
+        CREATE TRIGGER predictions_note_insert AFTER INSERT ON predictions REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION newsd_note_predictions();
+        CREATE TRIGGER predictions_note_update AFTER UPDATE ON predictions REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION newsd_note_predictions();
+        CREATE TRIGGER predictions_note_delete AFTER DELETE ON predictions REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION newsd_note_predictions();
+        CREATE TRIGGER mentions_note_insert AFTER INSERT ON mentions REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION newsd_note_mentions();
+        CREATE TRIGGER mentions_note_delete AFTER DELETE ON mentions REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION newsd_note_mentions();
+        -- Everything stored before this migration is due once.
+        INSERT INTO rollup_dirty_hours SELECT DISTINCT company_id, date_trunc('hour', published_at, 'UTC') FROM mentions;
+
+        CREATE TABLE sentiment_hourly (
+            company_id      text NOT NULL,
+            hour            timestamptz NOT NULL,
+            items           integer NOT NULL,
+            positive        integer NOT NULL,
+            negative        integer NOT NULL,
+            neutral         integer NOT NULL,
+            p_positive_sum  double precision NOT NULL,
+            p_negative_sum  double precision NOT NULL,
+            p_neutral_sum   double precision NOT NULL,
+            low_confidence  integer NOT NULL,
+            model_versions  text[] NOT NULL,
+            computed_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (company_id, hour)
+        );
+        CREATE INDEX sentiment_hourly_hour ON sentiment_hourly (hour);
+        CREATE TABLE sentiment_daily (
+            company_id      text NOT NULL,
+            day             timestamptz NOT NULL,
+            items           integer NOT NULL,
+            positive        integer NOT NULL,
+            negative        integer NOT NULL,
+            neutral         integer NOT NULL,
+            p_positive_sum  double precision NOT NULL,
+            p_negative_sum  double precision NOT NULL,
+            p_neutral_sum   double precision NOT NULL,
+            low_confidence  integer NOT NULL,
+            model_versions  text[] NOT NULL,
+            computed_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (company_id, day)
+        );
+        CREATE INDEX sentiment_daily_day ON sentiment_daily (day);
+
+        -- What analysts query (docs/analysts.md).
+        CREATE VIEW company_hourly AS
+            SELECT company_id, hour, items, positive, negative, neutral,
+                   round(((positive - negative)::numeric / nullif(items, 0)), 4) AS net_sentiment,
+                   round((p_positive_sum / nullif(items, 0))::numeric, 4) AS mean_p_positive,
+                   round((p_negative_sum / nullif(items, 0))::numeric, 4) AS mean_p_negative,
+                   round((p_neutral_sum / nullif(items, 0))::numeric, 4) AS mean_p_neutral,
+                   round((low_confidence::numeric / nullif(items, 0)), 4) AS low_confidence_share,
+                   model_versions
+            FROM sentiment_hourly;
+        CREATE VIEW company_daily AS
+            SELECT company_id, day, items, positive, negative, neutral,
+                   round(((positive - negative)::numeric / nullif(items, 0)), 4) AS net_sentiment,
+                   round((p_positive_sum / nullif(items, 0))::numeric, 4) AS mean_p_positive,
+                   round((p_negative_sum / nullif(items, 0))::numeric, 4) AS mean_p_negative,
+                   round((p_neutral_sum / nullif(items, 0))::numeric, 4) AS mean_p_neutral,
+                   round((low_confidence::numeric / nullif(items, 0)), 4) AS low_confidence_share,
+                   model_versions
+            FROM sentiment_daily;
+        -- Every sentence with its company and effective prediction (filter by company and time:
+        -- the mentions index makes that fast). Behind any aggregate: the same company and hour/day.
+        CREATE VIEW company_sentences AS
+            SELECT m.company_id, m.published_at, date_trunc('hour', m.published_at, 'UTC') AS hour,
+                   date_trunc('day', m.published_at, 'UTC') AS day, n.id AS item_id, n.text, n.source,
+                   p.label, (p.probabilities->>'negative')::real AS p_negative, (p.probabilities->>'positive')::real AS p_positive,
+                   p.margin, p.model_version, mo.seq AS model_seq, p.predicted_at
+            FROM mentions m
+            JOIN news_items n ON n.id = m.item_id
+            CROSS JOIN LATERAL (SELECT * FROM predictions p WHERE p.item_id = m.item_id
+                                ORDER BY p.withdrawn, p.predicted_at DESC, p.id DESC LIMIT 1) p
+            LEFT JOIN models mo ON mo.version = p.model_version;
+        -- The latest sentences of each company (any number: ORDER BY published_at DESC LIMIT n).
+        CREATE VIEW company_latest_sentences AS
+            SELECT * FROM company_sentences;
+        -- Agreement between model versions on the items scored by both (rescoring, backfills);
+        -- refreshed by `newsd run` (analysts.agreement_refresh_seconds) when items were rescored.
+        CREATE MATERIALIZED VIEW model_agreement AS
+            SELECT a.model_version AS version_a, ma.seq AS seq_a, b.model_version AS version_b, mb.seq AS seq_b,
+                   count(*) AS items,
+                   count(*) FILTER (WHERE a.label = b.label) AS agreed,
+                   round(avg((a.label = b.label)::int)::numeric, 4) AS agreement,
+                   count(*) FILTER (WHERE a.label = 'negative' AND b.label <> 'negative') AS negative_only_a,
+                   count(*) FILTER (WHERE b.label = 'negative' AND a.label <> 'negative') AS negative_only_b
+            FROM predictions b
+            JOIN predictions a ON a.item_id = b.item_id AND a.id < b.id
+            LEFT JOIN models ma ON ma.version = a.model_version
+            LEFT JOIN models mb ON mb.version = b.model_version
+            WHERE b.rescored
+            GROUP BY a.model_version, ma.seq, b.model_version, mb.seq;
+        CREATE UNIQUE INDEX model_agreement_pair ON model_agreement (version_a, version_b);
+        -- Alerts with their drivers in one row each, for analysts.
+        CREATE VIEW alert_history AS
+            SELECT a.id, a.company_id, c.name AS company_name, a.rule, a.severity, a.state, a.verification,
+                   a.observed_share, a.baseline_share, a.window_items, a.p_value, a.window_start, a.window_end,
+                   a.raised_at, a.resolved_at, a.acked_at, a.drivers_checked, a.drivers_confirmed, a.drivers_contradicted,
+                   (SELECT json_agg(json_build_object('text', d.text, 'student', d.student_label, 'p_negative', d.negative_probability,
+                                                      'teacher', d.teacher_label) ORDER BY d.rank)
+                    FROM alert_drivers d WHERE d.alert_id = a.id) AS drivers
+            FROM alerts a LEFT JOIN companies c ON c.id = a.company_id;
+
+        -- The analysts' read-only role (no login: grant it to a login role, see docs/analysts.md).
+        -- Creating a role needs CREATEROLE; without it the migration says so and goes on.
+        DO $do$
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'newsd_analyst') THEN
+                CREATE ROLE newsd_analyst NOLOGIN;
+            END IF;
+        EXCEPTION
+            WHEN insufficient_privilege THEN
+                RAISE NOTICE 'newsd_analyst not created (no CREATEROLE): see docs/analysts.md';
+            WHEN duplicate_object THEN
+                NULL;   -- roles are cluster-wide: another database's migration created it just now
+        END $do$;
+        DO $do$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'newsd_analyst') THEN
+                EXECUTE format('GRANT CONNECT ON DATABASE %I TO newsd_analyst', current_database());
+                GRANT USAGE ON SCHEMA public TO newsd_analyst;
+                GRANT SELECT ON companies, company_aliases, news_items, predictions, mentions, models, teacher_labels,
+                                alerts, alert_drivers, sentiment_hourly, sentiment_daily, latest_predictions,
+                                company_sentiment_daily, company_hourly, company_daily, company_sentences,
+                                company_latest_sentences, model_agreement, alert_history TO newsd_analyst;
+            END IF;
+        END $do$;
+        """),
     ]
 
     /// The newest schema version this build knows.
@@ -275,4 +505,6 @@ public enum AdvisoryLock {
     public static let training = migration + 2
     /// The cold-start backfill (session-scoped).
     public static let backfill = migration + 3
+    /// The analysts' rollup pass (transaction-scoped).
+    public static let rollup = migration + 4
 }

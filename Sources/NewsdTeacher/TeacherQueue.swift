@@ -125,12 +125,29 @@ public enum TeacherQueue {
         }
     }
 
-    /// Today's (UTC) spend over all hosts, US dollars.
-    public static func spentToday(_ db: PostgresConnection) throws -> Double {
+    /// Workers whose id starts with this verify alerts: their spend has its own budget
+    /// (`alerts.teacher_daily_budget_usd`), outside the sampling budget.
+    public static let alertWorkerPrefix = "alerts:"
+
+    /// Today's (UTC) spend over all hosts, US dollars: of the sampling workers, or (`alerts: true`)
+    /// of alert verification.
+    public static func spentToday(_ db: PostgresConnection, alerts: Bool = false) throws -> Double {
         try db.query("""
             SELECT coalesce(sum(cost_usd), 0)::double precision AS spent FROM teacher_requests
             WHERE started_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+              AND starts_with(worker, \(alertWorkerPrefix)) = \(alerts)
             """).single().decode("spent")
+    }
+
+    /// Stores a verdict reached outside the queue (alert verification); false when the text had one.
+    @discardableResult
+    public static func store(_ db: PostgresConnection, text: String, label: TeacherLabel, teacherModel: String) throws -> Bool {
+        try db.execute("""
+            INSERT INTO teacher_labels (text_hash, text, label, status, distribution, votes, reasons, teacher_model)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8)
+            ON CONFLICT (text_hash) DO NOTHING
+            """, [teacherTextHash(text), text, label.label, label.status, try JSONText.encode(label.distribution), try JSONText.encode(label.votes),
+                  try JSONText.encode(label.reasons), teacherModel]).affected == 1
     }
 
     /// Items queued ever (pending, done or failed) and still pending.

@@ -113,7 +113,7 @@ struct MigrateCommand: ParsableCommand {
     @Option(help: "Postgres URL (overrides the configuration).") var postgres: String?
     func run() throws {
         var url = postgres
-        if url == nil { url = try loadConfiguration(config).postgres.url }
+        if url == nil { url = try loadConfiguration(config, requireModel: false).postgres.url }
         let db = try PostgresConnection(url!)
         let applied = try Schema.migrate(db)
         print(applied.isEmpty ? "schema up to date (version \(Schema.latestVersion))" : "applied migrations \(applied)")

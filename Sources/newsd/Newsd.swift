@@ -20,7 +20,8 @@ struct Newsd: AsyncParsableCommand {
         subcommands: [RunCommand.self, CheckConfigCommand.self, MigrateCommand.self, DevBrokerCommand.self, ProduceCommand.self,
                       DemoDataCommand.self, TrainCommand.self, EvalCommand.self, ClassifyCommand.self, BenchCommand.self,
                       DevTeacherCommand.self, LabelCommand.self, TeacherCommand.self,
-                      ModelsCommand.self, LabelsCommand.self, TrainerCommand.self, RescoreCommand.self])
+                      ModelsCommand.self, LabelsCommand.self, TrainerCommand.self, RescoreCommand.self,
+                      AlertsCommand.self, ReportCommand.self, AnalystsCommand.self])
 }
 
 /// Where the base checkpoint is when no flag says: `NEWSD_BASE_MODEL_DIR`, else the project's

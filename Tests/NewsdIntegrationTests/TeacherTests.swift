@@ -253,8 +253,10 @@ struct TeacherTests {
                    count(*) FILTER (WHERE n.id IS NULL)
             FROM teacher_queue q LEFT JOIN news_items n ON n.id = q.item_id
             """).rows[0].map { Int($0!)! }
-        // Duplicate texts in the stream are queued once, so at most 40.
-        #expect(queued[0] > 0 && queued[0] <= 40 && queued[1] == queued[0] && queued[2] == queued[0] && queued[3] == 0, "\(queued)")
+        // Duplicate texts in the stream are queued once, so at most 40 cold-start items. Once
+        // they are queued, the untrained student's uncertain items may follow (how many depends
+        // on how the stream was cut into batches), each text once as well.
+        #expect(queued[1] > 0 && queued[1] <= 40 && queued[2] == queued[0] && queued[3] == 0, "\(queued)")
     }
 
     @Test("acceptance: dev-teacher replaying the shared CSV gives the recorded majority for every row that has one")

@@ -24,6 +24,17 @@ struct OperationsUnitTests {
         let shown = (plan.applied + plan.needsRestart).map(\.description).joined(separator: " ")
         #expect(!shown.contains("pass") && shown.contains("teacher.requests_per_minute: 600 -> 1234"), "\(shown)")
         #expect(try ReloadPlan(running: running, reread: running).applied.isEmpty)
+        // The alert detector's parameters and per-company overrides apply at once; where alerts
+        // are delivered needs a restart.
+        var alerts = running
+        alerts.alerts.detector.minLift = 0.3
+        alerts.alerts.companies = ["ACME": ["min_support": 3]]
+        alerts.alerts.webhookURL = "http://127.0.0.1:1/hook"
+        let alertPlan = try ReloadPlan(running: running, reread: alerts)
+        #expect(alertPlan.result.alerts.detector.minLift == 0.3)
+        #expect(alertPlan.result.alerts.companies["ACME"]?["min_support"] == 3)
+        #expect(alertPlan.result.alerts.webhookURL == "")
+        #expect(alertPlan.needsRestart.map(\.key) == ["alerts.webhook_url"])
     }
 
     @Test("logfmt and JSON lines: sorted fields, quoting and escapes, UTC time")
