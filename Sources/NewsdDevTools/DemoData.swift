@@ -70,7 +70,7 @@ public enum DemoData {
     /// news turns mostly negative in the last third of the stream (so alerts have something to find).
     public static func sentences(count: Int, seed: UInt64 = 1, start: Date = Date(timeIntervalSince1970: 1_790_000_000),
                                  negativeShiftCompany: String? = "cobalt") -> [Sentence] {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         return (0..<count).map { i in
             let company = portfolio[Int(rng.next() % UInt64(portfolio.count))]
             var roll = rng.next() % 100
@@ -98,18 +98,5 @@ public enum DemoData {
         let m = Message(id: s.id, text: s.text, source: "demo-wire", publishedAt: ISO8601DateFormatter().string(from: s.publishedAt),
                         companies: includeCompanies ? [s.companyID] : nil)
         return (try? JSONText.encode(m)) ?? "{}"
-    }
-}
-
-/// SplitMix64, for deterministic demo data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

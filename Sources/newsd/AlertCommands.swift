@@ -149,16 +149,17 @@ struct AnalystsCommand: ParsableCommand {
         @Flag(help: "Recompute every stored hour.") var all = false
         func run() throws {
             let c = try loadConfiguration(config, requireModel: false)
-            let started = Date()
-            let pass = try Daemon.withDatabase(c) { db -> AnalystRollups.Pass in
+            let (pass, seconds, agreement) = try Daemon.withDatabase(c) { db -> (AnalystRollups.Pass, Double, Double) in
+                let started = Date()
                 if all {
                     try db.execute("INSERT INTO rollup_dirty_hours SELECT DISTINCT company_id, date_trunc('hour', published_at, 'UTC') FROM mentions")
                 }
                 let p = try AnalystRollups.pass(db, lowConfidenceMargin: c.analysts.lowConfidenceMargin)
+                let rolled = Date()
                 try AnalystRollups.refreshAgreement(db)
-                return p
+                return (p, rolled.timeIntervalSince(started), Date().timeIntervalSince(rolled))
             }
-            print(String(format: "recomputed %d hours and %d days in %.1f s", pass.hours, pass.days, Date().timeIntervalSince(started)))
+            print(String(format: "recomputed %d hours and %d days in %.2f s; model_agreement refreshed in %.2f s", pass.hours, pass.days, seconds, agreement))
         }
     }
 

@@ -52,25 +52,34 @@ final class AlertmanagerServer: @unchecked Sendable {
     }
 }
 
-/// A webhook receiver that can be down (nothing listening) and later up on the same port.
+/// A webhook receiver that can be down (nothing listening) and later up on the same port; once up
+/// it answers 503 to its first `failFirst` requests (a receiver still starting).
 final class WebhookReceiver: @unchecked Sendable {
-    struct Delivery: Sendable { var key: String; var signature: String; var body: [UInt8]; var attempt: String }
+    struct Delivery: Sendable { var key: String; var signature: String; var body: [UInt8]; var attempt: String; var accepted: Bool }
     let port: Int
+    let failFirst: Int
     let received = LockedValue<[Delivery]>([])
     private let server = LockedValue<HTTPService?>(nil)
 
-    init() throws { port = try Harness.freePort() }
+    init(failFirst: Int = 0) throws { port = try Harness.freePort(); self.failFirst = failFirst }
+
+    /// The deliveries it accepted (2xx).
+    var accepted: [Delivery] { received.value.filter(\.accepted) }
 
     var url: String { "http://127.0.0.1:\(port)/hook" }
 
     func start() async throws {
         var s = HTTPService.Settings()
         s.host = "127.0.0.1"; s.port = port
-        let received = received
+        let (received, failFirst) = (received, failFirst)
         let service = HTTPService(settings: s, logger: Harness.logger) { request in
-            received.withLock { $0.append(Delivery(key: request.headers["x-newsd-idempotency-key"] ?? "", signature: request.headers["x-newsd-signature"] ?? "",
-                                                   body: request.body, attempt: request.headers["x-newsd-delivery-attempt"] ?? "")) }
-            return HTTPServiceReply(status: 204, body: [])
+            let accept = received.withLock { r -> Bool in
+                let accept = r.count >= failFirst
+                r.append(Delivery(key: request.headers["x-newsd-idempotency-key"] ?? "", signature: request.headers["x-newsd-signature"] ?? "",
+                                  body: request.body, attempt: request.headers["x-newsd-delivery-attempt"] ?? "", accepted: accept))
+                return accept
+            }
+            return HTTPServiceReply(status: accept ? 204 : 503, body: [])
         }
         _ = try await service.start()
         server.withLock { $0 = service }
@@ -185,7 +194,7 @@ struct AlertsTests {
         try Schema.migrate(db)
         try AlertSeed.history(db)
         let alertmanager = try AlertmanagerServer()
-        let webhook = try WebhookReceiver()   // down: nothing listens on its port yet
+        let webhook = try WebhookReceiver(failFirst: 1)   // down: nothing listens on its port yet
         let (teacher, teacherURL) = try await Self.devTeacher(answer: "negative")
         defer { _ = teacher }
         var c = Self.configuration(database: database, teacher: teacherURL)
@@ -231,8 +240,13 @@ struct AlertsTests {
         await hostA.stop(); await hostB.stop()
         let hostC = try RunningAlerts(c, secret: secret)
         try await webhook.start()
-        try await Self.waitUntil("the webhook delivery", timeout: 30) { !webhook.received.value.isEmpty }
-        let first = webhook.received.value[0]
+        try await Self.waitUntil("the webhook delivery", timeout: 30) { !webhook.accepted.isEmpty }
+        // Refused once (503), then accepted: the same key, body and signature on both attempts.
+        let attempts = webhook.received.value
+        #expect(attempts.count >= 2 && !attempts[0].accepted)
+        let first = webhook.accepted[0]
+        #expect(attempts[0].key == first.key && attempts[0].body == first.body && attempts[0].signature == first.signature)
+        #expect(Int(first.attempt) ?? 0 > Int(attempts[0].attempt) ?? 0)
         #expect(first.key == "newsd-alert-\(id)-firing-webhook")
         #expect(first.signature == WebhookSignature.sign(first.body, secret: secret))
         #expect(String(decoding: first.body, as: UTF8.self).contains("\"event\": \"firing\"") || String(decoding: first.body, as: UTF8.self).contains("\"event\":\"firing\""))
@@ -240,9 +254,9 @@ struct AlertsTests {
         // The window empties: the alert resolves, Alertmanager sees it ended, the webhook hears it.
         try await Self.waitUntil("resolution", timeout: 90) { try Harness.count(database, "SELECT count(*) FROM alerts WHERE state = 'resolved'") == 1 }
         try await Self.waitUntil("Alertmanager to see it resolved", timeout: 30) { alertmanager.alert(id: id) == nil }
-        try await Self.waitUntil("the resolved webhook", timeout: 30) { webhook.received.value.count >= 2 }
+        try await Self.waitUntil("the resolved webhook", timeout: 30) { webhook.accepted.count >= 2 }
         await hostC.stop()
-        let keys = webhook.received.value.map(\.key)
+        let keys = webhook.accepted.map(\.key)
         #expect(keys == ["newsd-alert-\(id)-firing-webhook", "newsd-alert-\(id)-resolved-webhook"], "\(keys)")
         #expect(try Harness.count(database, "SELECT count(*) FROM alerts") == 1, "an alert was raised twice")
         #expect(try Harness.count(database, "SELECT count(*) FROM alert_outbox WHERE delivered_at IS NULL") == 0)

@@ -184,6 +184,29 @@ struct AnalystsTests {
         #expect((counts["d62728"] ?? 0) > 50, "\(counts)")
     }
 
+    @Test("newsd alerts list, ack, explain and backtest on a stored alert and history")
+    func alertCommands() throws {
+        let (url, db) = try AnalystSeed.create()
+        let id: Int64 = try db.query("SELECT id FROM alerts").single().decode("id")
+        func newsd(_ arguments: [String]) throws -> (status: Int32, output: String) {
+            let run = try DaemonProcess(arguments: arguments, name: "alerts-\(arguments[1])", environment: ["NEWSD_POSTGRES_URL": url], outputToLog: true)
+            let status = run.wait(timeout: 120) ?? -1
+            return (status, run.logText)
+        }
+        let list = try newsd(["alerts", "list", "--since", "30d", "--company", "ACME"])
+        #expect(list.status == 0 && list.output.contains("ACME") && list.output.contains("resolved"), "\(list.output)")
+        #expect(try newsd(["alerts", "ack", String(id), "--by", "tester"]).status == 0)
+        #expect(try db.query("SELECT acked_by FROM alerts WHERE id = \(id)").single().decode("acked_by", as: String.self) == "tester")
+        let explain = try newsd(["alerts", "explain", String(id)])
+        #expect(explain.status == 0, "\(explain.output)")
+        for piece in ["Beta-Binomial tail", "negative share 0.700 against baseline 0.250", "ACME shares plunged 1", "acknowledged"] {
+            #expect(explain.output.contains(piece), "\(piece) not in \(explain.output)")
+        }
+        #expect(try newsd(["alerts", "explain", "999999"]).status != 0)
+        let backtest = try newsd(["alerts", "backtest", "--since", "30d"])
+        #expect(backtest.status == 0 && backtest.output.contains("per company-day"), "\(backtest.output)")
+    }
+
     /// Pixels of each colour (within a small tolerance) in a PNG, decoded by Python's standard
     /// library (zlib; 8-bit RGB or RGBA, as Chromium writes).
     static func colourCounts(png: String, colours: [String]) throws -> [String: Int] {
