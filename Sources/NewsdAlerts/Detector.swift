@@ -129,7 +129,9 @@ public struct NegativeShiftDetector: Sendable {
     public var overrides: [String: [String: Double]]
     /// Drivers reported per decision.
     public var driverCount: Int
-    private var companies: [String: Company] = [:]
+    private var companies: [String: Company] = [:] { didSet { if companies.count != order.count { order = companies.keys.sorted() } } }
+    /// Company ids in a fixed order (decisions come out the same on every host and run).
+    private var order: [String] = []
     private var resolved: [String: NewsdConfiguration.AlertDetector] = [:]
 
     /// A detector with these parameters.
@@ -198,7 +200,7 @@ public struct NegativeShiftDetector: Sendable {
     /// Evaluates every company at time `now` (seconds since 1970); returns what changes.
     public mutating func evaluate(at now: Double) -> [DetectorDecision] {
         var out: [DetectorDecision] = []
-        for id in companies.keys.sorted() {
+        for id in order {
             let p = parameters(for: id)
             var c = companies[id]!
             // Events that left the window join the baseline.
@@ -265,7 +267,10 @@ public struct NegativeShiftDetector: Sendable {
             if e.time > burstStart && e.negativeProbability >= p.burstMinProbability { burst += 1 }
         }
         let n = Int(c.windowWeight.rounded()), x = Int(c.windowNegative.rounded())
-        let pValue = n > 0 ? BetaBinomial.upperTail(atLeast: x, of: n, alpha: q * w, beta: (1 - q) * w) : 1
+        // The tail is computed only where the cheap conditions of the shift rule hold (it is the
+        // costly part of an evaluation, and most evaluations are of calm companies).
+        let tested = n > 0 && n >= Int(p.minSupport.rounded(.up)) && c.windowNegative / c.windowWeight >= q + p.minLift
+        let pValue = tested ? BetaBinomial.upperTail(atLeast: x, of: n, alpha: q * w, beta: (1 - q) * w) : 1
         return WindowFigures(start: now - p.windowMinutes * 60, end: now, items: items, weight: max(0, c.windowWeight),
                              negative: max(0, c.windowNegative), baselineShare: q, baselineWeight: bw, pValue: pValue,
                              burstNegatives: burst, expectedPerWindow: expected)

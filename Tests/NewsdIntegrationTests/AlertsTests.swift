@@ -184,6 +184,9 @@ struct AlertsTests {
             if try condition() { return }
             try await Task.sleep(for: .milliseconds(200))
         }
+        // Once more: a poller starved past its deadline by a busy pool must not fail a condition
+        // that came true meanwhile.
+        if try condition() { return }
         throw TestFailure("timed out after \(timeout) s waiting for \(what)")
     }
 
