@@ -176,8 +176,15 @@ public final class AlertService: Service, Sendable {
 
     private func deliveryLoop() async {
         let db = database("newsd-alerts-delivery")
+        var cleaned = -Double.infinity
         while running {
             do {
+                // Delivered rows are kept 30 days (the audit of what went where), then dropped:
+                // refreshes of long-firing alerts would otherwise grow the table without end.
+                if monotonicSeconds() - cleaned > 3600 {
+                    try await db.run("outbox retention") { try $0.execute("DELETE FROM alert_outbox WHERE delivered_at < now() - interval '30 days'") }
+                    cleaned = monotonicSeconds()
+                }
                 let handled = try await delivery.pass(db)
                 let pending = try await db.run("outbox size") {
                     try $0.query("SELECT count(*) AS n FROM alert_outbox WHERE delivered_at IS NULL AND failed_at IS NULL").single().decode("n", as: Int.self)
