@@ -2,11 +2,14 @@
 # End-to-end benchmark (figures, not a test): Kafka (dev broker) -> parse/link -> MiniLM-L6 student
 # (fp32) -> PostgreSQL (COPY, one transaction per batch), sustained messages/s from the first
 # message to the last commit, the share of time per stage, p50/p99 batch latency and peak RSS.
-# usage: scripts/bench-ingest.sh [--count N] [--data CSV-with-text-column] [--batch N]
+# usage: scripts/bench-ingest.sh [--count N] [--data CSV-with-text-column] [--batch N] [--no-rollup-triggers]
+# --no-rollup-triggers: the analysts' rollup triggers disabled (their cost, side by side with a run
+# that has them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=20000; data=../shared/data/fpb-mixtral-train.csv; batch=256
-while [ $# -gt 0 ]; do case $1 in --count) count=$2; shift 2;; --data) data=$2; shift 2;; --batch) batch=$2; shift 2;; *) exit 2;; esac; done
+count=20000; data=../shared/data/fpb-mixtral-train.csv; batch=256; triggers=1
+while [ $# -gt 0 ]; do case $1 in --count) count=$2; shift 2;; --data) data=$2; shift 2;; --batch) batch=$2; shift 2;;
+  --no-rollup-triggers) triggers=0; shift;; *) exit 2;; esac; done
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 newsd=$PWD/.build/release/newsd
@@ -14,6 +17,11 @@ work=$(mktemp -d); trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
 admin=$(./scripts/pg.sh start)
 psql -q "$admin" -c "DROP DATABASE IF EXISTS newsd_bench" -c "CREATE DATABASE newsd_bench" >/dev/null
 db=${admin%/postgres}/newsd_bench
+if [ "$triggers" = 0 ]; then
+  "$newsd" migrate --postgres "$db" >/dev/null
+  psql -q "$db" -c "ALTER TABLE predictions DISABLE TRIGGER USER" -c "ALTER TABLE mentions DISABLE TRIGGER USER"
+  echo "rollup triggers disabled"
+fi
 "$newsd" demo-data --out "$work/demo.jsonl" --count "$count" --portfolio "$work/portfolio.csv" 2>/dev/null
 if [ -f "$data" ]; then
   # Real news sentences (FPB: mean 30 tokens), cycled to $count JSON messages.

@@ -133,7 +133,7 @@ public final class AlertService: Service, Sendable {
             return (try AlertStore.states(conn), events, f)
         }
         feed = newFeed
-        for (company, state) in states { detector.setState(state, for: company) }
+        detector.synchronise(states)
         for e in events { detector.add(e, now: now) }
         let plan = DeliveryPlan(c)
         let verifying = verifier.isEnabled
@@ -162,9 +162,25 @@ public final class AlertService: Service, Sendable {
         let host = host
         let timeout = c.verifyTimeoutSeconds.value
         toVerify += try await db.run("stale verifications") { try AlertStore.claimStaleVerifications($0, timeout: timeout, host: host) }
-        for id in toVerify where running {
-            let state = try await verifier.verify(alert: id, database: db, plan: plan)
-            logger.info("alert verified", metadata: ["alert": "\(id)", "state": "\(state ?? "taken over")"])
+        // Alerts are verified side by side (a market-wide event raises several at once; one
+        // after another, each would wait for the teacher's answers on all the others), each on
+        // its own connection.
+        let (verifier, logger, stop, url) = (verifier, logger, stop, url)
+        await withTaskGroup(of: Void.self) { group in
+            for (i, id) in toVerify.enumerated() {
+                if i >= 4 { await group.next() }
+                group.addTask {
+                    let own = BlockingDatabase(url: url, label: "newsd-alerts-verify", logger: logger, policy: RetryPolicy(initialDelay: 0.2, maxDelay: 10))
+                    defer { own.stop() }
+                    do {
+                        let state = try await verifier.verify(alert: id, database: own, plan: plan, stop: stop)
+                        logger.info("alert verified", metadata: ["alert": "\(id)", "state": "\(state ?? "left to another pass")"])
+                    } catch {
+                        logger.error("alert verification failed; another pass takes it over after alerts.verify_timeout_seconds",
+                                     metadata: ["alert": "\(id)", "error": "\(error)"])
+                    }
+                }
+            }
         }
         try await db.run("alert refreshes") { try AlertStore.enqueueRefreshes($0, plan: plan) }
         let firing = try await db.run("alerts firing") { try $0.query("SELECT count(*) AS n FROM alerts WHERE state = 'firing'").single().decode("n", as: Int.self) }
@@ -185,7 +201,7 @@ public final class AlertService: Service, Sendable {
                     try await db.run("outbox retention") { try $0.execute("DELETE FROM alert_outbox WHERE delivered_at < now() - interval '30 days'") }
                     cleaned = monotonicSeconds()
                 }
-                let handled = try await delivery.pass(db)
+                let handled = try await delivery.pass(db, stop: stop)
                 let pending = try await db.run("outbox size") {
                     try $0.query("SELECT count(*) AS n FROM alert_outbox WHERE delivered_at IS NULL AND failed_at IS NULL").single().decode("n", as: Int.self)
                 }
@@ -209,7 +225,8 @@ public final class AlertService: Service, Sendable {
         while running {
             do {
                 let started = monotonicSeconds()
-                let pass = try await db.run("rollup pass") { try AnalystRollups.pass($0, lowConfidenceMargin: margin) }
+                let stop = stop
+                let pass = try await db.run("rollup pass") { try AnalystRollups.pass($0, lowConfidenceMargin: margin, stop: stop) }
                 if pass.hours > 0 {
                     metrics.observe("newsd_rollup_pass_seconds", monotonicSeconds() - started)
                     metrics.increment("newsd_rollup_hours_total", by: pass.hours)
@@ -260,35 +277,40 @@ public struct PredictionFeed: Sendable {
 
     /// The stored history since `since` (ingest predictions, not rescorings), for a start.
     public mutating func warmUp(_ db: PostgresConnection, since: Double, now: Double) throws -> [PredictionEvent] {
+        let mark = try Self.databaseNow(db)
+        // Driven by the items' time index (news_items_published_at), one read in time order.
+        let rows = try db.query("""
+            SELECT p.id, p.item_id, m.company_id, extract(epoch FROM m.published_at)::float8 AS t,
+                   coalesce((p.probabilities->>'negative')::float8, 0) AS pn, p.margin::float8 AS margin,
+                   extract(epoch FROM p.predicted_at)::float8 AS at
+            FROM news_items n
+            JOIN mentions m ON m.item_id = n.id
+            JOIN predictions p ON p.item_id = n.id AND NOT p.rescored
+            WHERE coalesce(n.published_at, n.received_at) >= to_timestamp(\(since))
+            """)
         var out: [PredictionEvent] = []
-        var after: Int64 = 0
-        while true {
-            let rows = try db.query("""
-                \(unescaped: Self.select)
-                WHERE m.published_at >= to_timestamp(\(since)) AND NOT p.rescored AND p.id > \(after)
-                ORDER BY p.id LIMIT 50000
-                """)
-            var rowsRead = try Self.events(rows, now: now)
-            let full = rowsRead.count == 50_000
-            let maxID = rowsRead.map(\.id).max() ?? after
-            // A full page may end in the middle of one prediction's mentions: those are read again.
-            if full { rowsRead.removeAll { $0.id == maxID } }
-            for r in rowsRead {
-                out.append(r.event)
-                if r.at >= now - 300 { seen[Key(id: r.id, company: r.event.company)] = r.at }
-            }
-            guard full else { break }
-            after = maxID - 1
+        for r in try Self.events(rows, now: now) {
+            out.append(r.event)
+            if r.at >= mark - 900 { seen[Key(id: r.id, company: r.event.company)] = r.at }
         }
-        last = now
+        last = mark
         return out
     }
 
-    /// Predictions stored since the last poll (with a two-minute margin for late commits).
+    /// The database's clock: `predicted_at` is stamped by it, so the feed's marks are too (a
+    /// host's own clock may be off).
+    static func databaseNow(_ db: PostgresConnection) throws -> Double {
+        try db.query("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").single().decode("now")
+    }
+
+    /// Predictions stored since the last poll. `predicted_at` is its transaction's start, so a
+    /// row may commit after a later-stamped one: the read goes back five minutes and skips what
+    /// it has seen.
     public mutating func poll(_ db: PostgresConnection, now: Double) throws -> [PredictionEvent] {
+        let mark = try Self.databaseNow(db)
         let rows = try db.query("""
             \(unescaped: Self.select)
-            WHERE p.predicted_at >= to_timestamp(\(last - 120)) AND NOT p.rescored
+            WHERE p.predicted_at >= to_timestamp(\(last - 300)) AND NOT p.rescored
             ORDER BY p.id
             """)
         var result: [PredictionEvent] = []
@@ -296,8 +318,8 @@ public struct PredictionFeed: Sendable {
             seen[Key(id: r.id, company: r.event.company)] = r.at
             result.append(r.event)
         }
-        seen = seen.filter { $0.value >= now - 600 }
-        last = now
+        seen = seen.filter { $0.value >= mark - 900 }
+        last = mark
         return result
     }
 }

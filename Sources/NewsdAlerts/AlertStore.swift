@@ -171,6 +171,11 @@ public enum AlertStore {
             """).typed.map { try $0.decode("id") }
     }
 
+    /// Marks a verification as still in progress (so no other host takes it over).
+    public static func touchVerification(_ db: PostgresConnection, alert: Int64) throws {
+        try db.query("UPDATE alerts SET verify_started_at = now() WHERE id = \(alert) AND state = 'verifying'")
+    }
+
     /// Records the teacher's verdicts on the drivers and ends the verification: the alert fires
     /// (and its deliveries are queued) or is suppressed. Returns the final state, or nil when the
     /// alert was no longer verifying.
@@ -212,6 +217,8 @@ public enum AlertStore {
     public static func enqueueDeliveries(_ db: PostgresConnection, alert: Int64, event: String, plan: DeliveryPlan, only: [String]? = nil, round: Int = 0) throws {
         let targets = only ?? plan.sinks
         guard !targets.isEmpty, let record = try self.alert(db, id: alert) else { return }
+        // A firing event for an alert that is no longer firing would undo its resolution.
+        if event == "firing" && record.state != "firing" { return }
         let drivers = try self.drivers(db, alert: alert)
         for sink in targets {
             let key = "newsd-alert-\(alert)-\(event)-\(sink)" + (round > 0 ? "-\(round)" : "")
@@ -235,7 +242,11 @@ public enum AlertStore {
         for r in due {
             let id: Int64 = try r.decode("id"), round: Int = try r.decode("round")
             let key = "newsd-alert-\(id)-firing-alertmanager-\(round)"
-            if try db.query("SELECT 1 FROM alert_outbox WHERE idempotency_key = \(key)").typed.isEmpty {
+            guard try db.query("SELECT 1 FROM alert_outbox WHERE idempotency_key = \(key)").typed.isEmpty else { continue }
+            // The share lock makes a concurrent resolve wait for this transaction: the refresh is
+            // queued before the resolution (and delivered before it), or not at all.
+            try db.transaction {
+                guard !(try db.query("SELECT 1 FROM alerts WHERE id = \(id) AND state = 'firing' FOR SHARE").typed.isEmpty) else { return }
                 try enqueueDeliveries(db, alert: id, event: "firing", plan: plan, only: ["alertmanager"], round: round)
             }
         }

@@ -79,18 +79,22 @@ public enum AlertPayloads {
             if !plan.linkURL.isEmpty { alert["generatorURL"] = .string(plan.linkURL) }
             return try JSONText.encode([JSONValue.object(alert)])
         }
-        // NOTIFY payloads must stay under 8000 bytes: texts are cut for it.
+        // NOTIFY payloads must stay under 8000 bytes as Postgres prints the stored jsonb (with
+        // spaces after ',' and ':'): texts are cut, and drivers dropped past 6000 bytes compact.
         let cut = sink == "notify" ? 240 : 2000
+        // jsonb prints numbers in full decimal (1e-200 would be 200 digits): the tail is
+        // reported down to 1e-12.
+        let p = max(a.pValue, 1e-12)
         var doc = Document(alertID: a.id, event: event, idempotencyKey: key, companyID: a.companyID, companyName: a.companyName, rule: a.rule,
                            severity: a.severity, state: event == "resolved" ? "resolved" : a.state, verification: a.verification,
-                           observedShare: a.observedShare, baselineShare: a.baselineShare, windowItems: a.windowItems, pValue: a.pValue,
+                           observedShare: a.observedShare, baselineShare: a.baselineShare, windowItems: a.windowItems, pValue: p,
                            windowStart: iso(a.windowStart), windowEnd: iso(a.windowEnd), raisedAt: iso(a.raisedAt),
                            resolvedAt: a.resolvedAt.map(iso), driversChecked: a.driversChecked, driversConfirmed: a.driversConfirmed,
                            driversContradicted: a.driversContradicted,
                            drivers: drivers.map { .init(text: String($0.text.prefix(cut)), student: $0.studentLabel, pNegative: $0.negativeProbability, teacher: $0.teacherLabel) },
                            link: plan.linkURL.isEmpty ? nil : plan.linkURL)
         var text = try JSONText.encode(doc)
-        while sink == "notify" && text.utf8.count > 7_800 && !doc.drivers.isEmpty {
+        while sink == "notify" && text.utf8.count > 6_000 && !doc.drivers.isEmpty {
             doc.drivers.removeLast()
             text = try JSONText.encode(doc)
         }
@@ -172,8 +176,12 @@ public final class AlertDelivery: Sendable {
     /// Delivers one NOTIFY row: the notification and the mark are one transaction (exactly once).
     public static func deliverNotify(_ db: PostgresConnection, _ item: OutboxItem) throws {
         try db.transaction {
+            // Still ours (our claim's attempt), not delivered by a host that took it over.
+            guard try db.query("""
+                UPDATE alert_outbox SET delivered_at = now(), last_error = NULL
+                WHERE id = \(item.id) AND attempts = \(item.attempts) AND delivered_at IS NULL
+                """).affected == 1 else { return }
             try db.query("SELECT pg_notify('newsd_alerts', \(item.payload))")
-            try db.query("UPDATE alert_outbox SET delivered_at = now(), last_error = NULL WHERE id = \(item.id)")
         }
     }
 
@@ -183,12 +191,13 @@ public final class AlertDelivery: Sendable {
         case .delivered:
             try db.query("UPDATE alert_outbox SET delivered_at = now(), last_error = NULL WHERE id = \(item.id)")
         case let .retry(why):
+            // Only while the claim is ours: a host that took the row over keeps its lease.
             try db.query("""
                 UPDATE alert_outbox SET last_error = \(String(why.prefix(500))), next_attempt_at = now() + make_interval(secs => \(retryIn))
-                WHERE id = \(item.id) AND delivered_at IS NULL
+                WHERE id = \(item.id) AND delivered_at IS NULL AND attempts = \(item.attempts)
                 """)
         case let .rejected(why):
-            try db.query("UPDATE alert_outbox SET failed_at = now(), last_error = \(String(why.prefix(500))) WHERE id = \(item.id)")
+            try db.query("UPDATE alert_outbox SET failed_at = now(), last_error = \(String(why.prefix(500))) WHERE id = \(item.id) AND delivered_at IS NULL")
         }
     }
 
@@ -229,14 +238,27 @@ public final class AlertDelivery: Sendable {
         return min(configuration.retryMaxSeconds.value, base) * Double.random(in: 0.8...1.0)
     }
 
-    /// One pass: claims due deliveries and sends them; returns how many were handled.
-    public func pass(_ database: BlockingDatabase) async throws -> Int {
-        let lease = configuration.deliveryTimeoutSeconds.value * 2 + 60
-        let items = try await database.run("claim alert deliveries") { try Self.claim($0, limit: 32, leaseSeconds: lease) }
+    /// Deliveries claimed at once: few, so the lease (every one's timeout plus a minute) always
+    /// outlasts sending them one after another.
+    static let claimSize = 4
+
+    /// One pass: claims due deliveries and sends them; returns how many were handled. A row that
+    /// fails (a receiver down, a NOTIFY Postgres refuses) is rescheduled or marked failed on its
+    /// own and never holds up the others; `stop` ends the pass between rows.
+    public func pass(_ database: BlockingDatabase, stop: StopFlag? = nil) async throws -> Int {
+        let lease = configuration.deliveryTimeoutSeconds.value * Double(Self.claimSize) + 60
+        let items = try await database.run("claim alert deliveries") { try Self.claim($0, limit: Self.claimSize, leaseSeconds: lease) }
         for item in items {
+            if stop?.isSet == true { break }   // the rest comes back when the lease ends
             if item.sink == "notify" {
-                try await database.run("notify alert") { try Self.deliverNotify($0, item) }
-                metrics.increment("newsd_alert_deliveries_total", [("sink", item.sink), ("outcome", "delivered")])
+                do {
+                    try await database.run("notify alert") { try Self.deliverNotify($0, item) }
+                    metrics.increment("newsd_alert_deliveries_total", [("sink", item.sink), ("outcome", "delivered")])
+                } catch let e as PostgresError where !e.isRetriable {
+                    metrics.increment("newsd_alert_deliveries_total", [("sink", item.sink), ("outcome", "rejected")])
+                    logger.error("alert NOTIFY refused by Postgres; not retried", metadata: ["alert": "\(item.alertID)", "error": "\(e)"])
+                    try await database.run("record alert delivery") { try Self.record($0, item, .rejected("\(e)"), retryIn: 0) }
+                }
                 continue
             }
             let outcome = await send(item)

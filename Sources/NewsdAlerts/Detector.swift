@@ -142,6 +142,26 @@ public struct NegativeShiftDetector: Sendable {
     /// New parameters (reload): kept state, new rules from the next evaluation.
     public mutating func setParameters(_ p: NewsdConfiguration.AlertDetector, overrides o: [String: [String: Double]], drivers: Int) {
         parameters = p; overrides = o; driverCount = drivers; resolved = [:]
+        // The window sums were built with the old weights: rebuilt with the new ones, or an
+        // event would leave the window with another weight than it came in with.
+        for id in order {
+            let params = parameters(for: id)
+            var c = companies[id]!
+            c.windowWeight = 0; c.windowNegative = 0
+            for e in c.window[c.head...] {
+                let w = Self.weight(e, params)
+                c.windowWeight += w; c.windowNegative += w * e.negativeProbability
+            }
+            companies[id] = c
+        }
+    }
+
+    /// Sets every company's state from `states` (the `alerts` table); companies it does not name
+    /// have never had an alert. A decision whose database write failed is thus undone at the
+    /// next synchronisation instead of leaving the company "firing" in memory only.
+    public mutating func synchronise(_ states: [String: State]) {
+        for id in order { companies[id]!.state = states[id] ?? .quiet(lastEnded: nil) }
+        for (id, state) in states where companies[id] == nil { setState(state, for: id) }
     }
 
     /// The parameters in force for `company`.
@@ -258,7 +278,16 @@ public struct NegativeShiftDetector: Sendable {
         let tau = halfLife / log(2)
         let span = c.firstSeen.isFinite ? max(0, now - p.windowMinutes * 60 - c.firstSeen) : 0
         let effective = tau * (1 - exp(-span / tau))
-        let expected = effective > p.windowMinutes * 60 ? bw / effective * p.windowMinutes * 60 : .infinity
+        // Volume per window unknown (no history yet, or quiet past the warm-up horizon): judged by
+        // the window itself, so a handful of strong negatives about a quiet company can burst
+        // while a flood of news at a cold start cannot.
+        let expected: Double
+        if effective > p.windowMinutes * 60 {
+            expected = bw / effective * p.windowMinutes * 60
+        } else {
+            let inWindow = Double(c.window.count - c.head)
+            expected = inWindow <= 2 * p.burstCount ? 0 : .infinity
+        }
         var burst = 0
         let burstStart = now - p.burstMinutes * 60
         var items = 0
@@ -279,6 +308,13 @@ public struct NegativeShiftDetector: Sendable {
     func drivers(_ c: Company, _ p: NewsdConfiguration.AlertDetector, now: Double) -> [PredictionEvent] {
         let events = c.window[c.head...].filter { $0.time <= now }
         return Array(events.sorted { Self.weight($0, p) * $0.negativeProbability > Self.weight($1, p) * $1.negativeProbability }.prefix(driverCount))
+    }
+
+    /// The figures `company` would be evaluated on at `now` (tests, `explain`-style tools).
+    public static func figuresForTest(_ d: NegativeShiftDetector, company: String, now: Double) -> WindowFigures {
+        var copy = d
+        let p = copy.parameters(for: company)
+        return figures(d.companies[company] ?? Company(), p, now: now)
     }
 
     /// Drops companies with no event for `horizon` seconds and no open alert (bounded memory).

@@ -14,13 +14,17 @@ public struct HeadlessBrowser: Sendable {
         let profile = NSTemporaryDirectory() + "newsd-chromium-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         p.arguments = [executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
                        "--no-first-run", "--user-data-dir=\(profile)"] + arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
-        defer { try? FileManager.default.removeItem(atPath: profile) }
+        // Standard error goes to a file: read after standard output, a pipe could fill up and
+        // stall the browser.
+        let out = Pipe(), errorLog = profile + ".stderr"
+        FileManager.default.createFile(atPath: errorLog, contents: nil)
+        p.standardOutput = out
+        p.standardError = FileHandle(forWritingAtPath: errorLog)
+        defer { try? FileManager.default.removeItem(atPath: profile); try? FileManager.default.removeItem(atPath: errorLog) }
         do { try p.run() } catch { throw ReportError("cannot start \(executable): \(error) (apt install chromium)") }
         let data = out.fileHandleForReading.readDataToEndOfFile()
-        let errors = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        let errors = FileManager.default.contents(atPath: errorLog) ?? Data()
         guard p.terminationStatus == 0 else {
             throw ReportError("\(executable) exited \(p.terminationStatus): \(String(decoding: errors.suffix(600), as: UTF8.self))")
         }

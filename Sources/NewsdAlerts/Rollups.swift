@@ -1,6 +1,7 @@
 import Foundation
 import NewsdOps
 import NewsdPostgres
+import NewsdSystem
 
 /// The analysts' rollups (`sentiment_hourly`, `sentiment_daily`, `model_agreement`).
 ///
@@ -21,9 +22,11 @@ public enum AnalystRollups {
     /// Recomputes the hours and days touched since the last pass, in chunks of `chunk` dirty
     /// items (bounded transactions after a big rescore); returns what it did.
     @discardableResult
-    public static func pass(_ db: PostgresConnection, lowConfidenceMargin: Double, chunk: Int = 50_000) throws -> Pass {
+    public static func pass(_ db: PostgresConnection, lowConfidenceMargin: Double, chunk: Int = 50_000, stop: StopFlag? = nil) throws -> Pass {
         var total = Pass(hours: 0, days: 0)
         while true {
+            // A stop ends the pass between chunks (each chunk is one transaction; the rest waits).
+            if stop?.isSet == true { return total }
             let (p, more) = try db.transaction { () -> (Pass, Bool) in
                 guard try db.query("SELECT pg_try_advisory_xact_lock(\(AdvisoryLock.rollup)) AS locked").single().decode("locked", as: Bool.self) else {
                     return (Pass(hours: 0, days: 0), false)
@@ -96,9 +99,15 @@ public enum AnalystRollups {
         }
     }
 
-    /// Refreshes `model_agreement` (concurrently: analysts keep reading the old content meanwhile).
-    public static func refreshAgreement(_ db: PostgresConnection) throws {
-        try db.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY model_agreement")
+    /// Refreshes `model_agreement` (concurrently: analysts keep reading the old content
+    /// meanwhile), on one host at a time; false when another host holds the lock.
+    @discardableResult
+    public static func refreshAgreement(_ db: PostgresConnection) throws -> Bool {
+        try db.transaction {
+            guard try db.query("SELECT pg_try_advisory_xact_lock(\(AdvisoryLock.agreement)) AS locked").single().decode("locked", as: Bool.self) else { return false }
+            try db.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY model_agreement")
+            return true
+        }
     }
 
     /// The newest rescored prediction's id (the agreement is refreshed only when it moved).

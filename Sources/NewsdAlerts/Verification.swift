@@ -72,7 +72,7 @@ public final class AlertVerifier: Sendable {
     }
 
     /// Verifies `alert`'s drivers and ends its verification; returns the final state.
-    public func verify(alert id: Int64, database: BlockingDatabase, plan: DeliveryPlan) async throws -> String? {
+    public func verify(alert id: Int64, database: BlockingDatabase, plan: DeliveryPlan, stop: StopFlag? = nil) async throws -> String? {
         let (worker, teacherModel) = (worker, teacherModel)
         let drivers = try await database.run("alert drivers") { try AlertStore.drivers($0, alert: id) }
         if let client {
@@ -81,6 +81,9 @@ public final class AlertVerifier: Sendable {
         }
         var verdicts: [Int: Outcome.Verdict] = [:]
         for d in drivers {
+            // A stop leaves the alert verifying: a host takes it over after the timeout.
+            if stop?.isSet == true { return nil }
+            try await database.run("verification in progress") { try AlertStore.touchVerification($0, alert: id) }
             let hash = teacherTextHash(d.text)
             let known = try await database.run("driver label") { db -> Outcome.Verdict? in
                 if let r = try db.query("SELECT label FROM imported_labels WHERE text_hash = \(hash)").typed.first {

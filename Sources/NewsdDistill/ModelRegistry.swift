@@ -100,6 +100,23 @@ public enum ModelRegistry {
     /// reason. Returns the version now active.
     @discardableResult
     public static func rollback(_ db: PostgresConnection, reason: String = "rolled back") throws -> String {
+        let (current, previous) = try switchBack(db, reason: reason)
+        try withdraw(db, version: current)
+        return previous
+    }
+
+    /// Marks `version`'s predictions withdrawn in chunks of `chunk` (short transactions: ingest
+    /// and the analysts' rollups go on meanwhile; the update trigger notes the hours to
+    /// recompute). Run again after an interruption, it finishes the rest.
+    public static func withdraw(_ db: PostgresConnection, version: String, chunk: Int = 20_000) throws {
+        while try db.query("""
+            UPDATE predictions SET withdrawn = true
+            WHERE id IN (SELECT id FROM predictions WHERE model_version = \(version) AND NOT withdrawn LIMIT \(chunk))
+            """).affected > 0 {}
+    }
+
+    /// The registry part of a rollback: one transaction; returns (rolled back, now active).
+    static func switchBack(_ db: PostgresConnection, reason: String) throws -> (String, String) {
         try db.transaction {
             try db.query("SELECT pg_advisory_xact_lock(\(AdvisoryLock.registry))")
             guard let current: String = try db.query("SELECT version FROM models WHERE status = 'active'").typed.first?.decode("version") else {
@@ -114,11 +131,10 @@ public enum ModelRegistry {
             }
             try db.query("UPDATE models SET status = 'retired', reasons = \(reason) WHERE version = \(current)")
             try db.query("UPDATE models SET status = 'active', activated_at = now() WHERE version = \(previous)")
-            // The rolled-back model's predictions stop counting where an item has another one (the
-            // analysts' rollups recompute the hours they touch: the update trigger notes them).
-            try db.query("UPDATE predictions SET withdrawn = true WHERE model_version = \(current) AND NOT withdrawn")
             try db.query("SELECT pg_notify(\(channel), \(previous))")
-            return previous
+            // After the switch (hosts swap at once), the rolled-back model's predictions stop
+            // counting where an item has another one: see `withdraw`.
+            return (current, previous)
         }
     }
 

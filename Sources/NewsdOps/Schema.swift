@@ -507,4 +507,6 @@ public enum AdvisoryLock {
     public static let backfill = migration + 3
     /// The analysts' rollup pass (transaction-scoped).
     public static let rollup = migration + 4
+    /// The `model_agreement` refresh (transaction-scoped).
+    public static let agreement = migration + 5
 }

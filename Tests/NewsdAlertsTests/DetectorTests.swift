@@ -147,6 +147,47 @@ struct DetectorTests {
         }
     }
 
+    @Test("a company seen for the first time: a few strong negatives burst, a flood of news at a cold start does not")
+    func burstWithoutHistory() {
+        var p = NewsdConfiguration.AlertDetector()
+        p.stepMinutes = 5
+        let t0 = SyntheticStream.start
+        let quiet = (0..<4).map { PredictionEvent(time: t0 + Double($0) * 60, company: "NEW", itemID: Int64($0), negativeProbability: 0.95, margin: 0.9) }
+        #expect(Backtest.run(quiet, parameters: p, until: t0 + 1800).map(\.rule) == ["burst"])
+        // 200 items in 20 minutes, a fifth of them strongly negative: the share test has no
+        // baseline to beat the prior with, and the burst rule does not apply to a busy company.
+        let flood = (0..<200).map { i in
+            PredictionEvent(time: t0 + Double(i) * 6, company: "BUSY", itemID: Int64(i), negativeProbability: i % 5 == 0 ? 0.95 : 0.05, margin: 0.9)
+        }
+        #expect(Backtest.run(flood, parameters: p, until: t0 + 1800).isEmpty)
+    }
+
+    @Test("states follow the alerts table: a raise whose write failed is undone at the next synchronisation")
+    func synchronisation() {
+        var d = NegativeShiftDetector(parameters: NewsdConfiguration.AlertDetector())
+        d.add(PredictionEvent(time: 100, company: "A", itemID: 1, negativeProbability: 0.9, margin: 0.9), now: 100)
+        d.setState(.firing(since: 100), for: "A")
+        d.synchronise([:])
+        #expect(d.state(of: "A") == .quiet(lastEnded: nil))
+        d.synchronise(["A": .quiet(lastEnded: 50), "B": .firing(since: 90)])
+        #expect(d.state(of: "A") == .quiet(lastEnded: 50))
+        #expect(d.state(of: "B") == .firing(since: 90))
+    }
+
+    @Test("new low-confidence weights on reload: an event leaves the window with the weight it is counted with")
+    func reloadKeepsWindowSumsConsistent() {
+        var p = NewsdConfiguration.AlertDetector()
+        p.windowMinutes = 10
+        var d = NegativeShiftDetector(parameters: p)
+        for i in 0..<20 { d.add(PredictionEvent(time: Double(i), company: "A", itemID: Int64(i), negativeProbability: 0.9, margin: 0.05), now: 20) }
+        p.lowConfidenceWeight = 1
+        d.setParameters(p, overrides: [:], drivers: 5)
+        _ = d.evaluate(at: 20 + 11 * 60)   // every event left the window
+        d.add(PredictionEvent(time: 20 + 11 * 60, company: "A", itemID: 99, negativeProbability: 0.1, margin: 0.9), now: 20 + 11 * 60)
+        let figures = NegativeShiftDetector.figuresForTest(d, company: "A", now: 20 + 11 * 60)
+        #expect(abs(figures.weight - 1) < 1e-9 && abs(figures.negative - 0.1) < 1e-9, "\(figures)")
+    }
+
     @Test("per-company overrides apply to that company only")
     func overrides() {
         var p = NewsdConfiguration.AlertDetector()
