@@ -222,8 +222,10 @@ public enum Schema {
         -- A prediction withdrawn by a rollback of its model: the item's effective prediction is
         -- its newest one that is not withdrawn (or its newest, if all are).
         ALTER TABLE predictions ADD COLUMN IF NOT EXISTS withdrawn boolean NOT NULL DEFAULT false;
-        CREATE INDEX predictions_predicted_at ON predictions (predicted_at);
-        CREATE INDEX predictions_rescored ON predictions (item_id) WHERE rescored;
+        -- IF NOT EXISTS: on a large table, build these first with CREATE INDEX CONCURRENTLY
+        -- (docs/operations.md, upgrades), and the migration does not block ingest for them.
+        CREATE INDEX IF NOT EXISTS predictions_predicted_at ON predictions (predicted_at);
+        CREATE INDEX IF NOT EXISTS predictions_rescored ON predictions (item_id) WHERE rescored;
         CREATE OR REPLACE VIEW latest_predictions AS
             SELECT DISTINCT ON (p.item_id) p.*
             FROM predictions p ORDER BY p.item_id, p.withdrawn, p.predicted_at DESC, p.id DESC;
