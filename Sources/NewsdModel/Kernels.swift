@@ -1,6 +1,7 @@
 import CBLAS
 import Foundation
 import NewsdKernels
+import NewsdSystem
 
 // Forward/backward pairs of the encoder's building blocks over raw row-major buffers, in the
 // spirit of llm.c: shapes in comments, no allocation, backward functions *accumulate* (+=) into
@@ -184,17 +185,12 @@ enum Kernels {
 
 /// Deterministic random numbers (SplitMix64): weight initialisation, dropout masks, shuffling.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    /// SplitMix64 one step ahead of `seed` (the stream the goldens and trained models were made with).
+    private var base: SplitMix64
     /// A generator whose sequence depends only on `seed`.
-    public init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    public init(seed: UInt64) { base = SplitMix64(seed: seed &+ 0x9E37_79B9_7F4A_7C15) }
     /// The next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { base.next() }
     /// Uniform in [0, 1).
     mutating func nextUnit() -> Float { Float(next() >> 40) * (1.0 / Float(1 << 24)) }
     /// Standard normal (Box-Muller).
