@@ -332,58 +332,12 @@ public enum Schema {
         -- Everything stored before this migration is due once.
         INSERT INTO rollup_dirty_hours SELECT DISTINCT company_id, date_trunc('hour', published_at, 'UTC') FROM mentions;
 
-        CREATE TABLE sentiment_hourly (
-            company_id      text NOT NULL,
-            hour            timestamptz NOT NULL,
-            items           integer NOT NULL,
-            positive        integer NOT NULL,
-            negative        integer NOT NULL,
-            neutral         integer NOT NULL,
-            p_positive_sum  double precision NOT NULL,
-            p_negative_sum  double precision NOT NULL,
-            p_neutral_sum   double precision NOT NULL,
-            low_confidence  integer NOT NULL,
-            model_versions  text[] NOT NULL,
-            computed_at     timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (company_id, hour)
-        );
-        CREATE INDEX sentiment_hourly_hour ON sentiment_hourly (hour);
-        CREATE TABLE sentiment_daily (
-            company_id      text NOT NULL,
-            day             timestamptz NOT NULL,
-            items           integer NOT NULL,
-            positive        integer NOT NULL,
-            negative        integer NOT NULL,
-            neutral         integer NOT NULL,
-            p_positive_sum  double precision NOT NULL,
-            p_negative_sum  double precision NOT NULL,
-            p_neutral_sum   double precision NOT NULL,
-            low_confidence  integer NOT NULL,
-            model_versions  text[] NOT NULL,
-            computed_at     timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (company_id, day)
-        );
-        CREATE INDEX sentiment_daily_day ON sentiment_daily (day);
+        \(rollupTable("sentiment_hourly", unit: "hour"))
+        \(rollupTable("sentiment_daily", unit: "day"))
 
         -- What analysts query (docs/analysts.md).
-        CREATE VIEW company_hourly AS
-            SELECT company_id, hour, items, positive, negative, neutral,
-                   round(((positive - negative)::numeric / nullif(items, 0)), 4) AS net_sentiment,
-                   round((p_positive_sum / nullif(items, 0))::numeric, 4) AS mean_p_positive,
-                   round((p_negative_sum / nullif(items, 0))::numeric, 4) AS mean_p_negative,
-                   round((p_neutral_sum / nullif(items, 0))::numeric, 4) AS mean_p_neutral,
-                   round((low_confidence::numeric / nullif(items, 0)), 4) AS low_confidence_share,
-                   model_versions
-            FROM sentiment_hourly;
-        CREATE VIEW company_daily AS
-            SELECT company_id, day, items, positive, negative, neutral,
-                   round(((positive - negative)::numeric / nullif(items, 0)), 4) AS net_sentiment,
-                   round((p_positive_sum / nullif(items, 0))::numeric, 4) AS mean_p_positive,
-                   round((p_negative_sum / nullif(items, 0))::numeric, 4) AS mean_p_negative,
-                   round((p_neutral_sum / nullif(items, 0))::numeric, 4) AS mean_p_neutral,
-                   round((low_confidence::numeric / nullif(items, 0)), 4) AS low_confidence_share,
-                   model_versions
-            FROM sentiment_daily;
+        \(rollupView("company_hourly", of: "sentiment_hourly", unit: "hour"))
+        \(rollupView("company_daily", of: "sentiment_daily", unit: "day"))
         -- Every sentence with its company and effective prediction (filter by company and time:
         -- the mentions index makes that fast). Behind any aggregate: the same company and hour/day.
         CREATE VIEW company_sentences AS
@@ -451,6 +405,43 @@ public enum Schema {
         END $do$;
         """),
     ]
+
+    /// A rollup table per `unit` (hour or day) of one company: sums, so hours add up to days.
+    static func rollupTable(_ name: String, unit: String) -> String {
+        """
+        CREATE TABLE \(name) (
+                    company_id      text NOT NULL,
+                    \(unit.padding(toLength: 15, withPad: " ", startingAt: 0)) timestamptz NOT NULL,
+                    items           integer NOT NULL,
+                    positive        integer NOT NULL,
+                    negative        integer NOT NULL,
+                    neutral         integer NOT NULL,
+                    p_positive_sum  double precision NOT NULL,
+                    p_negative_sum  double precision NOT NULL,
+                    p_neutral_sum   double precision NOT NULL,
+                    low_confidence  integer NOT NULL,
+                    model_versions  text[] NOT NULL,
+                    computed_at     timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (company_id, \(unit))
+                );
+                CREATE INDEX \(name)_\(unit) ON \(name) (\(unit));
+        """
+    }
+
+    /// The analysts' view of a rollup table: shares and means instead of sums.
+    static func rollupView(_ name: String, of table: String, unit: String) -> String {
+        """
+        CREATE VIEW \(name) AS
+                    SELECT company_id, \(unit), items, positive, negative, neutral,
+                           round(((positive - negative)::numeric / nullif(items, 0)), 4) AS net_sentiment,
+                           round((p_positive_sum / nullif(items, 0))::numeric, 4) AS mean_p_positive,
+                           round((p_negative_sum / nullif(items, 0))::numeric, 4) AS mean_p_negative,
+                           round((p_neutral_sum / nullif(items, 0))::numeric, 4) AS mean_p_neutral,
+                           round((low_confidence::numeric / nullif(items, 0)), 4) AS low_confidence_share,
+                           model_versions
+                    FROM \(table);
+        """
+    }
 
     /// The newest schema version this build knows.
     public static var latestVersion: Int { migrations.last?.version ?? 0 }
