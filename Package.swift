@@ -64,7 +64,10 @@ let package = Package(
         // The student: pure compute, no network, no database.
         .target(name: "NewsdKernels", swiftSettings: optimisedNumerics),
         .target(name: "NewsdKernelsAVX2", swiftSettings: avx2Numerics),
-        .target(name: "NewsdModel", dependencies: ["CBLAS", "CCrypto", "NewsdKernels", "NewsdKernelsAVX2", "NewsdSystem"],
+        // The int8 kernels (C with intrinsics; per-function target attributes, dispatched at run
+        // time from the CPU's features). Optimised in debug builds too.
+        .target(name: "NewsdInt8", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "NewsdModel", dependencies: ["CBLAS", "CCrypto", "NewsdKernels", "NewsdKernelsAVX2", "NewsdInt8", "NewsdSystem"],
                 swiftSettings: optimisedNumerics),
 
         // Configuration, schema, metrics and health.
@@ -92,7 +95,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "NewsdSystemTests", dependencies: ["NewsdSystem"]),
-        .testTarget(name: "NewsdModelTests", dependencies: ["NewsdModel", "NewsdSystem"],
+        .testTarget(name: "NewsdModelTests", dependencies: ["NewsdModel", "NewsdInt8", "NewsdSystem"],
                     resources: [.copy("Fixtures")], swiftSettings: optimisedNumerics),
         .testTarget(name: "NewsdOpsTests", dependencies: ["NewsdOps", "NewsdSystem"]),
         .testTarget(name: "NewsdIngestTests", dependencies: ["NewsdIngest", "NewsdSystem"]),

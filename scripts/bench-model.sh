@@ -1,43 +1,52 @@
 #!/usr/bin/env bash
 # Side-by-side student throughput: newsd's Swift encoder and the ONNX Runtime peer
 # (../shared/bench/ort-peer: fp32, fused and int8 variants) on the same sentences, the same thread
-# count and batch size, in one run. Prints each engine's sentences/s and newsd's ratio to each.
-# usage: scripts/bench-model.sh [--data CSV] [--threads N] [--batch B] [--model DIR] [--repeat R]
+# count and batch size, in one run: newsd fp32 and int8 on every kernel path this CPU runs. Prints
+# each one's sentences/s and its ratio to ORT's best variant, and the CPU features.
+# usage: scripts/bench-model.sh [--data CSV] [--threads N] [--batch B] [--model DIR] [--repeat R] [--precisions fp32,int8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/fpb-mixtral-train.csv; threads=2; batch=32; repeat=3
-model=.models/all-MiniLM-L6-v2
+model=.models/all-MiniLM-L6-v2; precisions=fp32,int8
 while [ $# -gt 0 ]; do case $1 in
   --data) data=$2; shift 2;; --threads) threads=$2; shift 2;; --batch) batch=$2; shift 2;;
-  --model) model=$2; shift 2;; --repeat) repeat=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+  --model) model=$2; shift 2;; --repeat) repeat=$2; shift 2;; --precisions) precisions=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 peer=../shared/bench/ort-peer
 out=$(mktemp -d)
 # newsd first and the peer after, then newsd again: the machine's drift shows as a spread.
-./.build/release/newsd bench model --model "$model" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --json > "$out/newsd1.json"
+./.build/release/newsd bench model --model "$model" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --precisions "$precisions" --json > "$out/newsd1.json"
 if [ -x "$peer" ]; then
   "$peer" "$model" "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --json > "$out/ort.json" 2> "$out/ort.log" || { cat "$out/ort.log" >&2; echo "ort-peer failed" >&2; }
 else
   echo "no ONNX Runtime peer at $peer: printing newsd alone" >&2; : > "$out/ort.json"
 fi
-./.build/release/newsd bench model --model "$model" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --json > "$out/newsd2.json"
+./.build/release/newsd bench model --model "$model" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --precisions "$precisions" --json > "$out/newsd2.json"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
-n1, n2 = (json.load(open(os.path.join(d, f))) for f in ('newsd1.json', 'newsd2.json'))
-newsd = (n1['sentences_per_second'] + n2['sentences_per_second']) / 2
-rows = [('newsd fp32 (Swift + OpenBLAS)', newsd, f"runs {n1['sentences_per_second']:.1f} / {n2['sentences_per_second']:.1f}")]
-for line in open(os.path.join(d, 'ort.json')):
-    line = line.strip()
-    if not line: continue
-    o = json.loads(line); variant = 'int8' if '.int8.' in o['model'] else 'fused' if '.fused.' in o['model'] else 'fp32'
-    rows.append((f"{o['engine']} {variant}", o['sentences_per_second'], f"min {o['min']:.1f} max {o['max']:.1f}"))
-print(f"threads={n1['threads']} batch={n1['batch']} sentences={n1['n']} mean tokens={n1['mean_tokens']}")
-print(f"{'engine':<34}{'sentences/s':>12}{'newsd ratio':>13}  notes")
-for name, rate, notes in rows:
-    print(f"{name:<34}{rate:>12.1f}{newsd / rate:>12.2f}x  {notes}")
-print(f"newsd batch 1: {n1['batch1_sentences_per_second']:.1f} sentences/s, p50 {n1['p50_ms']:.2f} ms, p99 {n1['p99_ms']:.2f} ms; "
-      f"{n1['tokens_per_second']:.0f} tokens/s batched; peak RSS {max(n1['peak_rss_mb'], n2['peak_rss_mb'])} MB")
+def lines(name):
+    return [json.loads(l) for l in open(os.path.join(d, name)) if l.strip()]
+first, second = lines('newsd1.json'), lines('newsd2.json')
+rows = []
+for a, b in zip(first, second):
+    rate = (a['sentences_per_second'] + b['sentences_per_second']) / 2
+    rows.append((f"newsd {a['precision']}", rate, f"runs {a['sentences_per_second']:.1f} / {b['sentences_per_second']:.1f}; "
+                 f"weights {a['weights_mb']:.1f} MB; same label as fp32 {100 * a['agreement_with_fp32']:.2f}%; "
+                 f"batch 1 p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms"))
+ort = []
+for o in lines('ort.json'):
+    variant = 'int8' if '.int8.' in o['model'] else 'fused' if '.fused.' in o['model'] else 'fp32'
+    ort.append((f"{o['engine']} {variant}", o['sentences_per_second'], f"min {o['min']:.1f} max {o['max']:.1f}"))
+best = max((r[1] for r in ort), default=None)
+n = first[0]
+print(f"CPU features: {n['cpu_features']}")
+print(f"threads={n['threads']} batch={n['batch']} sentences={n['n']} mean tokens={n['mean_tokens']}")
+print(f"{'engine':<34}{'sentences/s':>12}{'vs ORT best':>13}  notes")
+for name, rate, notes in rows + ort:
+    ratio = f"{rate / best:>12.2f}x" if best else f"{'-':>13}"
+    print(f"{name:<34}{rate:>12.1f}{ratio}  {notes}")
+print(f"peak RSS {max(x['peak_rss_mb'] for x in first + second)} MB (all precisions in one process)")
 PY
 rm -rf "$out"

@@ -17,10 +17,13 @@ public enum Daemon {
     /// Loads everything `newsd run` needs, failing early with a clear message.
     public static func prepare(_ config: NewsdConfiguration, logger: Logger,
                                consumerProperties: [String: String] = [:], metrics: NewsdMetrics = NewsdMetrics()) throws -> IngestPipeline {
+        let precision = try ModelWatcher.precision(config)
         var model = try Artifact.load(directory: URL(fileURLWithPath: config.model.dir),
                                       baseDirectory: config.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: config.model.baseDir),
-                                      threads: config.model.threads)
-        logger.info("student loaded", metadata: ["version": "\(model.version)", "labels": "\(model.labels)", "dir": "\(config.model.dir)"])
+                                      threads: config.model.threads, precision: precision)
+        logger.info("student loaded", metadata: ["version": "\(model.version)", "labels": "\(model.labels)", "dir": "\(config.model.dir)",
+                                                 "precision": "\(model.runner.precision)", "cpu_features": "\(CPUFeatures.host)",
+                                                 "weights_mb": "\(model.runner.servingBytes / 1_048_576)"])
         let companies = config.portfolio.file.isEmpty ? [] : try PortfolioFile.load(config.portfolio.file)
         try withDatabase(config) { db in
             let applied = try Schema.migrate(db)

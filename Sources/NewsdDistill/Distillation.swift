@@ -107,7 +107,8 @@ public enum Distiller {
         try checkCancelled(cancel)
         let dir = ModelWatcher.cacheDirectory(c).appendingPathComponent("candidate-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let candidate = try FineTune.save(result, trainer: cfg, base: base, to: dir, threads: c.model.threads)
+        let candidate = try FineTune.save(result, trainer: cfg, base: base, to: dir, threads: c.model.threads,
+                                          precision: try ModelWatcher.precision(c))
         // Training took minutes with the connection idle; if it was lost (Postgres restarted, an
         // idle timeout), reconnect and take the lock again: without it another host may train.
         if (try? db.query("SELECT 1")) == nil {

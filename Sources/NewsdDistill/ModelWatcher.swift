@@ -40,11 +40,21 @@ public final class ModelWatcher: Service, Sendable {
         return FileManager.default.temporaryDirectory.appendingPathComponent("newsd-models-\(currentUserID)")
     }
 
+    /// The encoder precision `model.precision` names, on this CPU: `int8` takes the fastest
+    /// kernel path of the CPU's feature flags; a named path the CPU cannot run stops start-up.
+    public static func precision(_ c: NewsdConfiguration) throws -> EncoderPrecision {
+        guard let p = EncoderPrecision(configuration: c.model.precision) else {
+            throw ConfigurationError(key: "model.precision", value: c.model.precision,
+                                             reason: "this CPU cannot run that kernel path (CPU features: \(CPUFeatures.host)); use int8 to take the fastest it can")
+        }
+        return p
+    }
+
     /// Loads a registered version (materialise + verify). Throws if anything does not check out.
     public static func load(_ db: PostgresConnection, version: String, configuration c: NewsdConfiguration) throws -> StudentModel {
         let dir = try ModelRegistry.materialize(db, version: version, cache: cacheDirectory(c))
         let model = try Artifact.load(directory: dir, baseDirectory: c.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: c.model.baseDir),
-                                      threads: c.model.threads)
+                                      threads: c.model.threads, precision: try precision(c))
         guard model.version == version else { throw DistillError("model \(version): the stored artifact has version \(model.version)") }
         return model
     }

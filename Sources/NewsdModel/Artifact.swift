@@ -133,14 +133,15 @@ public enum Artifact {
     /// only, untrained head). The base is looked up at `baseDirectory`, else at the path recorded
     /// in the manifest, else at `NEWSD_BASE_MODEL_DIR` (a host that keeps it elsewhere), and must
     /// have the recorded checksum. Nothing is returned unless every check passes.
-    public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int) throws -> StudentModel {
+    /// The encoder computes with `precision` (int8 quantises the loaded weights once, here).
+    public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int, precision: EncoderPrecision = .fp32) throws -> StudentModel {
         let fm = FileManager.default
         if !fm.fileExists(atPath: directory.appendingPathComponent("manifest.json").path) {
             guard fm.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) else {
                 throw ModelError.missingFile(directory.appendingPathComponent("manifest.json").path,
                                              underlying: "neither a newsd artifact (manifest.json) nor a base checkpoint (model.safetensors)")
             }
-            return StudentModel(base: try CheckpointCache.shared.checkpoint(directory), threads: threads)
+            return StudentModel(base: try CheckpointCache.shared.checkpoint(directory), threads: threads, precision: precision)
         }
         let manifest = try verifiedManifest(directory: directory)
         let candidates = [baseDirectory?.path, manifest.base.path, ProcessInfo.processInfo.environment["NEWSD_BASE_MODEL_DIR"]].compactMap { $0 }
@@ -183,7 +184,8 @@ public enum Artifact {
             throw ModelError.invalidFile(weightsURL.path, reason: "classifier head has non-finite values")
         }
         return StudentModel(labels: manifest.labels, tokenizer: tokenizer, weights: weights, head: head,
-                            temperature: manifest.temperature, threads: threads, manifest: manifest, baseChecksum: base.weightsChecksum)
+                            temperature: manifest.temperature, threads: threads, manifest: manifest, baseChecksum: base.weightsChecksum,
+                            precision: precision)
     }
 
     static func readFile(_ url: URL) throws -> Data {

@@ -7,6 +7,8 @@ import NewsdSystem
 final class InferenceWorkspace {
     let activations = LayerActivations(saveForBackward: false)
     var hiddenA = Scratch(), hiddenB = Scratch()
+    let int8 = Int8Workspace()
+    let rowsIn = QuantizedRows()
 }
 
 /// Runs a frozen encoder over many token sequences: length-sorted batches, each split into one
@@ -21,16 +23,39 @@ public final class EncoderRunner: @unchecked Sendable {
     public let threads: Int
     /// The vector-kernel build this runner uses (from the CPU's flags unless given).
     public let vector: VectorKernels
+    /// fp32 (the training forward pass) or int8 on a kernel path.
+    public let precision: EncoderPrecision
+    /// The int8 weights, quantised once here when `precision` is int8.
+    public let quantized: QuantizedEncoder?
     private let workspaces: [InferenceWorkspace]
     private let lock = NSLock()
 
-    /// A runner over `weights` with `threads` worker threads (at least 1).
-    public init(weights: EncoderWeights, threads: Int, vector: VectorKernels = .detected) {
+    /// A runner over `weights` with `threads` worker threads (at least 1). An int8 precision
+    /// quantises the linear layers now; a path this CPU cannot run falls back to the portable one.
+    public init(weights: EncoderWeights, threads: Int, vector: VectorKernels = .detected, precision: EncoderPrecision = .fp32) {
         _ = BLAS.configured
         self.weights = weights
         self.threads = max(1, threads)
         self.vector = vector
+        switch precision {
+        case .fp32:
+            self.precision = .fp32
+            quantized = nil
+        case .int8(let path):
+            self.precision = .int8(path.runs(on: .host) ? path : .portable)
+            quantized = QuantizedEncoder(weights)
+        }
         workspaces = (0..<max(1, threads)).map { _ in InferenceWorkspace() }
+    }
+
+    /// Bytes of the weights this runner computes with: the float blocks, or for int8 the packed
+    /// matrices plus the float embeddings, biases and LayerNorm parameters.
+    public var servingBytes: Int {
+        let floats = weights.embeddings.count + weights.layers.reduce(0) { $0 + $1.count }
+        guard let quantized else { return floats * 4 }
+        let c = weights.config, h = c.hiddenSize, f = c.intermediateSize
+        let matrices = c.numLayers * (4 * h * h + 2 * h * f)
+        return (floats - matrices) * 4 + quantized.int8Bytes
     }
 
     /// Mean-pooled encoder outputs, one `[H]` vector per sequence, in input order.
@@ -99,10 +124,19 @@ public final class EncoderRunner: @unchecked Sendable {
         var x = ws.hiddenA.pointer(shape.n * h), y = ws.hiddenB.pointer(shape.n * h)
         var noDropout = Dropout(rate: 0, rng: SeededGenerator(seed: 0))
         Transformer.embeddingsForward(c, weights.embeddings, ids: ids, shape: shape, out: x, saved: nil, dropout: &noDropout, vector: vector)
-        if layers > 0 { ws.activations.prepare(c, shape, dropout: false) }
-        for l in 0..<layers {
-            Transformer.layerForward(c, weights.layers[l], x: x, out: y, a: ws.activations, shape: shape, dropout: &noDropout, vector: vector)
-            swap(&x, &y)
+        if case .int8(let path) = precision, let quantized, layers > 0 {
+            ws.rowsIn.quantize(path, x: x, n: shape.n, width: h)
+            for l in 0..<layers {
+                Int8Transformer.layerForward(c, weights.layers[l], quantized.layers[l], path: path, x: x, xq: ws.rowsIn, out: y,
+                                             shape: shape, ws: ws.int8)
+                swap(&x, &y)
+            }
+        } else {
+            if layers > 0 { ws.activations.prepare(c, shape, dropout: false) }
+            for l in 0..<layers {
+                Transformer.layerForward(c, weights.layers[l], x: x, out: y, a: ws.activations, shape: shape, dropout: &noDropout, vector: vector)
+                swap(&x, &y)
+            }
         }
         for bi in 0..<shape.b { body(shape, bi, x) }
     }

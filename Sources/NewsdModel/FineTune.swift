@@ -65,9 +65,10 @@ public enum FineTune {
     }
 
     /// Writes a fine-tuned model as an artifact and returns it reloaded from disk (so what is
-    /// returned is exactly what other hosts will load).
+    /// returned is exactly what other hosts will load), computing with `precision` (the serving
+    /// hosts' precision, so the gate judges what will serve).
     public static func save(_ result: FineTuneResult, trainer configuration: TrainingConfiguration, base: Checkpoint,
-                            to directory: URL, threads: Int) throws -> StudentModel {
+                            to directory: URL, threads: Int, precision: EncoderPrecision = .fp32) throws -> StudentModel {
         let m = result.model
         let trainedLayers: [Int]
         switch configuration.trainable {
@@ -79,6 +80,6 @@ public enum FineTune {
                            trainedLayers: trainedLayers, trainedEmbeddings: configuration.trainable == .all,
                            training: configuration, trainingExamples: Int(result.metrics["train_examples"] ?? 0),
                            metrics: result.metrics, temperature: result.temperature)
-        return try Artifact.load(directory: directory, baseDirectory: base.directory, threads: threads)
+        return try Artifact.load(directory: directory, baseDirectory: base.directory, threads: threads, precision: precision)
     }
 }

@@ -105,11 +105,12 @@ public final class StudentModel: Sendable {
     public let baseChecksum: String
 
     /// Assembles a model from parts.
+    /// `precision` is fp32 unless given (serving hosts pass their configured `model.precision`).
     public init(labels: [String], tokenizer: WordPieceTokenizer, weights: EncoderWeights, head: ClassifierHead,
-                temperature: Float, threads: Int, manifest: ArtifactManifest?, baseChecksum: String) {
+                temperature: Float, threads: Int, manifest: ArtifactManifest?, baseChecksum: String, precision: EncoderPrecision = .fp32) {
         self.labels = labels
         self.tokenizer = tokenizer
-        self.runner = EncoderRunner(weights: weights, threads: threads)
+        self.runner = EncoderRunner(weights: weights, threads: threads, precision: precision)
         self.head = head
         self.temperature = temperature
         self.manifest = manifest
@@ -117,10 +118,17 @@ public final class StudentModel: Sendable {
     }
 
     /// A base checkpoint with an untrained (random, seeded) head: for benchmarks and cold start.
-    public convenience init(base: Checkpoint, labels: [String] = ["negative", "neutral", "positive"], threads: Int, seed: UInt64 = 0) {
+    public convenience init(base: Checkpoint, labels: [String] = ["negative", "neutral", "positive"], threads: Int, seed: UInt64 = 0,
+                            precision: EncoderPrecision = .fp32) {
         self.init(labels: labels, tokenizer: base.tokenizer, weights: base.weights,
                   head: ClassifierHead(classes: labels.count, hidden: base.config.hiddenSize, seed: seed),
-                  temperature: 1, threads: threads, manifest: nil, baseChecksum: base.weightsChecksum)
+                  temperature: 1, threads: threads, manifest: nil, baseChecksum: base.weightsChecksum, precision: precision)
+    }
+
+    /// The same model computing with another precision (the weights are shared; int8 quantises).
+    public func with(precision: EncoderPrecision) -> StudentModel {
+        StudentModel(labels: labels, tokenizer: tokenizer, weights: runner.weights, head: head, temperature: temperature,
+                     threads: runner.threads, manifest: manifest, baseChecksum: baseChecksum, precision: precision)
     }
 
     /// Version string: the artifact's checksum prefix, or "base" for a bare checkpoint.

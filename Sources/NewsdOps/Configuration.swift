@@ -48,6 +48,11 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var threads = 2
         /// Sentences per inference chunk group. Default 32.
         public var batchSize = 32
+        /// Encoder precision: `int8` (int8 linear layers on the fastest kernel path this CPU's
+        /// feature flags allow, chosen at start-up and logged), `int8-portable`, `int8-avx2`,
+        /// `int8-avx512-vnni`, or `fp32` (the training forward pass, through OpenBLAS).
+        /// Default `int8`.
+        public var precision = "int8"
         /// Where registered models are unpacked. Default `$STATE_DIRECTORY/models`, else the
         /// temporary directory.
         public var cacheDir = ""

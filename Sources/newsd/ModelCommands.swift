@@ -82,10 +82,14 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Column with the true label.") var labelColumn: String
     @Option(help: "Worker threads.") var threads = 2
     @Option(help: "Batch size.") var batch = 32
+    @Option(help: "Encoder precision: fp32, int8 (the fastest int8 path of this CPU) or int8-<portable|avx2|avx512-vnni>.") var precision = "fp32"
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
-        let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads)
+        guard let chosen = EncoderPrecision(configuration: precision) else {
+            throw ValidationError("--precision \(precision): unknown, or a path this CPU cannot run (CPU features: \(CPUFeatures.host))")
+        }
+        let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads, precision: chosen)
         let table = try CSVTable(contentsOf: URL(fileURLWithPath: data))
         let set = try LabelledData(table: table, textColumn: textColumn, labelColumn: labelColumn, labels: student.labels)
         let predictions = student.predict(set.texts, batchSize: batch)

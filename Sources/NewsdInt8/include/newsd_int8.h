@@ -1,0 +1,68 @@
+#ifndef NEWSD_INT8_H
+#define NEWSD_INT8_H
+// The student's int8 inference kernels: per-channel symmetric int8 weights, per-row asymmetric u8
+// activations, int32 accumulation, a float epilogue (dequantise + bias, then GELU or + residual).
+// Each kernel exists for three paths, chosen at run time from the CPU's feature flags (never from
+// a model-number table): AVX-512 VNNI (vpdpbusd), AVX2 (vpmaddubsw + vpmaddwd) and portable C.
+// The integer results of every path are identical for the same quantised inputs (AVX2 widens to
+// 16 bits and uses vpmaddwd: vpmaddubsw's saturating pairwise sums would need 7-bit activations,
+// which cost a point of accuracy on the held-out sentences).
+#include <stddef.h>
+#include <stdint.h>
+
+/// Kernel paths, fastest last.
+enum newsd_int8_path { NEWSD_PATH_PORTABLE = 0, NEWSD_PATH_AVX2 = 1, NEWSD_PATH_AVX512_VNNI = 2 };
+
+/// CPU feature bits reported by `newsd_cpu_features`.
+enum newsd_cpu_feature {
+    NEWSD_CPU_AVX2 = 1 << 0, NEWSD_CPU_FMA = 1 << 1, NEWSD_CPU_AVX512F = 1 << 2, NEWSD_CPU_AVX512BW = 1 << 3,
+    NEWSD_CPU_AVX512VL = 1 << 4, NEWSD_CPU_AVX512DQ = 1 << 5, NEWSD_CPU_AVX512VNNI = 1 << 6,
+    NEWSD_CPU_AVXVNNI = 1 << 7, NEWSD_CPU_AMX_INT8 = 1 << 8, NEWSD_CPU_AVX512BF16 = 1 << 9,
+};
+
+/// The feature bits of this CPU (CPUID, with the OS's register-state support checked).
+unsigned newsd_cpu_features(void);
+
+/// The largest quantised activation value on `path` (255 on every path today).
+int newsd_int8_activation_max(int path);
+
+/// Rows of activations a GEMM call reads: buffers of quantised activations must hold
+/// `newsd_int8_padded_rows(n)` rows (the kernels work on whole row tiles).
+int newsd_int8_padded_rows(int n);
+/// Bytes per quantised activation row (`in` rounded up to 4).
+int newsd_int8_row_bytes(int in);
+/// Bytes of a packed weight matrix of `out` x `in` (out rounded up to 64, in to 4).
+size_t newsd_int8_packed_size(int out, int in);
+
+/// Quantises W[out][in] (row-major, as Hugging Face stores linear weights) per output channel,
+/// symmetric: w_q = round(w / scale[o]), scale[o] = max|W[o,:]| / 127; writes the packed blocks
+/// (16 outputs x 4 inputs per 64 bytes), scale[out] and colsum[out] = sum_k w_q[o][k].
+void newsd_int8_pack_weights(const float *w, int out, int in, int8_t *packed, float *scale, int32_t *colsum);
+
+/// Quantises rows x[n][in] (row stride ldx) to u8 with a per-row scale and zero point:
+/// q = clamp(round(x / scale) + zp, 0, qmax); rows are `newsd_int8_row_bytes(in)` apart, and the
+/// padding rows up to `newsd_int8_padded_rows(n)` are filled with zeros.
+void newsd_int8_quantize_rows(int path, const float *x, int n, int in, int ldx, int qmax,
+                              uint8_t *q, float *scale, int32_t *zp);
+
+/// Epilogue after the integer product: none, GELU (erf form), or + residual[n][out].
+enum newsd_int8_epilogue { NEWSD_EPILOGUE_BIAS = 0, NEWSD_EPILOGUE_BIAS_GELU = 1, NEWSD_EPILOGUE_BIAS_RESIDUAL = 2 };
+
+/// y[n][out] = epilogue((q - zp) W_q^T * scale_a * scale_w + bias), row-major with stride `out`.
+void newsd_int8_gemm(int path, const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in,
+                     const int8_t *packed, const float *wscale, const int32_t *colsum, const float *bias, int out,
+                     int epilogue, const float *residual, float *y);
+
+/// The integer part alone, for tests: acc[n][out] = sum_k q[r][k] * w_q[o][k] (no zero point).
+void newsd_int8_gemm_raw(int path, const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *acc);
+
+/// Self-attention of one sequence, all heads: qkv[T][3H] (query, key, value thirds, each head's
+/// `d` columns together), ctx[T][H] = softmax(Q K^T * scale) V per head. `scratch` holds
+/// (d + 1) * roundup(T, 16) floats.
+void newsd_attention(int path, const float *qkv, int t, int heads, int d, float scale, float *ctx, float *scratch);
+
+/// y[n][d] = LayerNorm(x) * g + b (float), then quantised like `newsd_int8_quantize_rows` into q
+/// (when q is not NULL).
+void newsd_layernorm_quantize(int path, const float *x, int n, int d, const float *g, const float *b, float eps,
+                              float *y, int qmax, uint8_t *q, float *scale, int32_t *zp);
+#endif

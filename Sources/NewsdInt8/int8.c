@@ -1,0 +1,465 @@
+// The int8 kernels (see include/newsd_int8.h). The element-wise parts (quantisation, LayerNorm,
+// epilogue, attention) are written once as always-inline generic C and instantiated inside
+// functions compiled for each path's target features, where the compiler vectorises them; the
+// GEMM inner kernels are written with intrinsics per path.
+#include "newsd_int8.h"
+#include <math.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,avx2")))
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+// MARK: CPU features
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+static uint64_t xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
+unsigned newsd_cpu_features(void) {
+    unsigned f = 0;
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1;
+    if (!osxsave) return 0;
+    uint64_t xcr0 = xgetbv0();
+    int ymm = (xcr0 & 0x6) == 0x6, zmm = ymm && (xcr0 & 0xE0) == 0xE0, tiles = (xcr0 & 0x60000) == 0x60000;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (ymm && ((b >> 5) & 1)) f |= NEWSD_CPU_AVX2;
+    if (ymm && fma) f |= NEWSD_CPU_FMA;
+    if (zmm && ((b >> 16) & 1)) f |= NEWSD_CPU_AVX512F;
+    if (zmm && ((b >> 17) & 1)) f |= NEWSD_CPU_AVX512DQ;
+    if (zmm && ((b >> 30) & 1)) f |= NEWSD_CPU_AVX512BW;
+    if (zmm && ((b >> 31) & 1)) f |= NEWSD_CPU_AVX512VL;
+    if (zmm && ((c >> 11) & 1)) f |= NEWSD_CPU_AVX512VNNI;
+    if (tiles && ((d >> 25) & 1)) f |= NEWSD_CPU_AMX_INT8;
+    unsigned a1, b1, c1, d1;
+    if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) {
+        if (ymm && ((a1 >> 4) & 1)) f |= NEWSD_CPU_AVXVNNI;
+        if (zmm && ((a1 >> 5) & 1)) f |= NEWSD_CPU_AVX512BF16;
+    }
+#endif
+    return f;
+}
+
+int newsd_int8_activation_max(int path) { (void)path; return 255; }
+
+#define MR 6          // rows per GEMM tile
+#define ROW_TILE 12   // activation buffers are padded to a multiple of this (a multiple of every path's tile)
+#define NB 64         // outputs per GEMM tile (4 blocks of 16)
+
+int newsd_int8_padded_rows(int n) { return (n + ROW_TILE - 1) / ROW_TILE * ROW_TILE; }
+int newsd_int8_row_bytes(int in) { return (in + 3) & ~3; }
+size_t newsd_int8_packed_size(int out, int in) {
+    return (size_t)((out + NB - 1) / NB * NB) * (size_t)newsd_int8_row_bytes(in);
+}
+
+// Packed layout: for each block of 16 outputs, for each group of 4 inputs, 16 x 4 bytes
+// (output-major inside the group): exactly one vpdpbusd operand per (block, group).
+void newsd_int8_pack_weights(const float *w, int out, int in, int8_t *packed, float *scale, int32_t *colsum) {
+    int k4 = newsd_int8_row_bytes(in) / 4, outPadded = (out + NB - 1) / NB * NB;
+    memset(packed, 0, newsd_int8_packed_size(out, in));
+    for (int o = 0; o < outPadded; o++) {
+        if (o >= out) continue;
+        const float *row = w + (size_t)o * in;
+        float m = 0;
+        for (int k = 0; k < in; k++) m = fmaxf(m, fabsf(row[k]));
+        float s = m > 0 ? m / 127.0f : 1.0f;
+        scale[o] = s;
+        int32_t sum = 0;
+        int8_t *block = packed + (size_t)(o / 16) * k4 * 64;
+        for (int k = 0; k < in; k++) {
+            long v = lrintf(row[k] / s);
+            if (v > 127) v = 127;
+            if (v < -127) v = -127;
+            block[(size_t)(k / 4) * 64 + (o % 16) * 4 + (k % 4)] = (int8_t)v;
+            sum += (int32_t)v;
+        }
+        colsum[o] = sum;
+    }
+}
+
+// MARK: Generic element-wise code (instantiated per path)
+
+/// e^x for x <= 0 mostly (softmax, erf), Cephes polynomial with the exponent built from bits.
+INLINE float fast_exp(float x) {
+    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+    float shifted = x * 1.44269504088896341f + 12582912.0f;
+    float n = shifted - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &shifted, 4);
+    bits = ((bits - 0x4B400000) + 127) << 23;
+    float two;
+    memcpy(&two, &bits, 4);
+    return p * two;
+}
+
+/// gelu(x) = x/2 (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 (|error| < 2e-7): the
+/// same formula as NewsdKernels.FastMath.gelu.
+INLINE float fast_gelu(float x) {
+    float v = x * 0.70710678118654752f;
+    float a = fabsf(v);
+    a = a > 4.5f ? 4.5f : a;
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    float e = 1.0f - p * t * fast_exp(-a * a);
+    e = v < 0 ? -e : e;
+    return 0.5f * x * (1.0f + e);
+}
+
+/// Round to nearest (even) without a libm call, for |v| < 2^22: vectorises.
+INLINE float round_nearest(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+/// Minimum and maximum of x[count] (and 0), with 16 independent lanes so the loop vectorises.
+INLINE void min_max(const float *x, int count, float *lo, float *hi) {
+    float l[16] = {0}, h[16] = {0};
+    int k = 0;
+    for (; k + 16 <= count; k += 16)
+        for (int i = 0; i < 16; i++) { float v = x[k + i]; l[i] = v < l[i] ? v : l[i]; h[i] = v > h[i] ? v : h[i]; }
+    for (; k < count; k++) { float v = x[k]; l[0] = v < l[0] ? v : l[0]; h[0] = v > h[0] ? v : h[0]; }
+    float a = l[0], b = h[0];
+    for (int i = 1; i < 16; i++) { a = l[i] < a ? l[i] : a; b = h[i] > b ? h[i] : b; }
+    *lo = a; *hi = b;
+}
+
+INLINE float sum16(const float *x, int count) {
+    float acc[16] = {0};
+    int k = 0;
+    for (; k + 16 <= count; k += 16) for (int i = 0; i < 16; i++) acc[i] += x[k + i];
+    for (; k < count; k++) acc[0] += x[k];
+    float s = 0;
+    for (int i = 0; i < 16; i++) s += acc[i];
+    return s;
+}
+
+INLINE void quantize_rows_generic(const float *x, int n, int in, int ldx, int qmax, uint8_t *q, float *scale, int32_t *zp) {
+    int rb = newsd_int8_row_bytes(in);
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * ldx;
+        float lo, hi;   // 0 is always within [lo, hi], so it is represented exactly (by zp)
+        min_max(xr, in, &lo, &hi);
+        float s = hi > lo ? (hi - lo) / (float)qmax : 1.0f;
+        float inv = 1.0f / s;
+        float zf = round_nearest(-lo * inv);
+        zf = zf < 0 ? 0 : (zf > (float)qmax ? (float)qmax : zf);
+        float top = (float)qmax;
+        uint8_t *qr = q + (size_t)r * rb;
+        for (int k = 0; k < in; k++) {
+            float v = round_nearest(xr[k] * inv) + zf;
+            v = v < 0 ? 0 : (v > top ? top : v);
+            qr[k] = (uint8_t)(int32_t)v;
+        }
+        int32_t z = (int32_t)zf;
+        for (int k = in; k < rb; k++) qr[k] = (uint8_t)z;
+        scale[r] = s;
+        zp[r] = z;
+    }
+    int padded = newsd_int8_padded_rows(n);
+    if (padded > n) memset(q + (size_t)n * rb, 0, (size_t)(padded - n) * rb);
+}
+
+INLINE void layernorm_generic(const float *x, int n, int d, const float *g, const float *b, float eps, float *y) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *yr = y + (size_t)r * d;
+        float mean = sum16(xr, d) / (float)d;
+        float dev[16] = {0};
+        int i = 0;
+        for (; i + 16 <= d; i += 16) for (int j = 0; j < 16; j++) { float c = xr[i + j] - mean; dev[j] += c * c; }
+        for (; i < d; i++) { float c = xr[i] - mean; dev[0] += c * c; }
+        float var = sum16(dev, 16);
+        float rs = 1.0f / sqrtf(var / (float)d + eps);
+        for (int i = 0; i < d; i++) yr[i] = (xr[i] - mean) * rs * g[i] + b[i];
+    }
+}
+
+/// Turns a tile of int32 sums (rows x cols, stride NB) into floats.
+INLINE void epilogue_generic(const int32_t *acc, int rows, int cols, const float *ascale, const int32_t *azp,
+                             const float *wscale, const int32_t *colsum, const float *bias, int epilogue,
+                             const float *residual, float *y, int ldy) {
+    for (int r = 0; r < rows; r++) {
+        const int32_t *ar = acc + r * NB;
+        float *yr = y + (size_t)r * ldy;
+        float as = ascale[r];
+        int32_t z = azp[r];
+        if (epilogue == NEWSD_EPILOGUE_BIAS_GELU) {
+            for (int o = 0; o < cols; o++) yr[o] = fast_gelu((float)(ar[o] - z * colsum[o]) * (as * wscale[o]) + bias[o]);
+        } else if (epilogue == NEWSD_EPILOGUE_BIAS_RESIDUAL) {
+            const float *rr = residual + (size_t)r * ldy;
+            for (int o = 0; o < cols; o++) yr[o] = (float)(ar[o] - z * colsum[o]) * (as * wscale[o]) + bias[o] + rr[o];
+        } else {
+            for (int o = 0; o < cols; o++) yr[o] = (float)(ar[o] - z * colsum[o]) * (as * wscale[o]) + bias[o];
+        }
+    }
+}
+
+/// 16 floats: clang's vector extension, compiled to one zmm, two ymm or four xmm per operation
+/// depending on the path's target features.
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+
+INLINE v16f load16(const float *p) { v16f v; memcpy(&v, p, 64); return v; }
+INLINE void store16(float *p, v16f v) { memcpy(p, &v, 64); }
+INLINE v16f splat16(float x) { return (v16f){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+
+INLINE void attention_generic(const float *qkv, int t, int heads, int d, float scale, float *ctx, float *scratch) {
+    // Keys and scores are padded to a multiple of 16 columns (zero keys, zero probabilities), and
+    // the accumulators are whole vectors in registers: at T of about 30, scalar remainders and
+    // accumulating through memory cost more than the arithmetic.
+    int h = heads * d, stride = 3 * h, tp = (t + 15) & ~15;
+    float *kt = scratch, *s = scratch + (size_t)d * tp;
+    for (int hd = 0; hd < heads; hd++) {
+        // K^T of this head, [d][tp], so the scores of one query are d vector FMAs per 16 keys.
+        for (int c = 0; c < d; c++) {
+            float *row = kt + (size_t)c * tp;
+            for (int j = 0; j < t; j++) row[j] = qkv[(size_t)j * stride + h + hd * d + c];
+            for (int j = t; j < tp; j++) row[j] = 0;
+        }
+        for (int i = 0; i < t; i++) {
+            const float *q = qkv + (size_t)i * stride + hd * d;
+            for (int j0 = 0; j0 < tp; j0 += 16) {
+                v16f acc = splat16(0);
+                for (int c = 0; c < d; c++) acc += splat16(q[c] * scale) * load16(kt + (size_t)c * tp + j0);
+                store16(s + j0, acc);
+            }
+            for (int j = t; j < tp; j++) s[j] = -1e30f;   // padding: exp gives 0
+            v16f mx = load16(s);
+            for (int j0 = 16; j0 < tp; j0 += 16) { mx = __builtin_elementwise_max(mx, load16(s + j0)); }
+            float top = mx[0];
+            for (int k = 1; k < 16; k++) top = mx[k] > top ? mx[k] : top;
+            for (int j = 0; j < tp; j++) s[j] = fast_exp(s[j] - top);
+            float inv = 1.0f / sum16(s, tp);
+            float *out = ctx + (size_t)i * h + hd * d;
+            if (d % 16 == 0) {
+                for (int c0 = 0; c0 < d; c0 += 16) {
+                    v16f acc = splat16(0);
+                    for (int j = 0; j < t; j++) acc += splat16(s[j]) * load16(qkv + (size_t)j * stride + 2 * h + hd * d + c0);
+                    store16(out + c0, acc * splat16(inv));
+                }
+            } else {
+                for (int c = 0; c < d; c++) out[c] = 0;
+                for (int j = 0; j < t; j++) {
+                    float p = s[j] * inv;
+                    const float *v = qkv + (size_t)j * stride + 2 * h + hd * d;
+                    for (int c = 0; c < d; c++) out[c] += p * v[c];
+                }
+            }
+        }
+    }
+}
+
+// MARK: GEMM inner kernels: acc[MR or 4][NB] = q[rows][k] x W block^T, whole K.
+
+static void tile_portable(const uint8_t *q, int rb, int rows, const int8_t *w, size_t blockStride, int k4, int32_t *acc) {
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *qr = q + (size_t)r * rb;
+        for (int ob = 0; ob < NB / 16; ob++) {
+            const int8_t *blk = w + ob * blockStride;
+            int32_t sums[16] = {0};
+            for (int g = 0; g < k4; g++) {
+                const int8_t *wg = blk + (size_t)g * 64;
+                const uint8_t *a = qr + g * 4;
+                for (int o = 0; o < 16; o++)
+                    sums[o] += a[0] * wg[o * 4] + a[1] * wg[o * 4 + 1] + a[2] * wg[o * 4 + 2] + a[3] * wg[o * 4 + 3];
+            }
+            for (int o = 0; o < 16; o++) acc[r * NB + ob * 16 + o] = sums[o];
+        }
+    }
+}
+
+#if defined(__x86_64__)
+TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, size_t blockStride, int k4, int32_t *acc) {
+    __m512i c[MR][4];
+    for (int r = 0; r < MR; r++) for (int j = 0; j < 4; j++) c[r][j] = _mm512_setzero_si512();
+    const int8_t *w0 = w, *w1 = w + blockStride, *w2 = w + 2 * blockStride, *w3 = w + 3 * blockStride;
+    for (int g = 0; g < k4; g++) {
+        __m512i b0 = _mm512_load_si512((const void *)(w0 + (size_t)g * 64));
+        __m512i b1 = _mm512_load_si512((const void *)(w1 + (size_t)g * 64));
+        __m512i b2 = _mm512_load_si512((const void *)(w2 + (size_t)g * 64));
+        __m512i b3 = _mm512_load_si512((const void *)(w3 + (size_t)g * 64));
+        for (int r = 0; r < MR; r++) {
+            int32_t four;
+            memcpy(&four, q + (size_t)r * rb + g * 4, 4);
+            __m512i a = _mm512_set1_epi32(four);
+            c[r][0] = _mm512_dpbusd_epi32(c[r][0], a, b0);
+            c[r][1] = _mm512_dpbusd_epi32(c[r][1], a, b1);
+            c[r][2] = _mm512_dpbusd_epi32(c[r][2], a, b2);
+            c[r][3] = _mm512_dpbusd_epi32(c[r][3], a, b3);
+        }
+    }
+    for (int r = 0; r < MR; r++) for (int j = 0; j < 4; j++) _mm512_storeu_si512((void *)(acc + r * NB + j * 16), c[r][j]);
+}
+
+// AVX2 has no u8 x s8 instruction that cannot saturate (vpmaddubsw adds two 16-bit products with
+// saturation: 2 x 255 x 127 > 32767, and 7-bit activations cost a point of accuracy), so it widens
+// both operands to 16 bits and multiplies with vpmaddwd: exactly the integers of the VNNI path.
+// Per pass, 4 rows x 8 outputs; a 64-bit broadcast of 4 activations (k..k+3) against the 4 k of 4
+// outputs gives two partial sums per output, added pairwise at the end.
+TARGET_AVX2 static void tile_avx2(const uint8_t *q, int rb, int rows, const int8_t *w, size_t blockStride, int k4, int32_t *acc) {
+    int16_t wide[4 * 1024 * 4] __attribute__((aligned(32)));   // 4 rows of up to 4096 inputs, widened
+    int kmax = k4 * 4;
+    if (kmax > 4096) { tile_portable(q, rb, rows, w, blockStride, k4, acc); return; }
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *qr = q + (size_t)(r0 + r) * rb;
+            int k = 0;
+            for (; k + 16 <= kmax; k += 16)
+                _mm256_store_si256((__m256i *)(wide + r * 4096 + k), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qr + k))));
+            for (; k < kmax; k++) wide[r * 4096 + k] = qr[k];
+        }
+        for (int ob = 0; ob < NB / 16; ob++) {
+            const int8_t *blk = w + ob * blockStride;
+            for (int half = 0; half < 2; half++) {   // outputs 0-7, then 8-15 of the block
+                __m256i c[4][2];
+                for (int r = 0; r < 4; r++) { c[r][0] = _mm256_setzero_si256(); c[r][1] = _mm256_setzero_si256(); }
+                for (int g = 0; g < k4; g++) {
+                    const int8_t *wg = blk + (size_t)g * 64 + half * 32;
+                    __m256i b0 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)wg));        // outputs 0-3 x k 0-3
+                    __m256i b1 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)(wg + 16)));  // outputs 4-7
+                    for (int r = 0; r < 4; r++) {
+                        int64_t four;
+                        memcpy(&four, wide + r * 4096 + g * 4, 8);
+                        __m256i a = _mm256_set1_epi64x(four);
+                        c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
+                        c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
+                    }
+                }
+                for (int r = 0; r < 4; r++) {
+                    // lanes (o0 k01, o0 k23, o1 k01, o1 k23 | o2.., o3..) and the same for o4-o7:
+                    // hadd gives (o0 o1 o4 o5 | o2 o3 o6 o7); a lane permute restores o0..o7.
+                    __m256i sums = _mm256_hadd_epi32(c[r][0], c[r][1]);
+                    sums = _mm256_permute4x64_epi64(sums, 0xD8);
+                    _mm256_storeu_si256((__m256i *)(acc + (r0 + r) * NB + ob * 16 + half * 8), sums);
+                }
+            }
+        }
+    }
+}
+#endif
+
+/// Runs the tiles of one output block of NB columns over all rows; `finish` consumes each tile.
+#define GEMM_LOOP(TILE_CALL, FINISH)                                                              \
+    int rb = newsd_int8_row_bytes(in), k4 = rb / 4;                                               \
+    size_t blockStride = (size_t)k4 * 64;                                                         \
+    int32_t acc[ROW_TILE * NB] __attribute__((aligned(64)));                                      \
+    for (int o0 = 0; o0 < out; o0 += NB) {                                                        \
+        const int8_t *w = packed + (size_t)(o0 / 16) * blockStride;                               \
+        int cols = out - o0 < NB ? out - o0 : NB;                                                 \
+        for (int r0 = 0; r0 < n; r0 += TILE_ROWS) {                                               \
+            const uint8_t *qt = q + (size_t)r0 * rb;                                              \
+            int rows = n - r0 < TILE_ROWS ? n - r0 : TILE_ROWS;                                   \
+            TILE_CALL;                                                                            \
+            FINISH;                                                                               \
+        }                                                                                         \
+    }
+
+#define FINISH_FLOAT epilogue_generic(acc, rows, cols, ascale + r0, azp + r0, wscale + o0, colsum + o0, bias + o0, \
+                                      epilogue, residual ? residual + (size_t)r0 * out + o0 : 0, y + (size_t)r0 * out + o0, out)
+#define FINISH_RAW for (int r = 0; r < rows; r++) for (int o = 0; o < cols; o++) raw[(size_t)(r0 + r) * out + o0 + o] = acc[r * NB + o]
+
+#define TILE_ROWS ROW_TILE
+static void gemm_portable(const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in, const int8_t *packed,
+                          const float *wscale, const int32_t *colsum, const float *bias, int out, int epilogue,
+                          const float *residual, float *y) {
+    GEMM_LOOP(tile_portable(qt, rb, rows, w, blockStride, k4, acc), FINISH_FLOAT)
+}
+static void raw_portable(const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *raw) {
+    GEMM_LOOP(tile_portable(qt, rb, rows, w, blockStride, k4, acc), FINISH_RAW)
+}
+#if defined(__x86_64__)
+TARGET_AVX2 static void gemm_avx2(const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in, const int8_t *packed,
+                                  const float *wscale, const int32_t *colsum, const float *bias, int out, int epilogue,
+                                  const float *residual, float *y) {
+    GEMM_LOOP(tile_avx2(qt, rb, (rows + 3) & ~3, w, blockStride, k4, acc), FINISH_FLOAT)
+}
+TARGET_AVX2 static void raw_avx2(const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *raw) {
+    GEMM_LOOP(tile_avx2(qt, rb, (rows + 3) & ~3, w, blockStride, k4, acc), FINISH_RAW)
+}
+#undef TILE_ROWS
+#define TILE_ROWS MR
+TARGET_AVX512 static void gemm_vnni(const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in, const int8_t *packed,
+                                    const float *wscale, const int32_t *colsum, const float *bias, int out, int epilogue,
+                                    const float *residual, float *y) {
+    GEMM_LOOP(tile_vnni(qt, rb, w, blockStride, k4, acc), FINISH_FLOAT)
+}
+TARGET_AVX512 static void raw_vnni(const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *raw) {
+    GEMM_LOOP(tile_vnni(qt, rb, w, blockStride, k4, acc), FINISH_RAW)
+}
+#endif
+
+// MARK: Dispatch
+
+void newsd_int8_gemm(int path, const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in,
+                     const int8_t *packed, const float *wscale, const int32_t *colsum, const float *bias, int out,
+                     int epilogue, const float *residual, float *y) {
+#if defined(__x86_64__)
+    if (path == NEWSD_PATH_AVX512_VNNI) { gemm_vnni(q, ascale, azp, n, in, packed, wscale, colsum, bias, out, epilogue, residual, y); return; }
+    if (path == NEWSD_PATH_AVX2) { gemm_avx2(q, ascale, azp, n, in, packed, wscale, colsum, bias, out, epilogue, residual, y); return; }
+#endif
+    gemm_portable(q, ascale, azp, n, in, packed, wscale, colsum, bias, out, epilogue, residual, y);
+}
+
+void newsd_int8_gemm_raw(int path, const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *acc) {
+#if defined(__x86_64__)
+    if (path == NEWSD_PATH_AVX512_VNNI) { raw_vnni(q, n, in, packed, out, acc); return; }
+    if (path == NEWSD_PATH_AVX2) { raw_avx2(q, n, in, packed, out, acc); return; }
+#endif
+    raw_portable(q, n, in, packed, out, acc);
+}
+
+#define ELEMENTWISE(SUFFIX, ATTR)                                                                                        \
+    ATTR static void quantize_##SUFFIX(const float *x, int n, int in, int ldx, int qmax, uint8_t *q, float *s, int32_t *z) { \
+        quantize_rows_generic(x, n, in, ldx, qmax, q, s, z);                                                            \
+    }                                                                                                                    \
+    ATTR static void attention_##SUFFIX(const float *qkv, int t, int heads, int d, float scale, float *ctx, float *sc) {   \
+        attention_generic(qkv, t, heads, d, scale, ctx, sc);                                                             \
+    }                                                                                                                    \
+    ATTR static void layernorm_##SUFFIX(const float *x, int n, int d, const float *g, const float *b, float eps, float *y) { \
+        layernorm_generic(x, n, d, g, b, eps, y);                                                                        \
+    }
+ELEMENTWISE(portable, )
+#if defined(__x86_64__)
+ELEMENTWISE(avx2, TARGET_AVX2)
+ELEMENTWISE(vnni, TARGET_AVX512)
+#define PICK(NAME, ...)                                                                   \
+    do {                                                                                  \
+        if (path == NEWSD_PATH_AVX512_VNNI) NAME##_vnni(__VA_ARGS__);                     \
+        else if (path == NEWSD_PATH_AVX2) NAME##_avx2(__VA_ARGS__);                       \
+        else NAME##_portable(__VA_ARGS__);                                                \
+    } while (0)
+#else
+#define PICK(NAME, ...) NAME##_portable(__VA_ARGS__)
+#endif
+
+void newsd_int8_quantize_rows(int path, const float *x, int n, int in, int ldx, int qmax, uint8_t *q, float *scale, int32_t *zp) {
+    PICK(quantize, x, n, in, ldx, qmax, q, scale, zp);
+}
+
+void newsd_attention(int path, const float *qkv, int t, int heads, int d, float scale, float *ctx, float *scratch) {
+    PICK(attention, qkv, t, heads, d, scale, ctx, scratch);
+}
+
+void newsd_layernorm_quantize(int path, const float *x, int n, int d, const float *g, const float *b, float eps,
+                              float *y, int qmax, uint8_t *q, float *scale, int32_t *zp) {
+    PICK(layernorm, x, n, d, g, b, eps, y);
+    if (q) PICK(quantize, y, n, d, d, qmax, q, scale, zp);
+}

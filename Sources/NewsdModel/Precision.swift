@@ -1,0 +1,118 @@
+import Foundation
+import NewsdInt8
+
+/// CPU feature flags that decide the student's kernels (CPUID, with the OS's register-state
+/// support checked), never a table of CPU model numbers: a CPU newer than this code is recognised
+/// by what it can do.
+public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
+    /// The feature bits (`newsd_cpu_feature`).
+    public let rawValue: UInt32
+    /// A set from raw bits.
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// AVX2 (256-bit integer SIMD).
+    public static let avx2 = CPUFeatures(rawValue: NEWSD_CPU_AVX2.rawValue)
+    /// Fused multiply-add.
+    public static let fma = CPUFeatures(rawValue: NEWSD_CPU_FMA.rawValue)
+    /// AVX-512 Foundation.
+    public static let avx512f = CPUFeatures(rawValue: NEWSD_CPU_AVX512F.rawValue)
+    /// AVX-512 byte and word instructions.
+    public static let avx512bw = CPUFeatures(rawValue: NEWSD_CPU_AVX512BW.rawValue)
+    /// AVX-512 vector-length extensions.
+    public static let avx512vl = CPUFeatures(rawValue: NEWSD_CPU_AVX512VL.rawValue)
+    /// AVX-512 doubleword and quadword instructions.
+    public static let avx512dq = CPUFeatures(rawValue: NEWSD_CPU_AVX512DQ.rawValue)
+    /// AVX-512 VNNI (`vpdpbusd`: four u8 x s8 products summed into each int32 lane).
+    public static let avx512vnni = CPUFeatures(rawValue: NEWSD_CPU_AVX512VNNI.rawValue)
+    /// AVX-VNNI (the 256-bit VEX form).
+    public static let avxvnni = CPUFeatures(rawValue: NEWSD_CPU_AVXVNNI.rawValue)
+    /// AMX int8 tiles (reported; no kernel uses them yet).
+    public static let amxInt8 = CPUFeatures(rawValue: NEWSD_CPU_AMX_INT8.rawValue)
+    /// AVX-512 BF16.
+    public static let avx512bf16 = CPUFeatures(rawValue: NEWSD_CPU_AVX512BF16.rawValue)
+
+    /// This CPU's features.
+    public static let host = CPUFeatures(rawValue: newsd_cpu_features())
+
+    private static let names: [(CPUFeatures, String)] = [
+        (.avx2, "avx2"), (.fma, "fma"), (.avx512f, "avx512f"), (.avx512bw, "avx512bw"), (.avx512vl, "avx512vl"),
+        (.avx512dq, "avx512dq"), (.avx512vnni, "avx512vnni"), (.avxvnni, "avxvnni"), (.avx512bf16, "avx512bf16"), (.amxInt8, "amx-int8"),
+    ]
+    /// The features' names, space-separated (`none` when empty).
+    public var description: String {
+        let present = Self.names.filter { contains($0.0) }.map(\.1)
+        return present.isEmpty ? "none" : present.joined(separator: " ")
+    }
+}
+
+/// The int8 kernel builds, fastest last. Each runs only where its features are present.
+public enum Int8KernelPath: Int32, Sendable, CaseIterable, CustomStringConvertible {
+    /// Plain C: runs anywhere, and is the reference the vector paths are tested against.
+    case portable = 0
+    /// AVX2 + FMA: operands widened to 16 bits, `vpmaddwd` (the same integers as VNNI).
+    case avx2 = 1
+    /// AVX-512 with VNNI: `vpdpbusd`, 8-bit activations.
+    case avx512vnni = 2
+
+    /// The features this path needs.
+    public var requirements: CPUFeatures {
+        switch self {
+        case .portable: []
+        case .avx2: [.avx2, .fma]
+        case .avx512vnni: [.avx2, .fma, .avx512f, .avx512bw, .avx512vl, .avx512dq, .avx512vnni]
+        }
+    }
+
+    /// Whether a CPU with `features` can run this path.
+    public func runs(on features: CPUFeatures) -> Bool { features.isSuperset(of: requirements) }
+
+    /// The fastest path a CPU with `features` runs.
+    public static func best(for features: CPUFeatures) -> Int8KernelPath {
+        allCases.reversed().first { $0.runs(on: features) } ?? .portable
+    }
+
+    /// The paths this CPU runs.
+    public static var runnable: [Int8KernelPath] { allCases.filter { $0.runs(on: .host) } }
+
+    /// Largest quantised activation value (255: 8-bit activations on every path).
+    public var activationMax: Int32 { newsd_int8_activation_max(rawValue) }
+
+    /// `portable`, `avx2` or `avx512-vnni`.
+    public var description: String {
+        switch self { case .portable: "portable"; case .avx2: "avx2"; case .avx512vnni: "avx512-vnni" }
+    }
+
+    /// Parses `description`.
+    public init?(name: String) {
+        guard let p = Self.allCases.first(where: { $0.description == name }) else { return nil }
+        self = p
+    }
+}
+
+/// How the student's encoder computes.
+public enum EncoderPrecision: Sendable, Equatable, CustomStringConvertible {
+    /// Float32 through OpenBLAS: the training forward pass, and the reference.
+    case fp32
+    /// Int8 linear layers (per-channel weights, per-row dynamic activations) on a kernel path.
+    case int8(Int8KernelPath)
+
+    /// Int8 on the fastest path of this CPU: the serving default.
+    public static var fastest: EncoderPrecision { .int8(.best(for: .host)) }
+
+    /// Parses a configuration value: `int8` (fastest path of this CPU), `int8-<path>`, or `fp32`.
+    /// Returns nil for an unknown value or a path this CPU cannot run.
+    public init?(configuration value: String) {
+        switch value {
+        case "fp32": self = .fp32
+        case "int8", "auto": self = .fastest
+        default:
+            guard value.hasPrefix("int8-"), let p = Int8KernelPath(name: String(value.dropFirst(5))), p.runs(on: .host) else { return nil }
+            self = .int8(p)
+        }
+    }
+
+    /// `fp32` or `int8-<path>`.
+    public var description: String {
+        switch self { case .fp32: "fp32"; case .int8(let p): "int8-\(p)" }
+    }
+}
