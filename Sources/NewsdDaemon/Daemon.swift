@@ -23,7 +23,8 @@ public enum Daemon {
                                       threads: config.model.threads, precision: precision)
         logger.info("student loaded", metadata: ["version": "\(model.version)", "labels": "\(model.labels)", "dir": "\(config.model.dir)",
                                                  "precision": "\(model.runner.precision)", "cpu_features": "\(CPUFeatures.host)",
-                                                 "weights_mb": "\(model.runner.servingBytes / 1_048_576)"])
+                                                 "weights_mb": "\(model.runner.servingBytes / 1_048_576)", "blas_core": "\(BLASCore.current)",
+                                                 "blas_core_replaced": "\(ProcessInfo.processInfo.environment["NEWSD_BLAS_CORE_FROM"] ?? "no")"])
         let companies = config.portfolio.file.isEmpty ? [] : try PortfolioFile.load(config.portfolio.file)
         try withDatabase(config) { db in
             let applied = try Schema.migrate(db)

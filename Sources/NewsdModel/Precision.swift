@@ -1,3 +1,4 @@
+import CBLAS
 import Foundation
 import NewsdInt8
 
@@ -114,5 +115,51 @@ public enum EncoderPrecision: Sendable, Equatable, CustomStringConvertible {
     /// `fp32` or `int8-<path>`.
     public var description: String {
         switch self { case .fp32: "fp32"; case .int8(let p): "int8-\(p)" }
+    }
+}
+
+/// OpenBLAS's kernels for the fp32 path (training, and `model.precision = "fp32"`). Debian's
+/// OpenBLAS picks them from a table of CPU model numbers and falls back to generic "Prescott"
+/// kernels on a CPU it does not know (measured: a quarter of the speed on a new Xeon). newsd
+/// chooses from the feature flags instead and, when OpenBLAS chose weaker kernels, re-executes
+/// itself with `OPENBLAS_CORETYPE` set: OpenBLAS reads it only while loading, before `main`.
+public enum BLASCore {
+    /// The kernel set OpenBLAS uses in this process (`SkylakeX`, `Haswell`, `Prescott`, ...).
+    public static var current: String { String(cString: openblas_get_corename()) }
+
+    /// OpenBLAS core names by the vector width their kernels use: 3 AVX-512, 2 AVX2 + FMA,
+    /// 1 AVX, 0 anything else (SSE-era and generic kernels, and names unknown here).
+    static func rank(_ name: String) -> Int {
+        switch name.lowercased() {
+        case "skylakex", "cooperlake", "sapphirerapids": 3
+        case "haswell", "zen": 2
+        case "sandybridge", "bulldozer", "piledriver", "steamroller", "excavator": 1
+        default: 0
+        }
+    }
+
+    /// The kernel set a CPU with `features` should get: AVX-512 (F, BW, VL, DQ) → `SkylakeX`,
+    /// AVX2 + FMA → `Haswell`; nil when only older kernels fit.
+    public static func preferred(for features: CPUFeatures) -> String? {
+        if features.isSuperset(of: [.avx512f, .avx512bw, .avx512vl, .avx512dq]) { return "SkylakeX" }
+        if features.isSuperset(of: [.avx2, .fma]) { return "Haswell" }
+        return nil
+    }
+
+    /// The core to force when OpenBLAS's own choice (`current`) is weaker than the flags allow.
+    public static func override(current: String, features: CPUFeatures) -> String? {
+        guard let wanted = preferred(for: features), rank(current) < rank(wanted) else { return nil }
+        return wanted
+    }
+
+    /// Re-executes this process with `OPENBLAS_CORETYPE` set when OpenBLAS chose weaker kernels
+    /// than the CPU's flags allow. Does nothing when the variable is already set (an operator's
+    /// choice, or this re-execution: no loop) or when the choice is good; returns if exec fails.
+    public static func ensurePreferredKernels() {
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
+              let core = override(current: current, features: .host) else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        setenv("NEWSD_BLAS_CORE_FROM", current, 1)     // logged after the re-execution
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
     }
 }

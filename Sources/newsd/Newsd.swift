@@ -22,6 +22,18 @@ struct Newsd: AsyncParsableCommand {
                       DevTeacherCommand.self, LabelCommand.self, TeacherCommand.self,
                       ModelsCommand.self, LabelsCommand.self, TrainerCommand.self, RescoreCommand.self,
                       AlertsCommand.self, ReportCommand.self, AnalystsCommand.self])
+
+    /// Gives OpenBLAS the kernels the CPU's flags allow (re-executing once if it chose weaker
+    /// ones), then runs the command as ArgumentParser's own `main` does.
+    static func main() async {
+        BLASCore.ensurePreferredKernels()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand { try await asyncCommand.run() } else { try command.run() }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Where the base checkpoint is when no flag says: `NEWSD_BASE_MODEL_DIR`, else the project's

@@ -26,6 +26,20 @@ import Testing
         #expect(EncoderPrecision(configuration: "fp16") == nil)
     }
 
+    /// The fp32 path's BLAS kernels follow the flags too: an unknown CPU model (OpenBLAS says
+    /// Prescott) with AVX-512 gets SkylakeX, with AVX2 + FMA Haswell; a good choice is kept.
+    @Test func blasKernelsAreChosenFromFeatureFlags() {
+        let avx512: CPUFeatures = [.avx2, .fma, .avx512f, .avx512bw, .avx512vl, .avx512dq, .avx512vnni]
+        #expect(BLASCore.override(current: "Prescott", features: avx512) == "SkylakeX")
+        #expect(BLASCore.override(current: "Prescott", features: [.avx2, .fma]) == "Haswell")
+        #expect(BLASCore.override(current: "Sandybridge", features: [.avx2, .fma]) == "Haswell")
+        #expect(BLASCore.override(current: "Prescott", features: []) == nil)
+        #expect(BLASCore.override(current: "SkylakeX", features: avx512) == nil)
+        #expect(BLASCore.override(current: "Zen", features: [.avx2, .fma]) == nil)
+        #expect(BLASCore.override(current: "SapphireRapids", features: avx512) == nil)
+        #expect(!BLASCore.current.isEmpty)
+    }
+
     // MARK: Kernels against the portable reference
 
     /// Random weights W[out][in], packed; returns the packed bytes, scales and sums.
