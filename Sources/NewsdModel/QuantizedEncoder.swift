@@ -40,7 +40,8 @@ final class QuantizedLinear: @unchecked Sendable {
     }
 }
 
-/// The four int8 matrices of one transformer layer.
+/// The four int8 matrices of one transformer layer. `@unchecked Sendable`: holds only
+/// `QuantizedLinear`s, which are read-only after their `init`.
 struct QuantizedLayer: @unchecked Sendable {
     let qkv: QuantizedLinear, output: QuantizedLinear, intermediate: QuantizedLinear, down: QuantizedLinear
 }
