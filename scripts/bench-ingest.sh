@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end benchmark (figures, not a test): Kafka (dev broker) -> parse/link -> MiniLM-L6 student
-# (fp32) -> PostgreSQL (COPY, one transaction per batch), sustained messages/s from the first
+# (model.precision, int8 by default) -> PostgreSQL (COPY, one transaction per batch), sustained messages/s from the first
 # message to the last commit, the share of time per stage, p50/p99 batch latency and peak RSS.
 # usage: scripts/bench-ingest.sh [--count N] [--data CSV-with-text-column] [--batch N] [--no-rollup-triggers]
 # --no-rollup-triggers: the analysts' rollup triggers disabled (their cost, side by side with a run
