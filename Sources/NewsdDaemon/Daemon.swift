@@ -20,7 +20,7 @@ public enum Daemon {
         let precision = try ModelWatcher.precision(config)
         var model = try Artifact.load(directory: URL(fileURLWithPath: config.model.dir),
                                       baseDirectory: config.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: config.model.baseDir),
-                                      threads: config.model.threads, precision: precision)
+                                      threads: config.model.threads, precision: precision, cacheCapacity: config.model.cacheEntries)
         logger.info("student loaded", metadata: ["version": "\(model.version)", "labels": "\(model.labels)", "dir": "\(config.model.dir)",
                                                  "precision": "\(model.runner.precision)", "cpu_features": "\(CPUFeatures.host)",
                                                  "weights_mb": "\(model.runner.servingBytes / 1_048_576)", "blas_core": "\(BLASCore.current)",

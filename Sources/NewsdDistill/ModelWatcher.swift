@@ -54,7 +54,7 @@ public final class ModelWatcher: Service, Sendable {
     public static func load(_ db: PostgresConnection, version: String, configuration c: NewsdConfiguration) throws -> StudentModel {
         let dir = try ModelRegistry.materialize(db, version: version, cache: cacheDirectory(c))
         let model = try Artifact.load(directory: dir, baseDirectory: c.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: c.model.baseDir),
-                                      threads: c.model.threads, precision: try precision(c))
+                                      threads: c.model.threads, precision: try precision(c), cacheCapacity: c.model.cacheEntries)
         guard model.version == version else { throw DistillError("model \(version): the stored artifact has version \(model.version)") }
         return model
     }

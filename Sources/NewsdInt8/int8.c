@@ -50,6 +50,7 @@ unsigned newsd_cpu_features(void) {
 }
 
 int newsd_int8_activation_max(int path) { (void)path; return 255; }
+int newsd_int8_weight_max(int path) { return path == NEWSD_PATH_AVX2 ? 64 : 127; }
 
 #define MR 6          // rows per GEMM tile
 #define ROW_TILE 12   // activation buffers are padded to a multiple of this (a multiple of every path's tile)
@@ -63,7 +64,7 @@ size_t newsd_int8_packed_size(int out, int in) {
 
 // Packed layout: for each block of 16 outputs, for each group of 4 inputs, 16 x 4 bytes
 // (output-major inside the group): exactly one vpdpbusd operand per (block, group).
-void newsd_int8_pack_weights(const float *w, int out, int in, int8_t *packed, float *scale, int32_t *colsum) {
+void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *packed, float *scale, int32_t *colsum) {
     int k4 = newsd_int8_row_bytes(in) / 4, outPadded = (out + NB - 1) / NB * NB;
     memset(packed, 0, newsd_int8_packed_size(out, in));
     for (int o = 0; o < outPadded; o++) {
@@ -71,14 +72,14 @@ void newsd_int8_pack_weights(const float *w, int out, int in, int8_t *packed, fl
         const float *row = w + (size_t)o * in;
         float m = 0;
         for (int k = 0; k < in; k++) m = fmaxf(m, fabsf(row[k]));
-        float s = m > 0 ? m / 127.0f : 1.0f;
+        float s = m > 0 ? m / (float)wmax : 1.0f;
         scale[o] = s;
         int32_t sum = 0;
         int8_t *block = packed + (size_t)(o / 16) * k4 * 64;
         for (int k = 0; k < in; k++) {
             long v = lrintf(row[k] / s);
-            if (v > 127) v = 127;
-            if (v < -127) v = -127;
+            if (v > wmax) v = wmax;
+            if (v < -wmax) v = -wmax;
             block[(size_t)(k / 4) * 64 + (o % 16) * 4 + (k % 4)] = (int8_t)v;
             sum += (int32_t)v;
         }
@@ -309,48 +310,38 @@ TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, s
     for (int r = 0; r < MR; r++) for (int j = 0; j < 4; j++) _mm512_storeu_si512((void *)(acc + r * NB + j * 16), c[r][j]);
 }
 
-// AVX2 has no u8 x s8 instruction that cannot saturate (vpmaddubsw adds two 16-bit products with
-// saturation: 2 x 255 x 127 > 32767, and 7-bit activations cost a point of accuracy), so it widens
-// both operands to 16 bits and multiplies with vpmaddwd: exactly the integers of the VNNI path.
-// Per pass, 4 rows x 8 outputs; a 64-bit broadcast of 4 activations (k..k+3) against the 4 k of 4
-// outputs gives two partial sums per output, added pairwise at the end.
+// AVX2: vpmaddubsw multiplies u8 activations by s8 weights and adds adjacent pairs into 16 bits
+// with saturation; with weights within +-64 a pair is at most 2 x 255 x 64 = 32640 and cannot
+// saturate, so the sums are exact (the AVX2 path packs its own 7-bit weights). vpmaddwd with ones
+// then adds the pairs into the int32 lanes: one output's 4 inputs per lane, 8 outputs per ymm.
+// Per pass, 4 rows x 16 outputs; four passes for the 64 outputs of a tile.
 TARGET_AVX2 static void tile_avx2(const uint8_t *q, int rb, int rows, const int8_t *w, size_t blockStride, int k4, int32_t *acc) {
-    int16_t wide[4 * 1024 * 4] __attribute__((aligned(32)));   // 4 rows of up to 4096 inputs, widened
-    int kmax = k4 * 4;
-    if (kmax > 4096) { tile_portable(q, rb, rows, w, blockStride, k4, acc); return; }
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int r0 = 0; r0 < rows; r0 += 4) {
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *qr = q + (size_t)(r0 + r) * rb;
-            int k = 0;
-            for (; k + 16 <= kmax; k += 16)
-                _mm256_store_si256((__m256i *)(wide + r * 4096 + k), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qr + k))));
-            for (; k < kmax; k++) wide[r * 4096 + k] = qr[k];
-        }
+        const uint8_t *q0 = q + (size_t)r0 * rb, *q1 = q0 + rb, *q2 = q1 + rb, *q3 = q2 + rb;
         for (int ob = 0; ob < NB / 16; ob++) {
             const int8_t *blk = w + ob * blockStride;
-            for (int half = 0; half < 2; half++) {   // outputs 0-7, then 8-15 of the block
-                __m256i c[4][2];
-                for (int r = 0; r < 4; r++) { c[r][0] = _mm256_setzero_si256(); c[r][1] = _mm256_setzero_si256(); }
-                for (int g = 0; g < k4; g++) {
-                    const int8_t *wg = blk + (size_t)g * 64 + half * 32;
-                    __m256i b0 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)wg));        // outputs 0-3 x k 0-3
-                    __m256i b1 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)(wg + 16)));  // outputs 4-7
-                    for (int r = 0; r < 4; r++) {
-                        int64_t four;
-                        memcpy(&four, wide + r * 4096 + g * 4, 8);
-                        __m256i a = _mm256_set1_epi64x(four);
-                        c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
-                        c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
-                    }
-                }
-                for (int r = 0; r < 4; r++) {
-                    // lanes (o0 k01, o0 k23, o1 k01, o1 k23 | o2.., o3..) and the same for o4-o7:
-                    // hadd gives (o0 o1 o4 o5 | o2 o3 o6 o7); a lane permute restores o0..o7.
-                    __m256i sums = _mm256_hadd_epi32(c[r][0], c[r][1]);
-                    sums = _mm256_permute4x64_epi64(sums, 0xD8);
-                    _mm256_storeu_si256((__m256i *)(acc + (r0 + r) * NB + ob * 16 + half * 8), sums);
-                }
+            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+            for (int g = 0; g < k4; g++) {
+                __m256i b0 = _mm256_load_si256((const __m256i *)(blk + (size_t)g * 64));
+                __m256i b1 = _mm256_load_si256((const __m256i *)(blk + (size_t)g * 64 + 32));
+                int32_t f0, f1, f2, f3;
+                memcpy(&f0, q0 + g * 4, 4); memcpy(&f1, q1 + g * 4, 4); memcpy(&f2, q2 + g * 4, 4); memcpy(&f3, q3 + g * 4, 4);
+                __m256i a0 = _mm256_set1_epi32(f0), a1 = _mm256_set1_epi32(f1), a2 = _mm256_set1_epi32(f2), a3 = _mm256_set1_epi32(f3);
+                c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(_mm256_maddubs_epi16(a0, b0), ones));
+                c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(_mm256_maddubs_epi16(a0, b1), ones));
+                c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(_mm256_maddubs_epi16(a1, b0), ones));
+                c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(_mm256_maddubs_epi16(a1, b1), ones));
+                c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(_mm256_maddubs_epi16(a2, b0), ones));
+                c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(_mm256_maddubs_epi16(a2, b1), ones));
+                c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(_mm256_maddubs_epi16(a3, b0), ones));
+                c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(_mm256_maddubs_epi16(a3, b1), ones));
             }
+            int32_t *o = acc + r0 * NB + ob * 16;
+            _mm256_storeu_si256((__m256i *)o, c00); _mm256_storeu_si256((__m256i *)(o + 8), c01);
+            _mm256_storeu_si256((__m256i *)(o + NB), c10); _mm256_storeu_si256((__m256i *)(o + NB + 8), c11);
+            _mm256_storeu_si256((__m256i *)(o + 2 * NB), c20); _mm256_storeu_si256((__m256i *)(o + 2 * NB + 8), c21);
+            _mm256_storeu_si256((__m256i *)(o + 3 * NB), c30); _mm256_storeu_si256((__m256i *)(o + 3 * NB + 8), c31);
         }
     }
 }

@@ -134,14 +134,17 @@ public enum Artifact {
     /// in the manifest, else at `NEWSD_BASE_MODEL_DIR` (a host that keeps it elsewhere), and must
     /// have the recorded checksum. Nothing is returned unless every check passes.
     /// The encoder computes with `precision` (int8 quantises the loaded weights once, here).
-    public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int, precision: EncoderPrecision = .fp32) throws -> StudentModel {
+    /// `cacheCapacity` > 0 gives the model a cache of that many predictions (serving hosts).
+    public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int, precision: EncoderPrecision = .fp32,
+                            cacheCapacity: Int = 0) throws -> StudentModel {
         let fm = FileManager.default
         if !fm.fileExists(atPath: directory.appendingPathComponent("manifest.json").path) {
             guard fm.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) else {
                 throw ModelError.missingFile(directory.appendingPathComponent("manifest.json").path,
                                              underlying: "neither a newsd artifact (manifest.json) nor a base checkpoint (model.safetensors)")
             }
-            return StudentModel(base: try CheckpointCache.shared.checkpoint(directory), threads: threads, precision: precision)
+            return StudentModel(base: try CheckpointCache.shared.checkpoint(directory), threads: threads, precision: precision,
+                                cacheCapacity: cacheCapacity)
         }
         let manifest = try verifiedManifest(directory: directory)
         let candidates = [baseDirectory?.path, manifest.base.path, ProcessInfo.processInfo.environment["NEWSD_BASE_MODEL_DIR"]].compactMap { $0 }
@@ -185,7 +188,7 @@ public enum Artifact {
         }
         return StudentModel(labels: manifest.labels, tokenizer: tokenizer, weights: weights, head: head,
                             temperature: manifest.temperature, threads: threads, manifest: manifest, baseChecksum: base.weightsChecksum,
-                            precision: precision)
+                            precision: precision, cacheCapacity: cacheCapacity)
     }
 
     static func readFile(_ url: URL) throws -> Data {

@@ -41,9 +41,10 @@ public final class EncoderRunner: @unchecked Sendable {
         case .fp32:
             self.precision = .fp32
             quantized = nil
-        case .int8(let path):
-            self.precision = .int8(path.runs(on: .host) ? path : .portable)
-            quantized = QuantizedEncoder(weights)
+        case .int8(let wanted):
+            let path = wanted.runs(on: .host) ? wanted : .portable
+            self.precision = .int8(path)
+            quantized = QuantizedEncoder(weights, path: path)
         }
         workspaces = (0..<max(1, threads)).map { _ in InferenceWorkspace() }
     }

@@ -50,7 +50,7 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
 public enum Int8KernelPath: Int32, Sendable, CaseIterable, CustomStringConvertible {
     /// Plain C: runs anywhere, and is the reference the vector paths are tested against.
     case portable = 0
-    /// AVX2 + FMA: operands widened to 16 bits, `vpmaddwd` (the same integers as VNNI).
+    /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd`, weights within ±64 so pairs cannot saturate.
     case avx2 = 1
     /// AVX-512 with VNNI: `vpdpbusd`, 8-bit activations.
     case avx512vnni = 2
@@ -77,6 +77,8 @@ public enum Int8KernelPath: Int32, Sendable, CaseIterable, CustomStringConvertib
 
     /// Largest quantised activation value (255: 8-bit activations on every path).
     public var activationMax: Int32 { newsd_int8_activation_max(rawValue) }
+    /// Largest absolute quantised weight: 64 on AVX2 (no `vpmaddubsw` saturation), else 127.
+    public var weightMax: Int32 { newsd_int8_weight_max(rawValue) }
 
     /// `portable`, `avx2` or `avx512-vnni`.
     public var description: String {

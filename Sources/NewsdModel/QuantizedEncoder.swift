@@ -14,15 +14,15 @@ final class QuantizedLinear: @unchecked Sendable {
     /// Bytes of the packed weights (the serving model's int8 memory).
     let byteCount: Int
 
-    /// Quantises w[out, in] (Hugging Face layout).
-    init(w: ConstFloatPointer, outDim: Int, inDim: Int) {
+    /// Quantises w[out, in] (Hugging Face layout) for `path` (its weight range).
+    init(w: ConstFloatPointer, outDim: Int, inDim: Int, path: Int8KernelPath) {
         self.outDim = outDim
         self.inDim = inDim
         byteCount = newsd_int8_packed_size(Int32(outDim), Int32(inDim))
         packed = .allocate(byteCount: byteCount, alignment: 64)
         scales = .allocate(capacity: outDim)
         colsums = .allocate(capacity: outDim)
-        newsd_int8_pack_weights(w, Int32(outDim), Int32(inDim), packed.assumingMemoryBound(to: Int8.self), scales, colsums)
+        newsd_int8_pack_weights(w, Int32(outDim), Int32(inDim), path.weightMax, packed.assumingMemoryBound(to: Int8.self), scales, colsums)
     }
 
     deinit {
@@ -53,16 +53,20 @@ public final class QuantizedEncoder: Sendable {
     public let weights: EncoderWeights
     let layers: [QuantizedLayer]
 
-    /// Quantises every layer of `weights`.
-    public init(_ weights: EncoderWeights) {
+    /// The kernel path the matrices are packed for.
+    public let path: Int8KernelPath
+
+    /// Quantises every layer of `weights` for `path`.
+    public init(_ weights: EncoderWeights, path: Int8KernelPath) {
         self.weights = weights
+        self.path = path
         let c = weights.config, L = LayerLayout(c), h = c.hiddenSize, f = c.intermediateSize
         layers = weights.layers.map { b in
             let w = ConstFloatPointer(b.pointer)
-            return QuantizedLayer(qkv: QuantizedLinear(w: w + L.wqkv, outDim: 3 * h, inDim: h),
-                                  output: QuantizedLinear(w: w + L.wo, outDim: h, inDim: h),
-                                  intermediate: QuantizedLinear(w: w + L.w1, outDim: f, inDim: h),
-                                  down: QuantizedLinear(w: w + L.w2, outDim: h, inDim: f))
+            return QuantizedLayer(qkv: QuantizedLinear(w: w + L.wqkv, outDim: 3 * h, inDim: h, path: path),
+                                  output: QuantizedLinear(w: w + L.wo, outDim: h, inDim: h, path: path),
+                                  intermediate: QuantizedLinear(w: w + L.w1, outDim: f, inDim: h, path: path),
+                                  down: QuantizedLinear(w: w + L.w2, outDim: h, inDim: f, path: path))
         }
     }
 

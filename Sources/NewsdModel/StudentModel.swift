@@ -103,12 +103,16 @@ public final class StudentModel: Sendable {
     public let manifest: ArtifactManifest?
     /// The base checkpoint's weight checksum.
     public let baseChecksum: String
+    /// Outputs for texts this model has seen (`predict` answers exact repeats from it).
+    public let cache: PredictionCache
 
     /// Assembles a model from parts.
     /// `precision` is fp32 unless given (serving hosts pass their configured `model.precision`).
     public init(labels: [String], tokenizer: WordPieceTokenizer, weights: EncoderWeights, head: ClassifierHead,
-                temperature: Float, threads: Int, manifest: ArtifactManifest?, baseChecksum: String, precision: EncoderPrecision = .fp32) {
+                temperature: Float, threads: Int, manifest: ArtifactManifest?, baseChecksum: String, precision: EncoderPrecision = .fp32,
+                cacheCapacity: Int = 0) {
         self.labels = labels
+        self.cache = PredictionCache(capacity: cacheCapacity)
         self.tokenizer = tokenizer
         self.runner = EncoderRunner(weights: weights, threads: threads, precision: precision)
         self.head = head
@@ -119,16 +123,18 @@ public final class StudentModel: Sendable {
 
     /// A base checkpoint with an untrained (random, seeded) head: for benchmarks and cold start.
     public convenience init(base: Checkpoint, labels: [String] = ["negative", "neutral", "positive"], threads: Int, seed: UInt64 = 0,
-                            precision: EncoderPrecision = .fp32) {
+                            precision: EncoderPrecision = .fp32, cacheCapacity: Int = 0) {
         self.init(labels: labels, tokenizer: base.tokenizer, weights: base.weights,
                   head: ClassifierHead(classes: labels.count, hidden: base.config.hiddenSize, seed: seed),
-                  temperature: 1, threads: threads, manifest: nil, baseChecksum: base.weightsChecksum, precision: precision)
+                  temperature: 1, threads: threads, manifest: nil, baseChecksum: base.weightsChecksum, precision: precision,
+                  cacheCapacity: cacheCapacity)
     }
 
-    /// The same model computing with another precision (the weights are shared; int8 quantises).
-    public func with(precision: EncoderPrecision) -> StudentModel {
+    /// The same model computing with another precision (the weights are shared; int8 quantises),
+    /// with an empty cache of `cacheCapacity` entries.
+    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0) -> StudentModel {
         StudentModel(labels: labels, tokenizer: tokenizer, weights: runner.weights, head: head, temperature: temperature,
-                     threads: runner.threads, manifest: manifest, baseChecksum: baseChecksum, precision: precision)
+                     threads: runner.threads, manifest: manifest, baseChecksum: baseChecksum, precision: precision, cacheCapacity: cacheCapacity)
     }
 
     /// Version string: the artifact's checksum prefix, or "base" for a bare checkpoint.
@@ -142,9 +148,27 @@ public final class StudentModel: Sendable {
         runner.pooled(ids, batchSize: batchSize).map(head.logits)
     }
 
-    /// Calibrated predictions for texts, in input order.
+    /// Calibrated predictions for texts, in input order. Texts in the cache, and repeats inside
+    /// `texts`, are not encoded again (the encoder's result for a text does not depend on the
+    /// other texts of its batch, so a cached prediction is the one it would compute).
     public func predict(_ texts: [String], batchSize: Int = 32) -> [Prediction] {
-        logits(ids: encode(texts), batchSize: batchSize).map {
+        guard cache.capacity > 0 else { return compute(texts, batchSize: batchSize) }
+        var result = cache.lookup(texts)
+        var firstIndex: [String: Int] = [:]
+        var missing: [String] = []
+        for (i, t) in texts.enumerated() where result[i] == nil && firstIndex[t] == nil {
+            firstIndex[t] = missing.count
+            missing.append(t)
+        }
+        let computed = compute(missing, batchSize: batchSize)
+        cache.store(missing, computed)
+        for (i, t) in texts.enumerated() where result[i] == nil { result[i] = computed[firstIndex[t]!] }
+        return result.map { $0! }
+    }
+
+    private func compute(_ texts: [String], batchSize: Int) -> [Prediction] {
+        guard !texts.isEmpty else { return [] }
+        return logits(ids: encode(texts), batchSize: batchSize).map {
             Prediction(probabilities: softmax($0, temperature: temperature), labels: labels)
         }
     }

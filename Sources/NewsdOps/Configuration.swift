@@ -53,6 +53,10 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         /// `int8-avx512-vnni`, or `fp32` (the training forward pass, through OpenBLAS).
         /// Default `int8`.
         public var precision = "int8"
+        /// Predictions of the serving model kept for exact repeats of a text (wire copies,
+        /// re-posts), answered without an encoder pass; emptied when a model is swapped in.
+        /// 0 turns it off. Default 50000 (about 20 MB).
+        public var cacheEntries = 50_000
         /// Where registered models are unpacked. Default `$STATE_DIRECTORY/models`, else the
         /// temporary directory.
         public var cacheDir = ""

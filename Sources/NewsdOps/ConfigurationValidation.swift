@@ -20,6 +20,7 @@ extension NewsdConfiguration {
         if !model.dir.isEmpty && !FileManager.default.fileExists(atPath: model.dir) { throw bad("model.dir", "\"\(model.dir)\"", "no such directory") }
         if !(1...64).contains(model.threads) { throw bad("model.threads", model.threads, "must be between 1 and 64") }
         if !(1...4096).contains(model.batchSize) { throw bad("model.batch_size", model.batchSize, "must be between 1 and 4096") }
+        if !(0...10_000_000).contains(model.cacheEntries) { throw bad("model.cache_entries", model.cacheEntries, "must be between 0 (off) and 10000000") }
         if !["int8", "fp32", "int8-portable", "int8-avx2", "int8-avx512-vnni"].contains(model.precision) {
             throw bad("model.precision", model.precision, "must be int8, fp32, int8-portable, int8-avx2 or int8-avx512-vnni")
         }

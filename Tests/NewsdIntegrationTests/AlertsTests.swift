@@ -134,11 +134,16 @@ final class RunningAlerts: @unchecked Sendable {
     let service: AlertService
     let metrics = NewsdMetrics()
     private var task: Task<Void, Never>?
+    /// Where the services start: a plain `Task` would first need a slot of the 2-thread
+    /// cooperative pool, which synchronous tests of other suites can hold for a minute (a CI run
+    /// timed out waiting for the warm-up that way); `run()` moves to its own executor only after
+    /// its first step.
+    private static let executor = DedicatedTaskExecutor(label: "newsd-alerts-tests")
 
     init(_ c: NewsdConfiguration, secret: String? = nil) throws {
         service = try AlertService(configuration: c, logger: Harness.logger, metrics: metrics, webhookSecret: secret)
         let service = service
-        task = Task { try? await service.run() }
+        task = Task(executorPreference: Self.executor) { try? await service.run() }
     }
 
     /// Waits for the first detector pass (the warm-up): news stored after it is new to the detector.

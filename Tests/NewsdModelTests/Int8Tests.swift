@@ -42,14 +42,18 @@ import Testing
 
     // MARK: Kernels against the portable reference
 
-    /// Random weights W[out][in], packed; returns the packed bytes, scales and sums.
-    static func packed(out: Int, inDim: Int, seed: UInt64) -> (w: [Float], bytes: UnsafeMutableRawPointer, scales: [Float], colsums: [Int32]) {
+    /// Random weights W[out][in], packed for `path`; returns the packed bytes, scales, sums and
+    /// the quantised weights as the reference computes with them.
+    static func packed(out: Int, inDim: Int, seed: UInt64, path: Int8KernelPath)
+        -> (w: [Float], bytes: UnsafeMutableRawPointer, scales: [Float], colsums: [Int32], quantised: [Int32]) {
         var rng = SeededGenerator(seed: seed)
         let w = (0..<(out * inDim)).map { _ in 0.1 * rng.nextGaussian() }
         let bytes = UnsafeMutableRawPointer.allocate(byteCount: newsd_int8_packed_size(Int32(out), Int32(inDim)), alignment: 64)
         var scales = [Float](repeating: 0, count: out), colsums = [Int32](repeating: 0, count: out)
-        newsd_int8_pack_weights(w, Int32(out), Int32(inDim), bytes.assumingMemoryBound(to: Int8.self), &scales, &colsums)
-        return (w, bytes, scales, colsums)
+        newsd_int8_pack_weights(w, Int32(out), Int32(inDim), path.weightMax, bytes.assumingMemoryBound(to: Int8.self), &scales, &colsums)
+        let m = Float(path.weightMax)
+        let quantised = w.enumerated().map { i, v in Int32(max(-m, min(m, (v / scales[i / inDim]).rounded(.toNearestOrEven)))) }
+        return (w, bytes, scales, colsums, quantised)
     }
 
     /// Random activations x[n][in] and their quantisation on `path`.
@@ -66,38 +70,47 @@ import Testing
     }
 
     /// Odd sizes exercise every padding: rows not a multiple of the tile, inputs not of 4, outputs
-    /// not of 64.
+    /// not of 64. Each path packs its own weight range; the reference is computed here from the
+    /// quantised weights.
     @Test(arguments: [(n: 13, inDim: 37, out: 70), (n: 31, inDim: 384, out: 1152), (n: 1, inDim: 8, out: 3)])
     func integerProductsAreExactOnEveryPath(n: Int, inDim: Int, out: Int) {
-        let p = Self.packed(out: out, inDim: inDim, seed: 11)
-        defer { p.bytes.deallocate() }
         let a = Self.quantised(Self.gaussian(n * inDim, seed: 12), n: n, inDim: inDim, path: .portable)
         let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
-        // The reference: the integer dot products of the quantised weights, computed here.
-        let wq = p.w.enumerated().map { i, v in Int32(max(-127, min(127, (v / p.scales[i / inDim]).rounded(.toNearestOrEven)))) }
-        for (o, sum) in p.colsums.enumerated() { #expect(sum == wq[(o * inDim)..<((o + 1) * inDim)].reduce(0, +)) }
-        var expected = [Int32](repeating: 0, count: n * out)
-        for r in 0..<n { for o in 0..<out { var s: Int32 = 0; for k in 0..<inDim { s += Int32(a.q[r * rb + k]) * wq[o * inDim + k] }; expected[r * out + o] = s } }
         for path in Int8KernelPath.runnable {
+            let p = Self.packed(out: out, inDim: inDim, seed: 11, path: path)
+            defer { p.bytes.deallocate() }
+            for (o, sum) in p.colsums.enumerated() { #expect(sum == p.quantised[(o * inDim)..<((o + 1) * inDim)].reduce(0, +)) }
+            #expect(p.quantised.allSatisfy { abs($0) <= path.weightMax } && p.quantised.contains { abs($0) == path.weightMax })
+            var expected = [Int32](repeating: 0, count: n * out)
+            for r in 0..<n {
+                for o in 0..<out {
+                    var s: Int32 = 0
+                    for k in 0..<inDim { s += Int32(a.q[r * rb + k]) * p.quantised[o * inDim + k] }
+                    expected[r * out + o] = s
+                }
+            }
             var acc = [Int32](repeating: -1, count: n * out)
             newsd_int8_gemm_raw(path.rawValue, a.q, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
             #expect(acc == expected, "path \(path)")
         }
     }
 
-    /// 8-bit activations up to 255 (where vpmaddubsw would saturate) on every path.
-    @Test func fullRangeActivationsAreExactOnEveryPath() {
+    /// Activations of 255 against weights of the path's largest magnitude, both signs: where
+    /// AVX2's vpmaddubsw would saturate with 8-bit weights, every path stays exact.
+    @Test func extremeOperandsAreExactOnEveryPath() {
         let n = 7, inDim = 96, out = 64
-        let p = Self.packed(out: out, inDim: inDim, seed: 21)
-        defer { p.bytes.deallocate() }
         let q = [UInt8](repeating: 255, count: Int(newsd_int8_padded_rows(Int32(n))) * inDim)
-        var reference = [Int32](repeating: 0, count: n * out)
-        newsd_int8_gemm_raw(Int8KernelPath.portable.rawValue, q, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self), Int32(out), &reference)
-        for o in 0..<out { #expect(reference[o] == 255 * p.colsums[o]) }
         for path in Int8KernelPath.runnable {
+            // Rows of +-1 quantise to +-weightMax.
+            let w = (0..<(out * inDim)).map { i in (i / inDim) % 2 == 0 ? Float(1) : (i % 3 == 0 ? -1 : 1) }
+            let bytes = UnsafeMutableRawPointer.allocate(byteCount: newsd_int8_packed_size(Int32(out), Int32(inDim)), alignment: 64)
+            defer { bytes.deallocate() }
+            var scales = [Float](repeating: 0, count: out), colsums = [Int32](repeating: 0, count: out)
+            newsd_int8_pack_weights(w, Int32(out), Int32(inDim), path.weightMax, bytes.assumingMemoryBound(to: Int8.self), &scales, &colsums)
             var acc = [Int32](repeating: 0, count: n * out)
-            newsd_int8_gemm_raw(path.rawValue, q, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
-            #expect(acc == reference, "path \(path)")
+            newsd_int8_gemm_raw(path.rawValue, q, Int32(n), Int32(inDim), bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
+            for r in 0..<n { for o in 0..<out { #expect(acc[r * out + o] == 255 * colsums[o], "path \(path) [\(r), \(o)]") } }
+            #expect(colsums[0] == Int32(inDim) * path.weightMax)
         }
     }
 
@@ -120,39 +133,36 @@ import Testing
         }
     }
 
-    /// The float epilogues (bias, GELU, residual) on every path against the portable path.
+    /// The float epilogues (bias, GELU, residual) on every path: against float math on the
+    /// dequantised operands, and against the portable path on the same packed weights.
     @Test func epiloguesAgreeAcrossPaths() {
         let n = 9, inDim = 40, out = 72
-        let p = Self.packed(out: out, inDim: inDim, seed: 31)
-        defer { p.bytes.deallocate() }
         let x = Self.gaussian(n * inDim, seed: 32), bias = Self.gaussian(out, seed: 33), residual = Self.gaussian(n * out, seed: 34)
         let a = Self.quantised(x, n: n, inDim: inDim, path: .portable)
-        for epilogue in [NEWSD_EPILOGUE_BIAS, NEWSD_EPILOGUE_BIAS_GELU, NEWSD_EPILOGUE_BIAS_RESIDUAL] {
-            func run(_ path: Int8KernelPath) -> [Float] {
-                var y = [Float](repeating: 0, count: n * out)
-                newsd_int8_gemm(path.rawValue, a.q, a.scales, a.zps, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self),
-                                p.scales, p.colsums, bias, Int32(out), Int32(epilogue.rawValue), residual, &y)
-                return y
-            }
-            let reference = run(.portable)
-            // Against float math on the dequantised operands: the integer product is exact, so
-            // only float rounding (and GELU's 2e-7 erf) separates them.
-            let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
-            for r in 0..<n {
-                for o in 0..<out {
-                    var dot: Float = 0
-                    for k in 0..<inDim {
-                        let wq = max(-127, min(127, (p.w[o * inDim + k] / p.scales[o]).rounded(.toNearestOrEven)))
-                        dot += Float(Int32(a.q[r * rb + k]) - a.zps[r]) * a.scales[r] * wq * p.scales[o]
-                    }
-                    var v = dot + bias[o]
-                    if epilogue == NEWSD_EPILOGUE_BIAS_GELU { v = 0.5 * v * (1 + erff(v / 2.0.squareRoot().float)) }
-                    if epilogue == NEWSD_EPILOGUE_BIAS_RESIDUAL { v += residual[r * out + o] }
-                    #expect(abs(reference[r * out + o] - v) <= 1e-4 * max(1, abs(v)), "epilogue \(epilogue.rawValue) [\(r), \(o)]")
+        let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
+        for path in Int8KernelPath.runnable {
+            let p = Self.packed(out: out, inDim: inDim, seed: 31, path: path)
+            defer { p.bytes.deallocate() }
+            for epilogue in [NEWSD_EPILOGUE_BIAS, NEWSD_EPILOGUE_BIAS_GELU, NEWSD_EPILOGUE_BIAS_RESIDUAL] {
+                func run(_ kernels: Int8KernelPath) -> [Float] {
+                    var y = [Float](repeating: 0, count: n * out)
+                    newsd_int8_gemm(kernels.rawValue, a.q, a.scales, a.zps, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self),
+                                    p.scales, p.colsums, bias, Int32(out), Int32(epilogue.rawValue), residual, &y)
+                    return y
                 }
-            }
-            for path in Int8KernelPath.runnable {
-                let y = run(path)
+                let reference = run(.portable), y = run(path)
+                // The integer product is exact, so only float rounding (and GELU's 2e-7 erf)
+                // separates the kernels from this.
+                for r in 0..<n {
+                    for o in 0..<out {
+                        var dot: Float = 0
+                        for k in 0..<inDim { dot += Float(Int32(a.q[r * rb + k]) - a.zps[r]) * a.scales[r] * Float(p.quantised[o * inDim + k]) * p.scales[o] }
+                        var v = dot + bias[o]
+                        if epilogue == NEWSD_EPILOGUE_BIAS_GELU { v = 0.5 * v * (1 + erff(v / 2.0.squareRoot().float)) }
+                        if epilogue == NEWSD_EPILOGUE_BIAS_RESIDUAL { v += residual[r * out + o] }
+                        #expect(abs(reference[r * out + o] - v) <= 1e-4 * max(1, abs(v)), "epilogue \(epilogue.rawValue) [\(r), \(o)]")
+                    }
+                }
                 let worst = zip(y, reference).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
                 #expect(worst <= 1e-5, "path \(path) epilogue \(epilogue.rawValue): \(worst)")
             }
@@ -187,8 +197,9 @@ import Testing
     // MARK: The int8 encoder against the fp32 encoder
 
     /// Per-layer relative error of the int8 encoder's hidden states against fp32 on the real
-    /// checkpoint, and the pooled vectors' cosine similarity. Bounds: 3% relative error after
-    /// the first layer, 8% after any (measured 1.7% and 4.7%, the same on every path), cosine >= 0.99.
+    /// checkpoint, and the pooled vectors' cosine similarity. Bounds: 4% relative error after
+    /// the first layer, 8% after any (measured: 1.7% and 4.7% with 8-bit weights, 3.1% and 6.7%
+    /// with AVX2's 7-bit weights), cosine >= 0.99.
     @Test func int8EncoderTracksFp32LayerByLayer() throws {
         let base = try Fixtures.base.get()
         let texts = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007.",
@@ -208,7 +219,7 @@ import Testing
                 errors.append((diff / norm).squareRoot())
             }
             print("int8 \(path) relative error by layer: \(errors.map { String(format: "%.4f", $0) }.joined(separator: " "))")
-            #expect(errors[0] <= 0.03, "path \(path)")
+            #expect(errors[0] <= 0.04, "path \(path)")
             #expect(errors.allSatisfy { $0 <= 0.08 }, "path \(path): \(errors)")
             let pa = fp32.pooled(ids, batchSize: 8), pb = int8.pooled(ids, batchSize: 8)
             for (x, y) in zip(pa, pb) {
@@ -229,3 +240,42 @@ import Testing
 }
 
 private extension Double { var float: Float { Float(self) } }
+
+/// The serving model's cache of predictions for exact repeats.
+@Suite struct PredictionCacheTests {
+    static func model(cache: Int) throws -> StudentModel {
+        let base = try Checkpoint(directory: try Fixtures.writeTinyCheckpoint())
+        return StudentModel(base: base, threads: 1, seed: 3, precision: .fastest, cacheCapacity: cache)
+    }
+
+    @Test func repeatsAreAnsweredFromTheCacheWithTheSamePredictions() throws {
+        let cached = try Self.model(cache: 100), plain = cached.with(precision: cached.runner.precision)
+        let texts = ["profit rose", "sales fell", "profit rose", "the loss was steady", "sales fell", "profit rose"]
+        let first = cached.predict(texts)
+        #expect(first == plain.predict(texts))
+        #expect(cached.cache.counts == (hits: 0, lookups: 6))          // repeats inside one batch: encoded once, not hits
+        #expect(cached.cache.count == 3)
+        let second = cached.predict(["sales fell", "a new sentence", "profit rose"])
+        #expect(second == plain.predict(["sales fell", "a new sentence", "profit rose"]))
+        #expect(cached.cache.counts == (hits: 2, lookups: 9))
+        #expect(plain.cache.counts == (hits: 0, lookups: 0))            // capacity 0: off
+    }
+
+    @Test func theCacheStaysWithinItsCapacityAndKeepsRecentTexts() throws {
+        let model = try Self.model(cache: 8)
+        for i in 0..<50 { _ = model.predict(["w\(i % 20) up", "w\(i % 20) down"]) }
+        #expect(model.cache.count <= 8)
+        let before = model.cache.counts.hits
+        _ = model.predict(["w9 down"])                                  // seen in the last few batches
+        #expect(model.cache.counts.hits == before + 1)
+    }
+
+    @Test func aSwappedInModelStartsEmpty() throws {
+        let model = try Self.model(cache: 100)
+        _ = model.predict(["profit rose"])
+        let next = model.with(precision: .fp32, cacheCapacity: 100)
+        #expect(next.cache.count == 0)
+        _ = next.predict(["profit rose"])
+        #expect(next.cache.counts.hits == 0)
+    }
+}

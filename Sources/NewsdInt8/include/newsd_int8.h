@@ -4,9 +4,9 @@
 // activations, int32 accumulation, a float epilogue (dequantise + bias, then GELU or + residual).
 // Each kernel exists for three paths, chosen at run time from the CPU's feature flags (never from
 // a model-number table): AVX-512 VNNI (vpdpbusd), AVX2 (vpmaddubsw + vpmaddwd) and portable C.
-// The integer results of every path are identical for the same quantised inputs (AVX2 widens to
-// 16 bits and uses vpmaddwd: vpmaddubsw's saturating pairwise sums would need 7-bit activations,
-// which cost a point of accuracy on the held-out sentences).
+// Every path computes exact int32 products of its packed weights and the quantised activations.
+// The AVX2 path packs weights within +-64 (`newsd_int8_weight_max`) so that vpmaddubsw's
+// saturating pairwise 16-bit sums cannot saturate; the others use +-127.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +25,8 @@ unsigned newsd_cpu_features(void);
 
 /// The largest quantised activation value on `path` (255 on every path today).
 int newsd_int8_activation_max(int path);
+/// The largest absolute quantised weight on `path`: 64 on AVX2, 127 elsewhere.
+int newsd_int8_weight_max(int path);
 
 /// Rows of activations a GEMM call reads: buffers of quantised activations must hold
 /// `newsd_int8_padded_rows(n)` rows (the kernels work on whole row tiles).
@@ -35,9 +37,9 @@ int newsd_int8_row_bytes(int in);
 size_t newsd_int8_packed_size(int out, int in);
 
 /// Quantises W[out][in] (row-major, as Hugging Face stores linear weights) per output channel,
-/// symmetric: w_q = round(w / scale[o]), scale[o] = max|W[o,:]| / 127; writes the packed blocks
+/// symmetric: w_q = round(w / scale[o]), scale[o] = max|W[o,:]| / wmax; writes the packed blocks
 /// (16 outputs x 4 inputs per 64 bytes), scale[out] and colsum[out] = sum_k w_q[o][k].
-void newsd_int8_pack_weights(const float *w, int out, int in, int8_t *packed, float *scale, int32_t *colsum);
+void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *packed, float *scale, int32_t *colsum);
 
 /// Quantises rows x[n][in] (row stride ldx) to u8 with a per-row scale and zero point:
 /// q = clamp(round(x / scale) + zp, 0, qmax); rows are `newsd_int8_row_bytes(in)` apart, and the
