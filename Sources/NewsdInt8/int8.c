@@ -62,8 +62,9 @@ size_t newsd_int8_packed_size(int out, int in) {
     return (size_t)((out + NB - 1) / NB * NB) * (size_t)newsd_int8_row_bytes(in);
 }
 
-// Packed layout: for each block of 16 outputs, for each group of 4 inputs, 16 x 4 bytes
-// (output-major inside the group): exactly one vpdpbusd operand per (block, group).
+// Packed layout: for each tile of 64 outputs, for each group of 4 inputs, four blocks of 16
+// outputs x 4 inputs (output-major inside a block): one vpdpbusd operand per 64 bytes, and the
+// four operands of a tile's step side by side (one pointer, one stream).
 void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *packed, float *scale, int32_t *colsum) {
     int k4 = newsd_int8_row_bytes(in) / 4, outPadded = (out + NB - 1) / NB * NB;
     memset(packed, 0, newsd_int8_packed_size(out, in));
@@ -75,12 +76,12 @@ void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *
         float s = m > 0 ? m / (float)wmax : 1.0f;
         scale[o] = s;
         int32_t sum = 0;
-        int8_t *block = packed + (size_t)(o / 16) * k4 * 64;
+        int8_t *tile = packed + (size_t)(o / NB) * k4 * 4 * 64 + ((o % NB) / 16) * 64;
         for (int k = 0; k < in; k++) {
             long v = lrintf(row[k] / s);
             if (v > wmax) v = wmax;
             if (v < -wmax) v = -wmax;
-            block[(size_t)(k / 4) * 64 + (o % 16) * 4 + (k % 4)] = (int8_t)v;
+            tile[(size_t)(k / 4) * 256 + (o % 16) * 4 + (k % 4)] = (int8_t)v;
             sum += (int32_t)v;
         }
         colsum[o] = sum;
@@ -230,17 +231,20 @@ INLINE void attention_generic(const float *qkv, int t, int heads, int d, float s
     float *kt = scratch, *s = scratch + (size_t)d * tp;
     for (int hd = 0; hd < heads; hd++) {
         // K^T of this head, [d][tp], so the scores of one query are d vector FMAs per 16 keys.
-        for (int c = 0; c < d; c++) {
-            float *row = kt + (size_t)c * tp;
-            for (int j = 0; j < t; j++) row[j] = qkv[(size_t)j * stride + h + hd * d + c];
-            for (int j = t; j < tp; j++) row[j] = 0;
+        // Key by key (contiguous reads, one store per element; the column-first form compiles to
+        // gathers or scatters, which cost more than the scores themselves).
+        for (int j = 0; j < t; j++) {
+            const float *k = qkv + (size_t)j * stride + h + hd * d;
+#pragma clang loop vectorize(disable)
+            for (int c = 0; c < d; c++) kt[(size_t)c * tp + j] = k[c];
         }
+        for (int c = 0; c < d; c++) for (int j = t; j < tp; j++) kt[(size_t)c * tp + j] = 0;
         for (int i = 0; i < t; i++) {
             const float *q = qkv + (size_t)i * stride + hd * d;
             for (int j0 = 0; j0 < tp; j0 += 16) {
                 v16f acc = splat16(0);
-                for (int c = 0; c < d; c++) acc += splat16(q[c] * scale) * load16(kt + (size_t)c * tp + j0);
-                store16(s + j0, acc);
+                for (int c = 0; c < d; c++) acc += splat16(q[c]) * load16(kt + (size_t)c * tp + j0);
+                store16(s + j0, acc * splat16(scale));
             }
             for (int j = t; j < tp; j++) s[j] = -1e30f;   // padding: exp gives 0
             v16f mx = load16(s);
@@ -270,14 +274,14 @@ INLINE void attention_generic(const float *qkv, int t, int heads, int d, float s
 
 // MARK: GEMM inner kernels: acc[MR or 4][NB] = q[rows][k] x W block^T, whole K.
 
-static void tile_portable(const uint8_t *q, int rb, int rows, const int8_t *w, size_t blockStride, int k4, int32_t *acc) {
+static void tile_portable(const uint8_t *q, int rb, int rows, const int8_t *w, int k4, int32_t *acc) {
     for (int r = 0; r < rows; r++) {
         const uint8_t *qr = q + (size_t)r * rb;
         for (int ob = 0; ob < NB / 16; ob++) {
-            const int8_t *blk = w + ob * blockStride;
+            const int8_t *blk = w + ob * 64;
             int32_t sums[16] = {0};
             for (int g = 0; g < k4; g++) {
-                const int8_t *wg = blk + (size_t)g * 64;
+                const int8_t *wg = blk + (size_t)g * 256;
                 const uint8_t *a = qr + g * 4;
                 for (int o = 0; o < 16; o++)
                     sums[o] += a[0] * wg[o * 4] + a[1] * wg[o * 4 + 1] + a[2] * wg[o * 4 + 2] + a[3] * wg[o * 4 + 3];
@@ -288,15 +292,15 @@ static void tile_portable(const uint8_t *q, int rb, int rows, const int8_t *w, s
 }
 
 #if defined(__x86_64__)
-TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, size_t blockStride, int k4, int32_t *acc) {
+TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, int k4, int32_t *acc) {
     __m512i c[MR][4];
     for (int r = 0; r < MR; r++) for (int j = 0; j < 4; j++) c[r][j] = _mm512_setzero_si512();
-    const int8_t *w0 = w, *w1 = w + blockStride, *w2 = w + 2 * blockStride, *w3 = w + 3 * blockStride;
     for (int g = 0; g < k4; g++) {
-        __m512i b0 = _mm512_load_si512((const void *)(w0 + (size_t)g * 64));
-        __m512i b1 = _mm512_load_si512((const void *)(w1 + (size_t)g * 64));
-        __m512i b2 = _mm512_load_si512((const void *)(w2 + (size_t)g * 64));
-        __m512i b3 = _mm512_load_si512((const void *)(w3 + (size_t)g * 64));
+        const int8_t *wg = w + (size_t)g * 256;
+        __m512i b0 = _mm512_load_si512((const void *)wg);
+        __m512i b1 = _mm512_load_si512((const void *)(wg + 64));
+        __m512i b2 = _mm512_load_si512((const void *)(wg + 128));
+        __m512i b3 = _mm512_load_si512((const void *)(wg + 192));
         for (int r = 0; r < MR; r++) {
             int32_t four;
             memcpy(&four, q + (size_t)r * rb + g * 4, 4);
@@ -315,16 +319,16 @@ TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, s
 // saturate, so the sums are exact (the AVX2 path packs its own 7-bit weights). vpmaddwd with ones
 // then adds the pairs into the int32 lanes: one output's 4 inputs per lane, 8 outputs per ymm.
 // Per pass, 4 rows x 16 outputs; four passes for the 64 outputs of a tile.
-TARGET_AVX2 static void tile_avx2(const uint8_t *q, int rb, int rows, const int8_t *w, size_t blockStride, int k4, int32_t *acc) {
+TARGET_AVX2 static void tile_avx2(const uint8_t *q, int rb, int rows, const int8_t *w, int k4, int32_t *acc) {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int r0 = 0; r0 < rows; r0 += 4) {
         const uint8_t *q0 = q + (size_t)r0 * rb, *q1 = q0 + rb, *q2 = q1 + rb, *q3 = q2 + rb;
         for (int ob = 0; ob < NB / 16; ob++) {
-            const int8_t *blk = w + ob * blockStride;
+            const int8_t *blk = w + ob * 64;
             __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
             for (int g = 0; g < k4; g++) {
-                __m256i b0 = _mm256_load_si256((const __m256i *)(blk + (size_t)g * 64));
-                __m256i b1 = _mm256_load_si256((const __m256i *)(blk + (size_t)g * 64 + 32));
+                __m256i b0 = _mm256_load_si256((const __m256i *)(blk + (size_t)g * 256));
+                __m256i b1 = _mm256_load_si256((const __m256i *)(blk + (size_t)g * 256 + 32));
                 int32_t f0, f1, f2, f3;
                 memcpy(&f0, q0 + g * 4, 4); memcpy(&f1, q1 + g * 4, 4); memcpy(&f2, q2 + g * 4, 4); memcpy(&f3, q3 + g * 4, 4);
                 __m256i a0 = _mm256_set1_epi32(f0), a1 = _mm256_set1_epi32(f1), a2 = _mm256_set1_epi32(f2), a3 = _mm256_set1_epi32(f3);
@@ -350,10 +354,9 @@ TARGET_AVX2 static void tile_avx2(const uint8_t *q, int rb, int rows, const int8
 /// Runs the tiles of one output block of NB columns over all rows; `finish` consumes each tile.
 #define GEMM_LOOP(TILE_CALL, FINISH)                                                              \
     int rb = newsd_int8_row_bytes(in), k4 = rb / 4;                                               \
-    size_t blockStride = (size_t)k4 * 64;                                                         \
     int32_t acc[ROW_TILE * NB] __attribute__((aligned(64)));                                      \
     for (int o0 = 0; o0 < out; o0 += NB) {                                                        \
-        const int8_t *w = packed + (size_t)(o0 / 16) * blockStride;                               \
+        const int8_t *w = packed + (size_t)(o0 / NB) * k4 * 256;                                  \
         int cols = out - o0 < NB ? out - o0 : NB;                                                 \
         for (int r0 = 0; r0 < n; r0 += TILE_ROWS) {                                               \
             const uint8_t *qt = q + (size_t)r0 * rb;                                              \
@@ -371,29 +374,29 @@ TARGET_AVX2 static void tile_avx2(const uint8_t *q, int rb, int rows, const int8
 static void gemm_portable(const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in, const int8_t *packed,
                           const float *wscale, const int32_t *colsum, const float *bias, int out, int epilogue,
                           const float *residual, float *y) {
-    GEMM_LOOP(tile_portable(qt, rb, rows, w, blockStride, k4, acc), FINISH_FLOAT)
+    GEMM_LOOP(tile_portable(qt, rb, rows, w, k4, acc), FINISH_FLOAT)
 }
 static void raw_portable(const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *raw) {
-    GEMM_LOOP(tile_portable(qt, rb, rows, w, blockStride, k4, acc), FINISH_RAW)
+    GEMM_LOOP(tile_portable(qt, rb, rows, w, k4, acc), FINISH_RAW)
 }
 #if defined(__x86_64__)
 TARGET_AVX2 static void gemm_avx2(const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in, const int8_t *packed,
                                   const float *wscale, const int32_t *colsum, const float *bias, int out, int epilogue,
                                   const float *residual, float *y) {
-    GEMM_LOOP(tile_avx2(qt, rb, (rows + 3) & ~3, w, blockStride, k4, acc), FINISH_FLOAT)
+    GEMM_LOOP(tile_avx2(qt, rb, (rows + 3) & ~3, w, k4, acc), FINISH_FLOAT)
 }
 TARGET_AVX2 static void raw_avx2(const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *raw) {
-    GEMM_LOOP(tile_avx2(qt, rb, (rows + 3) & ~3, w, blockStride, k4, acc), FINISH_RAW)
+    GEMM_LOOP(tile_avx2(qt, rb, (rows + 3) & ~3, w, k4, acc), FINISH_RAW)
 }
 #undef TILE_ROWS
 #define TILE_ROWS MR
 TARGET_AVX512 static void gemm_vnni(const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in, const int8_t *packed,
                                     const float *wscale, const int32_t *colsum, const float *bias, int out, int epilogue,
                                     const float *residual, float *y) {
-    GEMM_LOOP(tile_vnni(qt, rb, w, blockStride, k4, acc), FINISH_FLOAT)
+    GEMM_LOOP(tile_vnni(qt, rb, w, k4, acc), FINISH_FLOAT)
 }
 TARGET_AVX512 static void raw_vnni(const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *raw) {
-    GEMM_LOOP(tile_vnni(qt, rb, w, blockStride, k4, acc), FINISH_RAW)
+    GEMM_LOOP(tile_vnni(qt, rb, w, k4, acc), FINISH_RAW)
 }
 #endif
 
