@@ -33,7 +33,7 @@ rows = []
 for a, b in zip(first, second):
     rate = (a['sentences_per_second'] + b['sentences_per_second']) / 2
     rows.append((f"newsd {a['precision']}", rate, f"runs {a['sentences_per_second']:.1f} / {b['sentences_per_second']:.1f}; "
-                 f"weights {a['weights_mb']:.1f} MB; same label as fp32 {100 * a['agreement_with_fp32']:.2f}%; "
+                 f"weights: float {a['float_weights_mb']:.1f} MB + int8 {a['int8_weights_mb']:.1f} MB; same label as fp32 {100 * a['agreement_with_fp32']:.2f}%; "
                  f"batch 1 p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms"))
 ort = []
 for o in lines('ort.json'):

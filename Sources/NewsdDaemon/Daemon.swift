@@ -23,8 +23,9 @@ public enum Daemon {
                                       threads: config.model.threads, precision: precision, cacheCapacity: config.model.cacheEntries)
         logger.info("student loaded", metadata: ["version": "\(model.version)", "labels": "\(model.labels)", "dir": "\(config.model.dir)",
                                                  "precision": "\(model.runner.precision)", "cpu_features": "\(CPUFeatures.host)",
-                                                 "weights_mb": "\(model.runner.servingBytes / 1_048_576)", "blas_core": "\(BLASCore.current)",
-                                                 "blas_core_replaced": "\(ProcessInfo.processInfo.environment["NEWSD_BLAS_CORE_FROM"] ?? "no")"])
+                                                 "float_weights_mb": "\(model.runner.floatBytes / 1_048_576)",
+                                                 "int8_weights_mb": "\(model.runner.int8Bytes / 1_048_576)", "blas_core": "\(BLASCore.current)",
+                                                 "blas_core_replaced": "\(BLASCore.replaced ?? "no")"])
         let companies = config.portfolio.file.isEmpty ? [] : try PortfolioFile.load(config.portfolio.file)
         try withDatabase(config) { db in
             let applied = try Schema.migrate(db)
@@ -34,7 +35,7 @@ public enum Daemon {
             // what the others serve.
             if let active = try ModelRegistry.active(db), active.version != model.version {
                 do {
-                    model = try ModelWatcher.load(db, version: active.version, configuration: config)
+                    model = try ModelWatcher.load(db, version: active.version, configuration: config, serving: true)
                     logger.info("active model loaded from the registry", metadata: ["version": "\(active.version)", "seq": "v\(active.seq)"])
                 } catch {
                     logger.error("active model refused; serving model.dir instead", metadata: ["version": "\(active.version)", "error": "\(error)"])

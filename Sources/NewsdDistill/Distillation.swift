@@ -102,13 +102,13 @@ public enum Distiller {
         // without privileges, so callers run this on a dedicated thread).
         onLowPriority(ThreadPriority.lowerCurrentThread(nice: 10))
         logger.info("training a candidate", metadata: ["train": "\(training.count)", "validation": "\(validation.count)", "threads": "\(t.threads)"])
+        let servingPrecision = try ModelWatcher.precision(c)
         let result = try FineTune.run(base: base, labels: labels, training: training, validation: validation, configuration: cfg,
-                                      servingThreads: c.model.threads, cancel: cancel)
+                                      servingThreads: c.model.threads, servingPrecision: servingPrecision, cancel: cancel)
         try checkCancelled(cancel)
         let dir = ModelWatcher.cacheDirectory(c).appendingPathComponent("candidate-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let candidate = try FineTune.save(result, trainer: cfg, base: base, to: dir, threads: c.model.threads,
-                                          precision: try ModelWatcher.precision(c))
+        let candidate = try FineTune.save(result, trainer: cfg, base: base, to: dir, threads: c.model.threads, precision: servingPrecision)
         // Training took minutes with the connection idle; if it was lost (Postgres restarted, an
         // idle timeout), reconnect and take the lock again: without it another host may train.
         if (try? db.query("SELECT 1")) == nil {

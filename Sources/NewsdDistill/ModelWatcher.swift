@@ -51,10 +51,11 @@ public final class ModelWatcher: Service, Sendable {
     }
 
     /// Loads a registered version (materialise + verify). Throws if anything does not check out.
-    public static func load(_ db: PostgresConnection, version: String, configuration c: NewsdConfiguration) throws -> StudentModel {
+    /// `serving`: the model will serve ingest, so it gets the prediction cache (`model.cache_entries`).
+    public static func load(_ db: PostgresConnection, version: String, configuration c: NewsdConfiguration, serving: Bool = false) throws -> StudentModel {
         let dir = try ModelRegistry.materialize(db, version: version, cache: cacheDirectory(c))
         let model = try Artifact.load(directory: dir, baseDirectory: c.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: c.model.baseDir),
-                                      threads: c.model.threads, precision: try precision(c), cacheCapacity: c.model.cacheEntries)
+                                      threads: c.model.threads, precision: try precision(c), cacheCapacity: serving ? c.model.cacheEntries : 0)
         guard model.version == version else { throw DistillError("model \(version): the stored artifact has version \(model.version)") }
         return model
     }
@@ -117,7 +118,7 @@ public final class ModelWatcher: Service, Sendable {
         guard active.version != servingVersion, !refused.withLock({ $0.contains(active.version) }) else { return }
         let start = Date()
         do {
-            let model = try Self.load(db, version: active.version, configuration: configuration)
+            let model = try Self.load(db, version: active.version, configuration: configuration, serving: true)
             let wasUntrained = serving.model.manifest == nil
             serving.swap(to: model)
             logger.notice("model swapped in", metadata: ["version": "\(active.version)", "seq": "v\(active.seq)", "previous": "\(servingVersion)",

@@ -46,7 +46,7 @@ public enum Rescorer {
                 """, parameters).typed
             guard !rows.isEmpty else { return added }
             let ids: [Int64] = try rows.map { try $0.decode("id") }, texts: [String] = try rows.map { try $0.decode("text") }
-            let predictions = model.predict(texts)
+            let predictions = model.predict(texts, cached: false)
             var copy = ""
             for (id, p) in zip(ids, predictions) {
                 let probabilities = p.probabilitiesJSON(labels: model.labels)

@@ -50,7 +50,7 @@ unsigned newsd_cpu_features(void) {
 }
 
 int newsd_int8_activation_max(int path) { (void)path; return 255; }
-int newsd_int8_weight_max(int path) { return path == NEWSD_PATH_AVX2 ? 64 : 127; }
+int newsd_int8_weight_max(int path) { (void)path; return 64; }
 
 #define MR 6          // rows per GEMM tile
 #define ROW_TILE 12   // activation buffers are padded to a multiple of this (a multiple of every path's tile)
@@ -73,7 +73,7 @@ void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *
         const float *row = w + (size_t)o * in;
         float m = 0;
         for (int k = 0; k < in; k++) m = fmaxf(m, fabsf(row[k]));
-        float s = m > 0 ? m / (float)wmax : 1.0f;
+        float s = m > 1e-30f ? m / (float)wmax : 1.0f;   // an all-zero (or subnormal) row stays zero
         scale[o] = s;
         int32_t sum = 0;
         int8_t *tile = packed + (size_t)(o / NB) * k4 * 4 * 64 + ((o % NB) / 16) * 64;
@@ -160,7 +160,7 @@ INLINE void quantize_rows_generic(const float *x, int n, int in, int ldx, int qm
         const float *xr = x + (size_t)r * ldx;
         float lo, hi;   // 0 is always within [lo, hi], so it is represented exactly (by zp)
         min_max(xr, in, &lo, &hi);
-        float s = hi > lo ? (hi - lo) / (float)qmax : 1.0f;
+        float s = hi - lo > 1e-30f ? (hi - lo) / (float)qmax : 1.0f;   // a constant row: any scale is exact
         float inv = 1.0f / s;
         float zf = round_nearest(-lo * inv);
         zf = zf < 0 ? 0 : (zf > (float)qmax ? (float)qmax : zf);
@@ -316,7 +316,7 @@ TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, i
 
 // AVX2: vpmaddubsw multiplies u8 activations by s8 weights and adds adjacent pairs into 16 bits
 // with saturation; with weights within +-64 a pair is at most 2 x 255 x 64 = 32640 and cannot
-// saturate, so the sums are exact (the AVX2 path packs its own 7-bit weights). vpmaddwd with ones
+// saturate, so the sums are exact. vpmaddwd with ones
 // then adds the pairs into the int32 lanes: one output's 4 inputs per lane, 8 outputs per ymm.
 // Per pass, 4 rows x 16 outputs; four passes for the 64 outputs of a tile.
 TARGET_AVX2 static void tile_avx2(const uint8_t *q, int rb, int rows, const int8_t *w, int k4, int32_t *acc) {

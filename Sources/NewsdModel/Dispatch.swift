@@ -9,7 +9,7 @@ import NewsdKernelsAVX2
 /// each runner and trainer, never a process-wide switch: tests build runners with each path.
 public struct VectorKernels: Sendable, Equatable, CustomStringConvertible {
     /// Whether this CPU can run the AVX2 build.
-    public static let avx2Available: Bool = newsd_cpu_has_avx2_fma() != 0
+    public static let avx2Available: Bool = CPUFeatures.host.isSuperset(of: [.avx2, .fma])
     /// The path for this CPU (and the environment override).
     public static let detected = VectorKernels(avx2: avx2Available && ProcessInfo.processInfo.environment["NEWSD_VECTOR_KERNELS"] != "baseline")
     /// The portable build (always runs).

@@ -49,15 +49,13 @@ public final class EncoderRunner: @unchecked Sendable {
         workspaces = (0..<max(1, threads)).map { _ in InferenceWorkspace() }
     }
 
-    /// Bytes of the weights this runner computes with: the float blocks, or for int8 the packed
-    /// matrices plus the float embeddings, biases and LayerNorm parameters.
-    public var servingBytes: Int {
-        let floats = weights.embeddings.count + weights.layers.reduce(0) { $0 + $1.count }
-        guard let quantized else { return floats * 4 }
-        let c = weights.config, h = c.hiddenSize, f = c.intermediateSize
-        let matrices = c.numLayers * (4 * h * h + 2 * h * f)
-        return (floats - matrices) * 4 + quantized.int8Bytes
-    }
+    /// Bytes of the float weights this runner holds (embeddings, matrices, biases, LayerNorm).
+    /// They stay resident with int8 too: the embeddings, biases and LayerNorm are read from them,
+    /// and the base checkpoint's blocks are shared with the loaded-checkpoint cache and training.
+    public var floatBytes: Int { 4 * (weights.embeddings.count + weights.layers.reduce(0) { $0 + $1.count }) }
+
+    /// Bytes of the int8 matrices (0 for fp32): a quarter of the float matrices'.
+    public var int8Bytes: Int { quantized?.int8Bytes ?? 0 }
 
     /// Mean-pooled encoder outputs, one `[H]` vector per sequence, in input order.
     public func pooled(_ sequences: [[Int32]], batchSize: Int) -> [[Float]] {

@@ -23,10 +23,11 @@ public struct FineTuneResult: Sendable {
 /// temperature on it, and assemble the servable model. Writing the artifact is separate.
 public enum FineTune {
     /// Runs training. `validation` holds token ids and true label indices (may be empty: the
-    /// temperature then stays 1).
+    /// temperature then stays 1). The validation figures and the temperature are computed with
+    /// `servingPrecision`, the precision the model will serve with.
     public static func run(base: Checkpoint, labels: [String], training examples: [TrainingExample],
                            validation: [(ids: [Int32], label: Int)], configuration: TrainingConfiguration,
-                           servingThreads: Int? = nil, cancel: StopFlag? = nil,
+                           servingThreads: Int? = nil, servingPrecision: EncoderPrecision = .fp32, cancel: StopFlag? = nil,
                            progress: (TrainingProgress) -> Void = { _ in }) throws -> FineTuneResult {
         let start = Date()
         let trainer = try Trainer(base: base.weights, classes: labels.count, configuration: configuration)
@@ -38,7 +39,7 @@ public enum FineTune {
         var before: EvaluationMetrics?, after: EvaluationMetrics?
         var metrics: [String: Double] = ["train_examples": Double(examples.count), "final_train_loss": losses.last ?? 0]
         if !validation.isEmpty {
-            let runner = EncoderRunner(weights: weights, threads: configuration.threads)
+            let runner = EncoderRunner(weights: weights, threads: configuration.threads, precision: servingPrecision)
             let logits = runner.pooled(validation.map(\.ids), batchSize: 32).map(head.logits)
             let truth = validation.map(\.label)
             before = EvaluationMetrics(probabilities: logits.map { softmax($0) }, truth: truth, labels: labels)

@@ -1,6 +1,7 @@
 import CBLAS
 import Foundation
 import NewsdInt8
+import NewsdSystem
 
 /// CPU feature flags that decide the student's kernels (CPUID, with the OS's register-state
 /// support checked), never a table of CPU model numbers: a CPU newer than this code is recognised
@@ -50,7 +51,7 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
 public enum Int8KernelPath: Int32, Sendable, CaseIterable, CustomStringConvertible {
     /// Plain C: runs anywhere, and is the reference the vector paths are tested against.
     case portable = 0
-    /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd`, weights within ±64 so pairs cannot saturate.
+    /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd` (weights within ±64, so the pairs cannot saturate).
     case avx2 = 1
     /// AVX-512 with VNNI: `vpdpbusd`, 8-bit activations.
     case avx512vnni = 2
@@ -77,7 +78,7 @@ public enum Int8KernelPath: Int32, Sendable, CaseIterable, CustomStringConvertib
 
     /// Largest quantised activation value (255: 8-bit activations on every path).
     public var activationMax: Int32 { newsd_int8_activation_max(rawValue) }
-    /// Largest absolute quantised weight: 64 on AVX2 (no `vpmaddubsw` saturation), else 127.
+    /// Largest absolute quantised weight (64 on every path, so every path computes the same integers).
     public var weightMax: Int32 { newsd_int8_weight_max(rawValue) }
 
     /// `portable`, `avx2` or `avx512-vnni`.
@@ -107,7 +108,7 @@ public enum EncoderPrecision: Sendable, Equatable, CustomStringConvertible {
     public init?(configuration value: String) {
         switch value {
         case "fp32": self = .fp32
-        case "int8", "auto": self = .fastest
+        case "int8": self = .fastest
         default:
             guard value.hasPrefix("int8-"), let p = Int8KernelPath(name: String(value.dropFirst(5))), p.runs(on: .host) else { return nil }
             self = .int8(p)
@@ -154,14 +155,27 @@ public enum BLASCore {
         return wanted
     }
 
+    /// The core OpenBLAS had chosen before this process re-executed itself (nil: not replaced).
+    public static var replaced: String? { replacedCore.withLock { $0 } }
+    private static let replacedCore = LockedValue<String?>(nil)
+
     /// Re-executes this process with `OPENBLAS_CORETYPE` set when OpenBLAS chose weaker kernels
     /// than the CPU's flags allow. Does nothing when the variable is already set (an operator's
     /// choice, or this re-execution: no loop) or when the choice is good; returns if exec fails.
+    /// Call first thing in `main`.
     public static func ensurePreferredKernels() {
-        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
-              let core = override(current: current, features: .host) else { return }
+        if let from = getenv("NEWSD_BLAS_CORE_FROM") {
+            // This is the re-execution: remember what was replaced, and keep the marker from
+            // child processes (which inherit OPENBLAS_CORETYPE, and so never re-execute).
+            replacedCore.withLock { $0 = String(cString: from) }
+            unsetenv("NEWSD_BLAS_CORE_FROM")
+            return
+        }
+        guard getenv("OPENBLAS_CORETYPE") == nil, let core = override(current: current, features: .host) else { return }
         setenv("OPENBLAS_CORETYPE", core, 1)
-        setenv("NEWSD_BLAS_CORE_FROM", current, 1)     // logged after the re-execution
+        setenv("NEWSD_BLAS_CORE_FROM", current, 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
+        unsetenv("OPENBLAS_CORETYPE")       // exec failed: this process keeps OpenBLAS's own choice
+        unsetenv("NEWSD_BLAS_CORE_FROM")
     }
 }

@@ -151,8 +151,9 @@ public final class StudentModel: Sendable {
     /// Calibrated predictions for texts, in input order. Texts in the cache, and repeats inside
     /// `texts`, are not encoded again (the encoder's result for a text does not depend on the
     /// other texts of its batch, so a cached prediction is the one it would compute).
-    public func predict(_ texts: [String], batchSize: Int = 32) -> [Prediction] {
-        guard cache.capacity > 0 else { return compute(texts, batchSize: batchSize) }
+    /// `cached: false` bypasses the cache (rescoring old items must not evict the recent ones).
+    public func predict(_ texts: [String], batchSize: Int = 32, cached: Bool = true) -> [Prediction] {
+        guard cached, cache.capacity > 0 else { return compute(texts, batchSize: batchSize) }
         var result = cache.lookup(texts)
         var firstIndex: [String: Int] = [:]
         var missing: [String] = []

@@ -90,11 +90,12 @@ struct BenchModel: ParsableCommand {
             meanTokens: rounded(Double(tokens) / Double(texts.count), 1),
             batch1SentencesPerSecond: rounded(Double(latencies.count) / total1, 1),
             p50Ms: rounded(pct(0.5), 2), p99Ms: rounded(pct(0.99), 2), peakRssMb: peakResidentBytes() / 1_048_576,
-            weightsMb: rounded(Double(student.runner.servingBytes) / 1_048_576, 1), agreementWithFp32: rounded(agreement, 4))
+            floatWeightsMb: rounded(Double(student.runner.floatBytes) / 1_048_576, 1),
+            int8WeightsMb: rounded(Double(student.runner.int8Bytes) / 1_048_576, 1), agreementWithFp32: rounded(agreement, 4))
         if json { print(jsonLine(result)); return }
-        print(String(format: "newsd %@ threads=%d batch=%d: median %.1f sentences/s (min %.1f, max %.1f) over %d sentences, %.0f tokens/s; weights %.1f MB; same label as fp32 %.2f%%",
+        print(String(format: "newsd %@ threads=%d batch=%d: median %.1f sentences/s (min %.1f, max %.1f) over %d sentences, %.0f tokens/s; float weights %.1f MB, int8 matrices %.1f MB; same label as fp32 %.2f%%",
                      precision.description, threads, batch, batched, rates.first!, rates.last!, texts.count, batched * Double(tokens) / Double(texts.count),
-                     result.weightsMb, agreement * 100))
+                     result.floatWeightsMb, result.int8WeightsMb, agreement * 100))
         print(String(format: "  batch 1: %.1f sentences/s, p50 %.2f ms, p99 %.2f ms over %d sentences; peak RSS %d MB",
                      Double(latencies.count) / total1, pct(0.5), pct(0.99), latencies.count, peakResidentBytes() / 1_048_576))
     }
@@ -108,10 +109,11 @@ struct ModelBenchmark: Encodable {
     var engine: String, precision: String, cpuFeatures: String, modelVersion: String, threads: Int, batch: Int, n: Int
     var sentencesPerSecond: Double, min: Double, max: Double, tokensPerSecond: Double, meanTokens: Double
     var batch1SentencesPerSecond: Double, p50Ms: Double, p99Ms: Double, peakRssMb: Int
-    var weightsMb: Double, agreementWithFp32: Double
+    var floatWeightsMb: Double, int8WeightsMb: Double, agreementWithFp32: Double
     enum CodingKeys: String, CodingKey {
         case engine, precision, cpuFeatures = "cpu_features", modelVersion = "model_version", threads, batch, n
-        case sentencesPerSecond = "sentences_per_second", min, max, weightsMb = "weights_mb", agreementWithFp32 = "agreement_with_fp32"
+        case sentencesPerSecond = "sentences_per_second", min, max, floatWeightsMb = "float_weights_mb", int8WeightsMb = "int8_weights_mb"
+        case agreementWithFp32 = "agreement_with_fp32"
         case tokensPerSecond = "tokens_per_second", meanTokens = "mean_tokens", batch1SentencesPerSecond = "batch1_sentences_per_second"
         case p50Ms = "p50_ms", p99Ms = "p99_ms", peakRssMb = "peak_rss_mb"
     }

@@ -30,6 +30,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Share of rows held out (chosen by text hash) for validation and calibration.") var validationFraction = 0.1
     @Option(help: "Base checkpoint directory (default: $NEWSD_BASE_MODEL_DIR or .models/all-MiniLM-L6-v2).") var base: String?
     @Option(help: "Output artifact directory.") var out: String
+    @Option(help: "Precision the model will serve with (validation figures and temperature): int8, int8-<path> or fp32.") var precision = "int8"
 
     func run() throws {
         var cfg = TrainingConfiguration()
@@ -48,12 +49,15 @@ struct TrainCommand: ParsableCommand {
         let examples = zip(train.texts, train.targets).map { TrainingExample(ids: tok.encode($0), target: $1) }
         let validation = zip(valid.texts, valid.truth).map { (ids: tok.encode($0), label: $1) }
         let bar = ProgressReporter()
+        guard let serving = EncoderPrecision(configuration: precision) else {
+            throw ValidationError("--precision \(precision): unknown, or a path this CPU cannot run (CPU features: \(CPUFeatures.host))")
+        }
         let result = try FineTune.run(base: checkpoint, labels: all.labels, training: examples, validation: validation,
-                                      configuration: cfg) { p in
+                                      configuration: cfg, servingPrecision: serving) { p in
             bar.update(fraction: Double(p.step) / Double(p.steps), label: "epoch \(p.epoch)/\(p.epochs)",
                        details: "step \(p.step)/\(p.steps)  loss \(String(format: "%.4f", p.loss))  \(String(format: "%.0f", p.examplesPerSecond)) ex/s  ETA \(ProgressReporter.duration(p.remaining))")
         }
-        let model = try FineTune.save(result, trainer: cfg, base: checkpoint, to: URL(fileURLWithPath: out), threads: threads)
+        let model = try FineTune.save(result, trainer: cfg, base: checkpoint, to: URL(fileURLWithPath: out), threads: threads, precision: serving)
         var rows = [["metric", "value"]]
         rows.append(["epoch losses", result.epochLosses.map { String(format: "%.4f", $0) }.joined(separator: " ")])
         rows.append(["training seconds", String(format: "%.1f", result.seconds)])
@@ -121,9 +125,13 @@ struct ClassifyCommand: ParsableCommand {
     @Option(help: "Artifact or base checkpoint directory.") var model: String
     @Option(help: "Worker threads.") var threads = 2
     @Option(help: "Lines classified together.") var batch = 32
+    @Option(help: "Encoder precision: int8 (as the daemon serves by default), int8-<path> or fp32.") var precision = "int8"
 
     func run() throws {
-        let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads)
+        guard let chosen = EncoderPrecision(configuration: precision) else {
+            throw ValidationError("--precision \(precision): unknown, or a path this CPU cannot run (CPU features: \(CPUFeatures.host))")
+        }
+        let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads, precision: chosen)
         var pending: [String] = []
         func flush() {
             for (text, p) in zip(pending, student.predict(pending, batchSize: batch)) {

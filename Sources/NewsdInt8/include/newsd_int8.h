@@ -4,9 +4,13 @@
 // activations, int32 accumulation, a float epilogue (dequantise + bias, then GELU or + residual).
 // Each kernel exists for three paths, chosen at run time from the CPU's feature flags (never from
 // a model-number table): AVX-512 VNNI (vpdpbusd), AVX2 (vpmaddubsw + vpmaddwd) and portable C.
-// Every path computes exact int32 products of its packed weights and the quantised activations.
-// The AVX2 path packs weights within +-64 (`newsd_int8_weight_max`) so that vpmaddubsw's
-// saturating pairwise 16-bit sums cannot saturate; the others use +-127.
+// Every path computes the same exact int32 products of the packed weights and the quantised
+// activations, so hosts with different CPUs serve one model alike (the float parts, epilogue,
+// attention and LayerNorm, differ only in rounding: fused multiply-adds). Weights are
+// kept within +-64 (`newsd_int8_weight_max`) on every path so that AVX2's vpmaddubsw, whose
+// pairwise 16-bit sums saturate, stays exact (2 x 255 x 64 < 32767). Measured on the held-out
+// shared sentences: the same accuracy as fp32 and 0.3 points less macro-F1 than +-127 weights,
+// which would need 16-bit operands on AVX2 (30% slower).
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,7 +29,7 @@ unsigned newsd_cpu_features(void);
 
 /// The largest quantised activation value on `path` (255 on every path today).
 int newsd_int8_activation_max(int path);
-/// The largest absolute quantised weight on `path`: 64 on AVX2, 127 elsewhere.
+/// The largest absolute quantised weight (64 on every path; see above).
 int newsd_int8_weight_max(int path);
 
 /// Rows of activations a GEMM call reads: buffers of quantised activations must hold
