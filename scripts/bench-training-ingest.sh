@@ -41,6 +41,7 @@ url = "$db"
 [model]
 dir = "$PWD/.models/all-MiniLM-L6-v2"
 threads = 2
+cache_entries = 0        # the shared sentences repeat: measure the student, not the cache
 [trainer]
 mode = "off"
 threads = $tthreads

@@ -74,8 +74,9 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
     public struct Ingest: Sendable, Equatable, Codable {
         /// The defaults.
         public init() {}
-        /// Messages per micro-batch at most. Default 256.
-        public var batchMaxMessages = 256
+        /// Messages per micro-batch at most. Default 96: with the int8 student on 2 cores, about
+        /// 580 messages/s with a p99 batch latency near 220 ms (256: about 650/s, p99 450 ms).
+        public var batchMaxMessages = 96
         /// Milliseconds a micro-batch waits to fill at most. Default 250.
         public var batchMaxWaitMs = 250
         /// Texts longer than this many UTF-8 bytes are rejected. Default 8192.
