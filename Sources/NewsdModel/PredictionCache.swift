@@ -2,18 +2,23 @@ import NewsdSystem
 
 /// The outputs of one model for texts it has seen: news repeats (wire copies, syndicated and
 /// re-posted items), and an exact repeat needs no encoder pass. Keyed by the exact text (no hash
-/// collisions), bounded by two generations: when the current one holds `capacity / 2` texts it
-/// becomes the previous one and the older is dropped, so the texts seen recently stay and memory
-/// stays within `capacity` entries. Belongs to one `StudentModel`, so a model swap starts empty.
+/// collisions), bounded by two generations: when the current one holds `capacity / 2` texts, or
+/// `capacity / 2 * bytesPerEntry` bytes of text, it becomes the previous one and the older is
+/// dropped, so the texts seen recently stay and memory stays bounded even when every text is as
+/// long as ingest allows. Belongs to one `StudentModel`, so a model swap starts empty.
 public final class PredictionCache: Sendable {
     private struct Generations: Sendable {
         var current: [String: Prediction] = [:]
         var previous: [String: Prediction] = [:]
+        var currentBytes = 0
         var hits = 0, lookups = 0
     }
     private let state = LockedValue(Generations())
     /// Entries kept at most (0 = off).
     public let capacity: Int
+    /// Text bytes budgeted per entry: long texts fill a generation sooner (an 8 kB text counts
+    /// as 16 entries), so the cache holds at most `capacity * bytesPerEntry` bytes of text.
+    public static let bytesPerEntry = 512
 
     /// A cache of at most `capacity` predictions (0 turns it off).
     public init(capacity: Int) { self.capacity = max(0, capacity) }
@@ -26,6 +31,7 @@ public final class PredictionCache: Sendable {
                 if let p = s.current[t] { return p }
                 guard let p = s.previous[t] else { return nil }
                 s.current[t] = p          // seen again: keep it in the newer generation
+                s.currentBytes += t.utf8.count
                 return p
             }
             s.lookups += texts.count
@@ -39,12 +45,17 @@ public final class PredictionCache: Sendable {
     func store(_ texts: [String], _ predictions: [Prediction]) {
         guard capacity > 0 else { return }
         state.withLock { s in
-            for (t, p) in zip(texts, predictions) { s.current[t] = p; rotate(&s) }
+            for (t, p) in zip(texts, predictions) { s.current[t] = p; s.currentBytes += t.utf8.count; rotate(&s) }
         }
     }
 
     private func rotate(_ s: inout Generations) {
-        if s.current.count >= max(1, capacity / 2) { s.previous = s.current; s.current = [:] }
+        let half = max(1, capacity / 2)
+        if s.current.count >= half || s.currentBytes >= half * Self.bytesPerEntry {
+            s.previous = s.current
+            s.current = [:]
+            s.currentBytes = 0
+        }
     }
 
     /// Lookups answered from the cache, and all lookups, since the model was loaded.

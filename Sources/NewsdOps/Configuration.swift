@@ -55,7 +55,8 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var precision = "int8"
         /// Predictions of the serving model kept for exact repeats of a text (wire copies,
         /// re-posts), answered without an encoder pass; emptied when a model is swapped in.
-        /// 0 turns it off. Default 50000 (about 20 MB).
+        /// 0 turns it off. Bounded by bytes too (512 bytes of text per entry), so long texts
+        /// cannot grow it: at most about 25 MB of text at the default. Default 50000.
         public var cacheEntries = 50_000
         /// Where registered models are unpacked. Default `$STATE_DIRECTORY/models`, else the
         /// temporary directory.

@@ -270,6 +270,16 @@ private extension Double { var float: Float { Float(self) } }
         #expect(model.cache.counts.hits == before + 1)
     }
 
+    /// Long texts count by their bytes: a stream of distinct maximal texts cannot grow the cache
+    /// past `capacity * bytesPerEntry` bytes of text.
+    @Test func longTextsAreBoundedByBytes() throws {
+        let model = try Self.model(cache: 64)
+        let long = String(repeating: "profit rose ", count: 700)          // 8,400 bytes
+        for i in 0..<40 { _ = model.predict(["\(i) " + long]) }
+        #expect(model.cache.count * (long.utf8.count + 3) <= 64 * PredictionCache.bytesPerEntry + 2 * (long.utf8.count + 3))
+        #expect(model.cache.count < 10)
+    }
+
     @Test func aSwappedInModelStartsEmpty() throws {
         let model = try Self.model(cache: 100)
         _ = model.predict(["profit rose"])
