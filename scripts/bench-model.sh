@@ -2,27 +2,31 @@
 # Side-by-side student throughput: newsd's Swift encoder and the ONNX Runtime peer
 # (../shared/bench/ort-peer: fp32, fused and int8 variants) on the same sentences, the same thread
 # count and batch size, in one run: newsd fp32 and int8 on every kernel path this CPU runs. Prints
-# each one's sentences/s and its ratio to ORT's best variant, and the CPU features.
-# usage: scripts/bench-model.sh [--data CSV] [--threads N] [--batch B] [--model DIR] [--repeat R] [--precisions fp32,int8]
+# each one's sentences/s and its ratio to ORT's best variant, and the CPU features. With a trained
+# student (--student DIR, an artifact that carries early-exit classifiers), newsd's rows come from
+# it, each precision also with early exit ("+exit"), while the peer runs the base checkpoint (the
+# same encoder; ORT has no early exit).
+# usage: scripts/bench-model.sh [--data CSV] [--threads N] [--batch B] [--model DIR] [--student DIR] [--repeat R] [--precisions fp32,int8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/fpb-mixtral-train.csv; threads=2; batch=32; repeat=3
-model=.models/all-MiniLM-L6-v2; precisions=fp32,int8
+model=.models/all-MiniLM-L6-v2; precisions=fp32,int8; student=
 while [ $# -gt 0 ]; do case $1 in
   --data) data=$2; shift 2;; --threads) threads=$2; shift 2;; --batch) batch=$2; shift 2;;
-  --model) model=$2; shift 2;; --repeat) repeat=$2; shift 2;; --precisions) precisions=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+  --model) model=$2; shift 2;; --student) student=$2; shift 2;; --repeat) repeat=$2; shift 2;; --precisions) precisions=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 peer=../shared/bench/ort-peer
+student=${student:-$model}
 out=$(mktemp -d)
 # newsd first and the peer after, then newsd again: the machine's drift shows as a spread.
-./.build/release/newsd bench model --model "$model" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --precisions "$precisions" --json > "$out/newsd1.json"
+./.build/release/newsd bench model --model "$student" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --precisions "$precisions" --json > "$out/newsd1.json"
 if [ -x "$peer" ]; then
   "$peer" "$model" "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --json > "$out/ort.json" 2> "$out/ort.log" || { cat "$out/ort.log" >&2; echo "ort-peer failed" >&2; }
 else
   echo "no ONNX Runtime peer at $peer: printing newsd alone" >&2; : > "$out/ort.json"
 fi
-./.build/release/newsd bench model --model "$model" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --precisions "$precisions" --json > "$out/newsd2.json"
+./.build/release/newsd bench model --model "$student" --data "$data" --threads "$threads" --batch "$batch" --repeat "$repeat" --precisions "$precisions" --json > "$out/newsd2.json"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
@@ -34,7 +38,7 @@ for a, b in zip(first, second):
     rate = (a['sentences_per_second'] + b['sentences_per_second']) / 2
     rows.append((f"newsd {a['precision']}", rate, f"runs {a['sentences_per_second']:.1f} / {b['sentences_per_second']:.1f}; "
                  f"weights: float {a['float_weights_mb']:.1f} MB + int8 {a['int8_weights_mb']:.1f} MB; same label as fp32 {100 * a['agreement_with_fp32']:.2f}%; "
-                 f"batch 1 p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms"))
+                 f"{a['mean_layers']:.2f} layers per sentence; batch 1 p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms"))
 ort = []
 for o in lines('ort.json'):
     variant = 'int8' if '.int8.' in o['model'] else 'fused' if '.fused.' in o['model'] else 'fp32'

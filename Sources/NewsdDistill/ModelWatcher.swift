@@ -55,7 +55,8 @@ public final class ModelWatcher: Service, Sendable {
     public static func load(_ db: PostgresConnection, version: String, configuration c: NewsdConfiguration, serving: Bool = false) throws -> StudentModel {
         let dir = try ModelRegistry.materialize(db, version: version, cache: cacheDirectory(c))
         let model = try Artifact.load(directory: dir, baseDirectory: c.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: c.model.baseDir),
-                                      threads: c.model.threads, precision: try precision(c), cacheCapacity: serving ? c.model.cacheEntries : 0)
+                                      threads: c.model.threads, precision: try precision(c), cacheCapacity: serving ? c.model.cacheEntries : 0,
+                                      earlyExit: c.model.earlyExit)
         guard model.version == version else { throw DistillError("model \(version): the stored artifact has version \(model.version)") }
         return model
     }

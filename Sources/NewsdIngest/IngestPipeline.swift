@@ -297,11 +297,13 @@ public final class IngestPipeline: Sendable {
         for (_, r) in parsed { if case let .success(item) = r { texts.append(item.text) } }
         let t1 = monotonicSeconds()
         // 3. Classify the accepted texts in one call (chunks spread over the model's threads).
-        let cacheBefore = student.cache.counts
+        let cacheBefore = student.cache.counts, usageBefore = student.usage.counts
         let predictions = student.predict(texts, batchSize: settings.configuration.model.batchSize)
-        let cacheAfter = student.cache.counts
+        let cacheAfter = student.cache.counts, usageAfter = student.usage.counts
         metrics.increment("newsd_student_cache_lookups_total", by: cacheAfter.lookups - cacheBefore.lookups)
         metrics.increment("newsd_student_cache_hits_total", by: cacheAfter.hits - cacheBefore.hits)
+        metrics.increment("newsd_student_encoded_total", by: usageAfter.sentences - usageBefore.sentences)
+        metrics.increment("newsd_student_encoder_layers_total", by: usageAfter.layers - usageBefore.layers)
         let t2 = monotonicSeconds()
         var k = 0
         var out: [ProcessedMessage] = []

@@ -39,8 +39,19 @@ public struct ArtifactManifest: Codable, Sendable, Equatable {
     public var temperature: Float
     /// SHA-256 of every other file of the artifact, by file name.
     public var files: [String: String]
+    /// Early exit: the layer counts with an intermediate classifier (tensors `exit.<layers>.weight`
+    /// and `.bias`) and the threshold. Absent in artifacts without it (they run every layer).
+    public var earlyExit: EarlyExitManifest? = nil
     /// SHA-256 of this manifest's canonical JSON with `checksum` empty: the artifact's identity.
     public var checksum: String = ""
+}
+
+/// The early-exit part of a manifest.
+public struct EarlyExitManifest: Codable, Sendable, Equatable {
+    /// Layer counts after which a classifier stands, ascending.
+    public var afterLayers: [Int]
+    /// The top probability at which a sentence stops.
+    public var threshold: Float
 }
 
 /// Trained-student artifacts: a directory with `manifest.json`, `weights.safetensors` (the head
@@ -62,7 +73,7 @@ public enum Artifact {
     public static func write(directory: URL, base: Checkpoint, weights: EncoderWeights, head: ClassifierHead,
                              labels: [String], trainedLayers: [Int], trainedEmbeddings: Bool,
                              training: TrainingConfiguration, trainingExamples: Int, metrics: [String: Double],
-                             temperature: Float) throws -> ArtifactManifest {
+                             temperature: Float, earlyExit: EarlyExit? = nil) throws -> ArtifactManifest {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
         let tmp = DurableFiles.sibling(of: directory, tag: "tmp")
@@ -74,6 +85,7 @@ public enum Artifact {
 
         var tensors = weights.namedTensors(embeddings: trainedEmbeddings, layers: trainedLayers)
         tensors.merge(head.namedTensors) { a, _ in a }
+        for e in earlyExit?.exits ?? [] { tensors.merge(e.head.namedTensors(prefix: "exit.\(e.afterLayers)")) { a, _ in a } }
         let weightsData = try SafeTensors.encode(tensors, metadata: ["format": format])
         let vocab = try readFile(base.directory.appendingPathComponent("vocab.txt"))
         let configData = try readFile(base.directory.appendingPathComponent("config.json"))
@@ -87,6 +99,7 @@ public enum Artifact {
             trainedLayers: trainedLayers, trainedEmbeddings: trainedEmbeddings, training: training,
             trainingExamples: trainingExamples, metrics: metrics, temperature: temperature,
             files: files.mapValues { SHA256.hex(of: $0) })
+        manifest.earlyExit = earlyExit.map { EarlyExitManifest(afterLayers: $0.exits.map(\.afterLayers), threshold: $0.threshold) }
         manifest.checksum = SHA256.hex(of: try canonical(manifest))
         try writeSynced(try canonical(manifest), to: tmp.appendingPathComponent("manifest.json"))
         try fsyncPath(tmp)
@@ -126,6 +139,12 @@ public enum Artifact {
         guard manifest.temperature.isFinite, manifest.temperature > 0 else {
             throw ModelError.invalidFile(manifestURL.path, reason: "temperature \(manifest.temperature) is not positive")
         }
+        if let e = manifest.earlyExit {
+            guard e.afterLayers.allSatisfy({ (1..<manifest.base.config.numLayers).contains($0) }), Set(e.afterLayers).count == e.afterLayers.count,
+                  e.threshold.isFinite, e.threshold > 0 else {
+                throw ModelError.invalidFile(manifestURL.path, reason: "early exit after layers \(e.afterLayers) with threshold \(e.threshold): layers must be distinct and inside the encoder, the threshold positive")
+            }
+        }
         return manifest
     }
 
@@ -135,8 +154,9 @@ public enum Artifact {
     /// have the recorded checksum. Nothing is returned unless every check passes.
     /// The encoder computes with `precision` (int8 quantises the loaded weights once, here).
     /// `cacheCapacity` > 0 gives the model a cache of that many predictions (serving hosts).
+    /// `earlyExit: false` ignores the artifact's intermediate classifiers (every layer runs).
     public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int, precision: EncoderPrecision = .fp32,
-                            cacheCapacity: Int = 0) throws -> StudentModel {
+                            cacheCapacity: Int = 0, earlyExit useEarlyExit: Bool = true) throws -> StudentModel {
         let fm = FileManager.default
         if !fm.fileExists(atPath: directory.appendingPathComponent("manifest.json").path) {
             guard fm.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) else {
@@ -165,6 +185,7 @@ public enum Artifact {
         let c = base.config
         let expectedNames = Set(base.weights.namedTensors(embeddings: manifest.trainedEmbeddings, layers: manifest.trainedLayers).keys)
             .union(["classifier.weight", "classifier.bias"])
+            .union((manifest.earlyExit?.afterLayers ?? []).flatMap { ["exit.\($0).weight", "exit.\($0).bias"] })
         guard Set(tensors.keys) == expectedNames else {
             let missing = expectedNames.subtracting(tensors.keys).sorted(), extra = Set(tensors.keys).subtracting(expectedNames).sorted()
             throw ModelError.invalidFile(weightsURL.path, reason: "tensors do not match the manifest (missing \(missing.prefix(3)), unexpected \(extra.prefix(3)))")
@@ -172,23 +193,27 @@ public enum Artifact {
         guard manifest.trainedLayers.allSatisfy({ (0..<c.numLayers).contains($0) }) else {
             throw ModelError.invalidFile(directory.appendingPathComponent("manifest.json").path, reason: "trained layers \(manifest.trainedLayers) outside 0..<\(c.numLayers)")
         }
-        var encoderTensors = tensors
-        encoderTensors["classifier.weight"] = nil
-        encoderTensors["classifier.bias"] = nil
+        let encoderTensors = tensors.filter { !$0.key.hasPrefix("classifier.") && !$0.key.hasPrefix("exit.") }
         let weights = try EncoderWeights(config: c, tensors: encoderTensors, path: weightsURL.path, requireAll: false, base: base.weights,
                                          sharing: Set(manifest.trainedLayers), sharingEmbeddings: manifest.trainedEmbeddings)
         let cls = manifest.labels.count
-        guard let w = tensors["classifier.weight"], w.shape == [cls, c.hiddenSize],
-              let b = tensors["classifier.bias"], b.shape == [cls] else {
-            throw ModelError.invalidFile(weightsURL.path, reason: "classifier head is not [\(cls), \(c.hiddenSize)] + [\(cls)] for labels \(manifest.labels)")
+        func classifier(_ prefix: String) throws -> ClassifierHead {
+            guard let w = tensors[prefix + ".weight"], w.shape == [cls, c.hiddenSize],
+                  let b = tensors[prefix + ".bias"], b.shape == [cls] else {
+                throw ModelError.invalidFile(weightsURL.path, reason: "\(prefix) head is not [\(cls), \(c.hiddenSize)] + [\(cls)] for labels \(manifest.labels)")
+            }
+            guard (w.values + b.values).allSatisfy(\.isFinite) else {
+                throw ModelError.invalidFile(weightsURL.path, reason: "\(prefix) head has non-finite values")
+            }
+            return ClassifierHead(classes: cls, hidden: c.hiddenSize, parameters: FloatBuffer(w.values + b.values))
         }
-        let head = ClassifierHead(classes: cls, hidden: c.hiddenSize, parameters: FloatBuffer(w.values + b.values))
-        guard (w.values + b.values).allSatisfy(\.isFinite) else {
-            throw ModelError.invalidFile(weightsURL.path, reason: "classifier head has non-finite values")
+        let head = try classifier("classifier")
+        let earlyExit = try manifest.earlyExit.map { e in
+            EarlyExit(exits: try e.afterLayers.map { EarlyExit.Exit(afterLayers: $0, head: try classifier("exit.\($0)")) }, threshold: e.threshold)
         }
         return StudentModel(labels: manifest.labels, tokenizer: tokenizer, weights: weights, head: head,
                             temperature: manifest.temperature, threads: threads, manifest: manifest, baseChecksum: base.weightsChecksum,
-                            precision: precision, cacheCapacity: cacheCapacity)
+                            precision: precision, cacheCapacity: cacheCapacity, earlyExit: useEarlyExit ? earlyExit : nil)
     }
 
     static func readFile(_ url: URL) throws -> Data {

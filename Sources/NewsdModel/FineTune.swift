@@ -13,6 +13,10 @@ public struct FineTuneResult: Sendable {
     public var validation: EvaluationMetrics?
     /// The fitted temperature.
     public var temperature: Float
+    /// The intermediate classifiers and their threshold (nil without validation data).
+    public var earlyExit: EarlyExit?
+    /// What early exit does on the validation split (nil without validation data).
+    public var earlyExitValidation: EarlyExit.Outcome?
     /// Wall-clock seconds of the whole run (caching, training, calibration).
     public var seconds: Double
     /// Artifact metrics by name, as stored in the manifest.
@@ -24,7 +28,8 @@ public struct FineTuneResult: Sendable {
 public enum FineTune {
     /// Runs training. `validation` holds token ids and true label indices (may be empty: the
     /// temperature then stays 1). The validation figures and the temperature are computed with
-    /// `servingPrecision`, the precision the model will serve with.
+    /// `servingPrecision`, the precision the model will serve with. With validation data, it also
+    /// distils early-exit classifiers from the trained model and chooses their threshold.
     public static func run(base: Checkpoint, labels: [String], training examples: [TrainingExample],
                            validation: [(ids: [Int32], label: Int)], configuration: TrainingConfiguration,
                            servingThreads: Int? = nil, servingPrecision: EncoderPrecision = .fp32, cancel: StopFlag? = nil,
@@ -38,13 +43,17 @@ public enum FineTune {
         var temperature: Float = 1
         var before: EvaluationMetrics?, after: EvaluationMetrics?
         var metrics: [String: Double] = ["train_examples": Double(examples.count), "final_train_loss": losses.last ?? 0]
+        var earlyExit: EarlyExit?, exitOutcome: EarlyExit.Outcome?
         if !validation.isEmpty {
+            let layers = base.config.numLayers, exitLayers = EarlyExit.exitLayers(encoderLayers: layers)
             let runner = EncoderRunner(weights: weights, threads: configuration.threads, precision: servingPrecision)
-            let logits = runner.pooled(validation.map(\.ids), batchSize: 32).map(head.logits)
+            let validationPooled = runner.pooled(validation.map(\.ids), atLayers: exitLayers + [layers], batchSize: 32)
+            let logits = validationPooled[exitLayers.count].map(head.logits)
             let truth = validation.map(\.label)
             before = EvaluationMetrics(probabilities: logits.map { softmax($0) }, truth: truth, labels: labels)
             temperature = Calibration.fitTemperature(logits: logits, truth: truth)
-            after = EvaluationMetrics(probabilities: logits.map { softmax($0, temperature: temperature) }, truth: truth, labels: labels)
+            let calibrated = logits.map { softmax($0, temperature: temperature) }
+            after = EvaluationMetrics(probabilities: calibrated, truth: truth, labels: labels)
             if let before, let after {
                 metrics["validation_examples"] = Double(validation.count)
                 metrics["validation_accuracy"] = after.accuracy
@@ -55,14 +64,35 @@ public enum FineTune {
                 metrics["validation_nll"] = after.negativeLogLikelihood
                 for (label, m) in after.perClass { metrics["validation_f1_\(label)"] = m.f1; metrics["validation_recall_\(label)"] = m.recall }
             }
+            if !exitLayers.isEmpty {
+                if cancel?.isSet == true { throw ModelError.cancelled("training") }
+                // Early exit: each intermediate classifier learns the final layer's calibrated
+                // outputs on the training sentences; the threshold is chosen on validation.
+                let trainingPooled = runner.pooled(examples.map(\.ids), atLayers: exitLayers + [layers], batchSize: 32)
+                let targets = trainingPooled[exitLayers.count].map { softmax(head.logits($0), temperature: temperature) }
+                let fitted = exitLayers.indices.map { k in
+                    EarlyExit.fitCrossValidated(features: trainingPooled[k], targets: targets, classes: labels.count, hidden: base.config.hiddenSize)
+                }
+                let exits = zip(exitLayers, fitted).map { EarlyExit.Exit(afterLayers: $0, head: $1.head) }
+                let exitProbabilities = exits.enumerated().map { k, e in validationPooled[k].map { softmax(e.head.logits($0)) } }
+                let chosen = EarlyExit.chooseThreshold(exitLayers: exitLayers, exitProbabilities: exitProbabilities, final: calibrated,
+                                                       encoderLayers: layers, truth: truth, labels: labels,
+                                                       outOfFold: (fitted.map(\.outOfFold), targets))
+                earlyExit = EarlyExit(exits: exits, threshold: chosen.threshold)
+                exitOutcome = chosen
+                metrics["early_exit_threshold"] = Double(chosen.threshold)
+                metrics["early_exit_validation_macro_f1"] = chosen.macroF1
+                metrics["early_exit_validation_mean_layers"] = chosen.meanLayers
+            }
         }
         let seconds = Date().timeIntervalSince(start)
         metrics["train_seconds"] = seconds
         metrics["temperature"] = Double(temperature)
         let model = StudentModel(labels: labels, tokenizer: base.tokenizer, weights: weights, head: head, temperature: temperature,
-                                 threads: servingThreads ?? configuration.threads, manifest: nil, baseChecksum: base.weightsChecksum)
+                                 threads: servingThreads ?? configuration.threads, manifest: nil, baseChecksum: base.weightsChecksum,
+                                 earlyExit: earlyExit)
         return FineTuneResult(model: model, epochLosses: losses, validationUncalibrated: before, validation: after,
-                              temperature: temperature, seconds: seconds, metrics: metrics)
+                              temperature: temperature, earlyExit: earlyExit, earlyExitValidation: exitOutcome, seconds: seconds, metrics: metrics)
     }
 
     /// Writes a fine-tuned model as an artifact and returns it reloaded from disk (so what is
@@ -80,7 +110,7 @@ public enum FineTune {
         try Artifact.write(directory: directory, base: base, weights: m.runner.weights, head: m.head, labels: m.labels,
                            trainedLayers: trainedLayers, trainedEmbeddings: configuration.trainable == .all,
                            training: configuration, trainingExamples: Int(result.metrics["train_examples"] ?? 0),
-                           metrics: result.metrics, temperature: result.temperature)
+                           metrics: result.metrics, temperature: result.temperature, earlyExit: result.earlyExit)
         return try Artifact.load(directory: directory, baseDirectory: base.directory, threads: threads, precision: precision)
     }
 }

@@ -70,10 +70,13 @@ public struct ClassifierHead: Sendable {
         return out
     }
 
-    var namedTensors: [String: NamedTensor] {
+    var namedTensors: [String: NamedTensor] { namedTensors(prefix: "classifier") }
+
+    /// `<prefix>.weight` and `<prefix>.bias`.
+    func namedTensors(prefix: String) -> [String: NamedTensor] {
         let n = classes * hidden
-        return ["classifier.weight": NamedTensor(shape: [classes, hidden], values: Array(UnsafeBufferPointer(start: parameters.pointer, count: n))),
-                "classifier.bias": NamedTensor(shape: [classes], values: Array(UnsafeBufferPointer(start: parameters.pointer + n, count: classes)))]
+        return [prefix + ".weight": NamedTensor(shape: [classes, hidden], values: Array(UnsafeBufferPointer(start: parameters.pointer, count: n))),
+                prefix + ".bias": NamedTensor(shape: [classes], values: Array(UnsafeBufferPointer(start: parameters.pointer + n, count: classes)))]
     }
 }
 
@@ -105,13 +108,19 @@ public final class StudentModel: Sendable {
     public let baseChecksum: String
     /// Outputs for texts this model has seen (`predict` answers exact repeats from it).
     public let cache: PredictionCache
+    /// Intermediate classifiers and their threshold (nil: every sentence runs every layer).
+    public let earlyExit: EarlyExit?
+    /// Sentences encoded and the encoder layers they ran (their ratio is the mean depth).
+    public let usage = EncoderUsage()
 
     /// Assembles a model from parts.
     /// `precision` is fp32 unless given (serving hosts pass their configured `model.precision`).
+    /// `earlyExit` is used by `predict` when given.
     public init(labels: [String], tokenizer: WordPieceTokenizer, weights: EncoderWeights, head: ClassifierHead,
                 temperature: Float, threads: Int, manifest: ArtifactManifest?, baseChecksum: String, precision: EncoderPrecision = .fp32,
-                cacheCapacity: Int = 0) {
+                cacheCapacity: Int = 0, earlyExit: EarlyExit? = nil) {
         self.labels = labels
+        self.earlyExit = earlyExit
         self.cache = PredictionCache(capacity: cacheCapacity)
         self.tokenizer = tokenizer
         self.runner = EncoderRunner(weights: weights, threads: threads, precision: precision)
@@ -131,10 +140,16 @@ public final class StudentModel: Sendable {
     }
 
     /// The same model computing with another precision (the weights are shared; int8 quantises),
-    /// with an empty cache of `cacheCapacity` entries.
-    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0) -> StudentModel {
+    /// with an empty cache of `cacheCapacity` entries, and without early exit unless `earlyExit`.
+    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0, earlyExit: Bool = true) -> StudentModel {
+        with(precision: precision, cacheCapacity: cacheCapacity, earlyExit: earlyExit ? self.earlyExit : nil)
+    }
+
+    /// The same model with other early-exit classifiers or threshold (nil: every layer runs).
+    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0, earlyExit: EarlyExit?) -> StudentModel {
         StudentModel(labels: labels, tokenizer: tokenizer, weights: runner.weights, head: head, temperature: temperature,
-                     threads: runner.threads, manifest: manifest, baseChecksum: baseChecksum, precision: precision, cacheCapacity: cacheCapacity)
+                     threads: runner.threads, manifest: manifest, baseChecksum: baseChecksum, precision: precision, cacheCapacity: cacheCapacity,
+                     earlyExit: earlyExit)
     }
 
     /// Version string: the artifact's checksum prefix, or "base" for a bare checkpoint.
@@ -167,10 +182,33 @@ public final class StudentModel: Sendable {
         return result.map { $0! }
     }
 
-    private func compute(_ texts: [String], batchSize: Int) -> [Prediction] {
-        guard !texts.isEmpty else { return [] }
-        return logits(ids: encode(texts), batchSize: batchSize).map {
-            Prediction(probabilities: softmax($0, temperature: temperature), labels: labels)
+    /// Calibrated predictions with early exit when the model has it, and the layers each ran.
+    public func classify(ids: [[Int32]], batchSize: Int = 32) -> [(prediction: Prediction, layers: Int)] {
+        let layers = runner.weights.config.numLayers
+        let outputs = runner.classify(ids, batchSize: batchSize, head: head, exits: earlyExit)
+        usage.record(sentences: outputs.count, layers: outputs.reduce(0) { $0 + $1.layers })
+        return outputs.map { o in
+            // An exit head's logits are calibrated already (it learned the calibrated outputs).
+            (Prediction(probabilities: softmax(o.logits, temperature: o.layers < layers ? 1 : temperature), labels: labels), o.layers)
         }
     }
+
+    private func compute(_ texts: [String], batchSize: Int) -> [Prediction] {
+        guard !texts.isEmpty else { return [] }
+        return classify(ids: encode(texts), batchSize: batchSize).map(\.prediction)
+    }
+}
+
+/// Running totals of a model's encoder work. Thread-safe.
+public final class EncoderUsage: Sendable {
+    private let totals = LockedValue((sentences: 0, layers: 0))
+
+    /// Creates empty totals.
+    public init() {}
+
+    /// Adds `sentences` encoded with `layers` layers in all.
+    public func record(sentences: Int, layers: Int) { totals.withLock { $0.sentences += sentences; $0.layers += layers } }
+
+    /// Sentences encoded and layers run so far.
+    public var counts: (sentences: Int, layers: Int) { totals.withLock { $0 } }
 }

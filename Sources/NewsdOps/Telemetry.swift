@@ -51,6 +51,8 @@ public enum MetricCatalog {
         Entry("newsd_predictions_low_confidence_total", .counter, "Predictions whose margin is under teacher.margin_threshold."),
         Entry("newsd_student_cache_lookups_total", .counter, "Texts looked up in the serving model's prediction cache (model.cache_entries)."),
         Entry("newsd_student_cache_hits_total", .counter, "Texts answered from the prediction cache (exact repeats), without an encoder pass."),
+        Entry("newsd_student_encoded_total", .counter, "Texts run through the serving model's encoder (cache misses)."),
+        Entry("newsd_student_encoder_layers_total", .counter, "Encoder layers run for them; divided by newsd_student_encoded_total, the mean depth (below the layer count with early exit)."),
         Entry("newsd_low_confidence_share", .gauge, "Share of the last 1,000 predictions under teacher.margin_threshold."),
         Entry("newsd_partition_offset_restarts_total", .counter, "Partitions whose offsets went back (topic recreated or broker data lost)."),
         Entry("newsd_unknown_companies_total", .counter, "Company ids named by messages but not in the portfolio, dropped."),

@@ -31,6 +31,7 @@ struct BenchModel: ParsableCommand {
     @Option(help: "Batched passes over all sentences (the median is reported).") var `repeat` = 3
     @Option(help: "Sentences timed one at a time for batch-1 latency.") var batch1Count = 300
     @Option(help: "Comma-separated precisions: fp32, int8 (every vector int8 path this CPU runs), int8-<path>.") var precisions = "fp32,int8"
+    @Flag(inversion: .prefixedNo, help: "Also measure each precision with early exit (models that carry exit classifiers).") var earlyExit = true
     @Flag(help: "Print one JSON object per precision.") var json = false
 
     func run() throws {
@@ -49,11 +50,13 @@ struct BenchModel: ParsableCommand {
         let texts = try CSVTable(contentsOf: URL(fileURLWithPath: data)).values(textColumn)
         guard !texts.isEmpty else { throw ValidationError("no sentences in \(data)") }
         let ids = fp32.encode(texts)
-        let reference = fp32.logits(ids: ids, batchSize: batch).map(argmax)
+        let reference = fp32.logits(ids: ids, batchSize: batch).map(argmax)   // every layer
         if !json { print("CPU features: \(CPUFeatures.host); int8 kernel paths here: \(Int8KernelPath.runnable.map(\.description).joined(separator: ", "))") }
         for precision in chosen {
-            let student = precision == .fp32 ? fp32 : fp32.with(precision: precision)
-            try measure(student, precision: precision, texts: texts, reference: reference)
+            // Each precision with every layer, then (for a model with exit classifiers) with early exit.
+            let full = fp32.with(precision: precision, earlyExit: false)
+            try measure(full, precision: precision, texts: texts, reference: reference)
+            if earlyExit, fp32.earlyExit != nil { try measure(fp32.with(precision: precision), precision: precision, texts: texts, reference: reference) }
         }
     }
 
@@ -61,15 +64,17 @@ struct BenchModel: ParsableCommand {
         _ = student.predict(Array(texts.prefix(64)), batchSize: batch)          // warm-up
         var rates: [Double] = []
         var tokens = 0
-        var labels: [Int] = []
+        var labels: [Int] = [], meanLayers = 0.0
         for _ in 0..<max(1, `repeat`) {
             let t0 = monotonicSeconds()
             let ids = student.encode(texts)
-            let logits = student.logits(ids: ids, batchSize: batch)
+            let outputs = student.classify(ids: ids, batchSize: batch)
             rates.append(Double(texts.count) / (monotonicSeconds() - t0))
             tokens = ids.reduce(0) { $0 + $1.count }
-            labels = logits.map(argmax)
+            labels = outputs.map(\.prediction.labelIndex)
+            meanLayers = Double(outputs.reduce(0) { $0 + $1.layers }) / Double(max(1, outputs.count))
         }
+        let name = precision.description + (student.earlyExit == nil ? "" : "+exit")
         rates.sort()
         let batched = rates[rates.count / 2]
         var latencies: [Double] = []
@@ -83,7 +88,7 @@ struct BenchModel: ParsableCommand {
         func pct(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         let agreement = Double(zip(labels, reference).filter { $0 == $1 }.count) / Double(max(1, reference.count))
         let result = ModelBenchmark(
-            engine: "newsd", precision: precision.description, cpuFeatures: CPUFeatures.host.description,
+            engine: "newsd", precision: name, cpuFeatures: CPUFeatures.host.description,
             modelVersion: student.version, threads: threads, batch: batch, n: texts.count,
             sentencesPerSecond: rounded(batched, 1), min: rounded(rates.first!, 1), max: rounded(rates.last!, 1),
             tokensPerSecond: rounded(batched * Double(tokens) / Double(texts.count), 0),
@@ -91,11 +96,12 @@ struct BenchModel: ParsableCommand {
             batch1SentencesPerSecond: rounded(Double(latencies.count) / total1, 1),
             p50Ms: rounded(pct(0.5), 2), p99Ms: rounded(pct(0.99), 2), peakRssMb: peakResidentBytes() / 1_048_576,
             floatWeightsMb: rounded(Double(student.runner.floatBytes) / 1_048_576, 1),
-            int8WeightsMb: rounded(Double(student.runner.int8Bytes) / 1_048_576, 1), agreementWithFp32: rounded(agreement, 4))
+            int8WeightsMb: rounded(Double(student.runner.int8Bytes) / 1_048_576, 1), agreementWithFp32: rounded(agreement, 4),
+            meanLayers: rounded(meanLayers, 2))
         if json { print(jsonLine(result)); return }
-        print(String(format: "newsd %@ threads=%d batch=%d: median %.1f sentences/s (min %.1f, max %.1f) over %d sentences, %.0f tokens/s; float weights %.1f MB, int8 matrices %.1f MB; same label as fp32 %.2f%%",
-                     precision.description, threads, batch, batched, rates.first!, rates.last!, texts.count, batched * Double(tokens) / Double(texts.count),
-                     result.floatWeightsMb, result.int8WeightsMb, agreement * 100))
+        print(String(format: "newsd %@ threads=%d batch=%d: median %.1f sentences/s (min %.1f, max %.1f) over %d sentences, %.0f tokens/s; float weights %.1f MB, int8 matrices %.1f MB; same label as fp32 %.2f%%; %.2f layers per sentence",
+                     name, threads, batch, batched, rates.first!, rates.last!, texts.count, batched * Double(tokens) / Double(texts.count),
+                     result.floatWeightsMb, result.int8WeightsMb, agreement * 100, meanLayers))
         print(String(format: "  batch 1: %.1f sentences/s, p50 %.2f ms, p99 %.2f ms over %d sentences; peak RSS %d MB",
                      Double(latencies.count) / total1, pct(0.5), pct(0.99), latencies.count, peakResidentBytes() / 1_048_576))
     }
@@ -109,11 +115,11 @@ struct ModelBenchmark: Encodable {
     var engine: String, precision: String, cpuFeatures: String, modelVersion: String, threads: Int, batch: Int, n: Int
     var sentencesPerSecond: Double, min: Double, max: Double, tokensPerSecond: Double, meanTokens: Double
     var batch1SentencesPerSecond: Double, p50Ms: Double, p99Ms: Double, peakRssMb: Int
-    var floatWeightsMb: Double, int8WeightsMb: Double, agreementWithFp32: Double
+    var floatWeightsMb: Double, int8WeightsMb: Double, agreementWithFp32: Double, meanLayers: Double
     enum CodingKeys: String, CodingKey {
         case engine, precision, cpuFeatures = "cpu_features", modelVersion = "model_version", threads, batch, n
         case sentencesPerSecond = "sentences_per_second", min, max, floatWeightsMb = "float_weights_mb", int8WeightsMb = "int8_weights_mb"
-        case agreementWithFp32 = "agreement_with_fp32"
+        case agreementWithFp32 = "agreement_with_fp32", meanLayers = "mean_layers"
         case tokensPerSecond = "tokens_per_second", meanTokens = "mean_tokens", batch1SentencesPerSecond = "batch1_sentences_per_second"
         case p50Ms = "p50_ms", p99Ms = "p99_ms", peakRssMb = "peak_rss_mb"
     }

@@ -70,6 +70,11 @@ struct TrainCommand: ParsableCommand {
             rows.append(["ECE before / after", String(format: "%.4f / %.4f", u.expectedCalibrationError, v.expectedCalibrationError)])
             rows.append(["NLL before / after", String(format: "%.4f / %.4f", u.negativeLogLikelihood, v.negativeLogLikelihood)])
         }
+        if let e = result.earlyExit, let o = result.earlyExitValidation {
+            rows.append(["early exit", "after layers \(e.exits.map(\.afterLayers)), threshold \(String(format: "%.3f", e.threshold))"])
+            rows.append(["  validation macro-F1 / accuracy", String(format: "%.4f / %.4f", o.macroF1, o.accuracy)])
+            rows.append(["  validation mean layers", String(format: "%.2f of %d (same label as all layers: %.1f%%)", o.meanLayers, checkpoint.config.numLayers, o.agreement * 100)])
+        }
         rows.append(["peak RSS MB", "\(peakResidentBytes() / 1_048_576)"])
         rows.append(["artifact", "\(out) (\(model.version))"])
         print(formatTable(rows))
@@ -87,28 +92,35 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Worker threads.") var threads = 2
     @Option(help: "Batch size.") var batch = 32
     @Option(help: "Encoder precision: fp32, int8 (the fastest int8 path of this CPU) or int8-<portable|avx2|avx512-vnni>.") var precision = "fp32"
+    @Flag(inversion: .prefixedNo, help: "Stop sure sentences at an intermediate layer (models that carry exit classifiers), as the daemon does.") var earlyExit = true
+    @Option(help: "Exit threshold instead of the model's (experiments: the trade-off of speed and accuracy).") var exitThreshold: Float?
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
         guard let chosen = EncoderPrecision(configuration: precision) else {
             throw ValidationError("--precision \(precision): unknown, or a path this CPU cannot run (CPU features: \(CPUFeatures.host))")
         }
-        let student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads, precision: chosen)
+        var student = try Artifact.load(directory: URL(fileURLWithPath: model), threads: threads, precision: chosen, earlyExit: earlyExit)
+        if let exitThreshold, let exits = student.earlyExit {
+            student = student.with(precision: chosen, earlyExit: EarlyExit(exits: exits.exits, threshold: exitThreshold))
+        }
         let table = try CSVTable(contentsOf: URL(fileURLWithPath: data))
         let set = try LabelledData(table: table, textColumn: textColumn, labelColumn: labelColumn, labels: student.labels)
         let predictions = student.predict(set.texts, batchSize: batch)
         let m = EvaluationMetrics(probabilities: predictions.map(\.probabilities), truth: set.truth, labels: student.labels)
+        let usage = student.usage.counts, meanLayers = Double(usage.layers) / Double(max(1, usage.sentences))
         if json {
             let perClass = m.perClass.mapValues { c in
                 EvaluationReport.ClassReport(precision: rounded(c.precision), recall: rounded(c.recall), f1: rounded(c.f1), support: c.support)
             }
             print(jsonLine(EvaluationReport(accuracy: rounded(m.accuracy), macroF1: rounded(m.macroF1), perClass: perClass, confusion: m.confusion,
                                             labels: m.labels, n: m.n, skipped: set.skipped.count, ece: rounded(m.expectedCalibrationError),
-                                            modelVersion: student.version)))
+                                            modelVersion: student.version, meanLayers: rounded(meanLayers))))
             return
         }
         print("model \(student.version) on \(data): n=\(m.n) (\(set.skipped.count) rows skipped)")
-        print(String(format: "accuracy  %.4f\nmacro-F1  %.4f\nECE       %.4f\n", m.accuracy, m.macroF1, m.expectedCalibrationError))
+        print(String(format: "accuracy  %.4f\nmacro-F1  %.4f\nECE       %.4f\nlayers    %.2f of %d per sentence (early exit %@)\n", m.accuracy, m.macroF1,
+                     m.expectedCalibrationError, meanLayers, student.runner.weights.config.numLayers, student.earlyExit == nil ? "off" : "on"))
         var rows = [["class", "precision", "recall", "F1", "support"]]
         for l in m.labels { let c = m.perClass[l]!; rows.append([l, String(format: "%.4f", c.precision), String(format: "%.4f", c.recall), String(format: "%.4f", c.f1), "\(c.support)"]) }
         print(formatTable(rows) + "\n")
@@ -155,9 +167,10 @@ struct ClassifyCommand: ParsableCommand {
 struct EvaluationReport: Encodable {
     struct ClassReport: Encodable { var precision: Double, recall: Double, f1: Double, support: Int }
     var accuracy: Double, macroF1: Double, perClass: [String: ClassReport], confusion: [[Int]], labels: [String]
-    var n: Int, skipped: Int, ece: Double, modelVersion: String
+    var n: Int, skipped: Int, ece: Double, modelVersion: String, meanLayers: Double
     enum CodingKeys: String, CodingKey {
         case accuracy, macroF1 = "macro_f1", perClass = "per_class", confusion, labels, n, skipped, ece, modelVersion = "model_version"
+        case meanLayers = "mean_layers"
     }
 }
 

@@ -33,6 +33,33 @@ import Testing
         #expect(files == ["model"])
     }
 
+    /// The exit classifiers and their threshold travel in the artifact; an artifact written
+    /// without them (as before early exit existed) loads and runs every layer.
+    @Test func earlyExitRoundTripsAndIsOptional() throws {
+        let (baseDir, dir, loaded) = try makeArtifact()
+        let exits = try #require(loaded.earlyExit)
+        #expect(exits.exits.map(\.afterLayers) == [1])
+        let again = try Artifact.load(directory: dir, threads: 1)
+        #expect(again.earlyExit?.threshold == exits.threshold)
+        #expect(again.earlyExit?.exits[0].head.parameters.array == exits.exits[0].head.parameters.array)
+        #expect(try Artifact.load(directory: dir, threads: 1, earlyExit: false).earlyExit == nil)
+        let base = try Checkpoint(directory: baseDir)
+        let plain = Fixtures.temporaryDirectory().appendingPathComponent("plain")
+        try Artifact.write(directory: plain, base: base, weights: loaded.runner.weights, head: loaded.head, labels: loaded.labels,
+                           trainedLayers: [1], trainedEmbeddings: false, training: TrainingConfiguration(), trainingExamples: 1,
+                           metrics: [:], temperature: 1)
+        #expect(!(try String(contentsOf: plain.appendingPathComponent("manifest.json"), encoding: .utf8)).contains("earlyExit"))
+        let old = try Artifact.load(directory: plain, threads: 1)
+        #expect(old.earlyExit == nil)
+        #expect(old.classify(ids: [base.tokenizer.encode("profit rose")]).map(\.layers) == [2])
+        // An exit outside the encoder is refused by name.
+        let bad = Fixtures.temporaryDirectory().appendingPathComponent("bad")
+        try Artifact.write(directory: bad, base: base, weights: loaded.runner.weights, head: loaded.head, labels: loaded.labels,
+                           trainedLayers: [1], trainedEmbeddings: false, training: TrainingConfiguration(), trainingExamples: 1,
+                           metrics: [:], temperature: 1, earlyExit: EarlyExit(exits: [EarlyExit.Exit(afterLayers: 2, head: loaded.head)], threshold: 0.9))
+        expectRefused(bad, mentioning: "early exit after layers [2]", "exit after the last layer")
+    }
+
     func expectRefused(_ dir: URL, mentioning: String, _ comment: Comment) {
         do {
             _ = try Artifact.load(directory: dir, threads: 1)
