@@ -2,17 +2,18 @@
 # End-to-end benchmark (figures, not a test): Kafka (dev broker) -> parse/link -> MiniLM-L6 student
 # (model.precision, int8 by default) -> PostgreSQL (COPY, one transaction per batch), sustained messages/s from the first
 # message to the last commit, the share of time per stage, p50/p99 batch latency and peak RSS.
-# usage: scripts/bench-ingest.sh [--count N] [--data CSV-with-text-column] [--batch N] [--no-rollup-triggers] [--cache-entries N] [--model DIR]
+# usage: scripts/bench-ingest.sh [--count N] [--data CSV-with-text-column] [--batch N] [--no-rollup-triggers] [--cache-entries N] [--model DIR] [--no-write-behind]
 # --model: the student to serve (default the base checkpoint; a trained artifact adds early exit).
+# --no-write-behind: each batch written before the next is read (ingest.write_behind = false).
 # --no-rollup-triggers: the analysts' rollup triggers disabled (their cost, side by side with a run
 # that has them). --cache-entries: the prediction cache (default 0, off: the shared sentences repeat
 # every 1,811 messages, so with the cache on this measures the cache, not the student).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=20000; data=../shared/data/fpb-mixtral-train.csv; batch=96; triggers=1; cache=0; model=$PWD/.models/all-MiniLM-L6-v2
+count=20000; data=../shared/data/fpb-mixtral-train.csv; batch=96; triggers=1; cache=0; writebehind=true; model=$PWD/.models/all-MiniLM-L6-v2
 while [ $# -gt 0 ]; do case $1 in --count) count=$2; shift 2;; --data) data=$2; shift 2;; --batch) batch=$2; shift 2;;
   --no-rollup-triggers) triggers=0; shift;; --cache-entries) cache=$2; shift 2;;
-  --model) model=$(cd "$2" && pwd); shift 2;; *) exit 2;; esac; done
+  --model) model=$(cd "$2" && pwd); shift 2;; --no-write-behind) writebehind=false; shift;; *) exit 2;; esac; done
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 newsd=$PWD/.build/release/newsd
@@ -59,6 +60,7 @@ cache_entries = $cache
 file = "$work/portfolio.csv"
 [ingest]
 batch_max_messages = $batch
+write_behind = $writebehind
 TOML
 NEWSD_STATS_FILE="$work/stats.json" "$newsd" run --config "$work/newsd.toml" --stop-after "$count" 2> "$work/log"
 stored=$(psql -qtA "$db" -c "SELECT count(*) FROM news_items")

@@ -65,8 +65,11 @@ public struct HealthState: Sendable {
 /// The ingest loop: consume a micro-batch (size- and time-bounded), parse and link, classify with
 /// the active student, write everything with the next offsets in one transaction, commit offsets
 /// to Kafka for lag tools, repeat. It runs on its own thread: every call in it blocks (librdkafka
-/// poll, libpq, BLAS), so none of it touches Swift's cooperative pool. Fetching pauses while a
-/// batch is classified and written (back-pressure), and librdkafka's prefetch queue is bounded.
+/// poll, libpq, BLAS), so none of it touches Swift's cooperative pool. The write runs behind, on a
+/// second thread (`WriteBehind`): while batch N is written, batch N+1 is read and classified. At
+/// most one batch is being written and one prepared (back-pressure: a slow database slows
+/// reading), and librdkafka's prefetch queue is bounded. Rebalances, offset restarts and stops
+/// wait for the write in flight, so offsets are still stored only with their rows.
 public final class IngestPipeline: Sendable {
     /// Everything the loop needs.
     public struct Settings: Sendable {
@@ -175,10 +178,14 @@ public final class IngestPipeline: Sendable {
         }
         store.onDataError = { [metrics] error in metrics.increment("newsd_postgres_errors_total", [("class", Self.errorClass(error))]) }
         var pending: [KafkaRecord] = []
+        // Writes run behind on their own thread; they use `store` (one connection), so every other
+        // use of it below first waits for the write in flight.
+        let writer = WriteBehind(name: "newsd-write")
         // The last offset read per assigned partition (the stored next offset - 1 right after the
         // seek): a record at or below it means the partition's offsets went back.
         var positions: [TopicPartition: Int64] = [:]
         consumer.onAssign = { [logger] partitions in
+            writer.waitIdle()   // the stored offsets must include the batch being written
             let offsets = try store.storedOffsets(partitions, until: Date().addingTimeInterval(30))
             positions = offsets.mapValues { $0 - 1 }
             logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map(\.description).sorted())",
@@ -187,7 +194,10 @@ public final class IngestPipeline: Sendable {
         }
         consumer.onRevoke = { [logger] partitions in
             // Messages read but not yet written are dropped: the next owner starts from the offsets
-            // stored with the last written batch, so they are processed exactly once, there.
+            // stored with the last written batch, so they are processed exactly once, there. The
+            // batch being written finishes first: its rows and offsets land before the next owner
+            // reads the offsets (a failed write leaves its offsets unstored, so the owner redoes it).
+            writer.waitIdle()
             let revoked = Set(partitions)
             let before = pending.count
             pending.removeAll { revoked.contains($0.topicPartition) }
@@ -198,11 +208,13 @@ public final class IngestPipeline: Sendable {
         // Leave the group on every exit, errors included (a consumer closed only by deinit cannot
         // answer its last revocation).
         defer { consumer.close() }
+        // Runs before the consumer closes: the last batch is written (or has failed) by then.
+        defer { writer.waitIdle(); writer.close() }
         try consumer.subscribe(c.kafka.topics)
         logger.info("consuming", metadata: ["topics": "\(c.kafka.topics)", "group": "\(c.kafka.groupID)", "brokers": "\(c.kafka.brokers)"])
         onReady()
-        // Teacher sampling state lives on this thread only (the selector is not shared).
-        var teacher = TeacherSampling(selector: c.teacher.baseURL.isEmpty ? nil : TeacherSelector(policy: c.teacher))
+        // Teacher sampling state belongs to the writes (one at a time, on the writer's thread).
+        let teacher = TeacherSamplingBox(TeacherSampling(selector: c.teacher.baseURL.isEmpty ? nil : TeacherSelector(policy: c.teacher)))
         healthState.withLock { $0.running = true }
         defer { healthState.withLock { $0.running = false } }
         var lastBrokerError: String?
@@ -222,7 +234,10 @@ public final class IngestPipeline: Sendable {
                     break   // idle: go round (checks stop, assignment errors)
                 }
             }
-            beat()
+            // A turn is progress only while no write is in flight: a write that hangs (a lock, a
+            // dead connection) must stop the watchdog's pings although this loop still turns.
+            // Writes beat when they end, and while they retry.
+            if !writer.isBusy { beat() }
             metrics.increment("newsd_ingest_loop_iterations_total")
             if let e = consumer.lastError, e.message != lastBrokerError {
                 logger.warning("kafka: \(e.message); librdkafka keeps reconnecting")
@@ -249,19 +264,27 @@ public final class IngestPipeline: Sendable {
             pending.removeAll(keepingCapacity: true)
             metrics.observe("newsd_stage_duration_seconds", [("stage", "poll")], monotonicSeconds() - pollStart)
             do {
-                try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart, teacher: &teacher, positions: &positions)
+                try process(batch, store: store, consumer: consumer, startedAt: firstAt ?? pollStart, writer: writer, teacher: teacher,
+                            positions: &positions)
             } catch let e as PostgresError where e.isRetriable && stopping {
-                // Shutting down while Postgres is away: nothing of this batch was committed, its
-                // offsets were not stored, so the next run consumes it again. Nothing is lost.
-                logger.warning("stopping before the batch could be written; it will be consumed again", metadata: ["messages": "\(batch.count)", "error": "\(e)"])
+                stoppedUnwritten(e)
             }
         }
+        do { try writer.drain() } catch let e as PostgresError where e.isRetriable && stopping { stoppedUnwritten(e) }
         consumer.close()
         logger.info("left the consumer group")
     }
 
+    /// Shutting down while Postgres is away: nothing of the batch in hand was committed, its
+    /// offsets were not stored, so the next run consumes it again. Nothing is lost.
+    private func stoppedUnwritten(_ error: PostgresError) {
+        logger.warning("stopping before a batch could be written; it will be consumed again", metadata: ["error": "\(error)"])
+    }
+
+    /// Prepares a batch on the ingest thread (offset checks, parse, link, classify) and hands its
+    /// write to `writer`.
     private func process(_ records: [KafkaRecord], store: IngestStore, consumer: KafkaConsumer, startedAt: Double,
-                         teacher: inout TeacherSampling, positions: inout [TopicPartition: Int64]) throws {
+                         writer: WriteBehind, teacher: TeacherSamplingBox, positions: inout [TopicPartition: Int64]) throws {
         // 1b. Offsets that go back (topic recreated, broker data lost): the partition starts a new
         // incarnation and its messages are stored under a new key instead of being dropped as
         // replays of the stored ones. Detected per record, so a batch may span the restart.
@@ -271,6 +294,7 @@ public final class IngestPipeline: Sendable {
         for r in records {
             let tp = r.topicPartition
             if let last = positions[tp], r.offset <= last {
+                try writer.drain()   // the store is the writer's while it writes
                 let n = try store.startIncarnation(tp, reason: "offset went back from \(last) to \(r.offset)", until: { [self] in stopDeadline })
                 restarts += 1
                 logger.error("partition offsets went back: topic recreated or broker data lost; its new messages are stored apart",
@@ -285,8 +309,6 @@ public final class IngestPipeline: Sendable {
         let batchID = batchSequence.withLock { $0 += 1; return $0 }
         var log = logger
         log[metadataKey: "batch"] = "\(batchID)"
-        store.logger = log
-        defer { store.logger = logger }
         // 2. Parse and link.
         let t0 = monotonicSeconds()
         var unknownDropped = 0, mentionsDropped = 0
@@ -329,40 +351,50 @@ public final class IngestPipeline: Sendable {
             if case let .failure(reason) = r { rejectedByParse[keys[i].topic, default: [:]][reason.kind.rawValue, default: 0] += 1 }
         }
         parsed.removeAll()
-        try chooseForTeacher(&out, student: student, store: store, teacher: &teacher)
-        // 4. Write everything and the next offsets in one transaction.
-        let result = try store.write(out, modelVersion: student.version, labels: student.labels) { [self] in stopDeadline }
-        healthState.withLock { $0.postgresUp = true }
-        let t3 = monotonicSeconds()
-        record(out, rejectedByParse: rejectedByParse, result: result, model: student, startedAt: startedAt, stages: (t0, t1, t2, t3))
-        // 5. Tell Kafka too (lag tools); Postgres stays the authority.
-        var next: [TopicPartition: Int64] = [:]
-        for r in records { next[r.topicPartition] = max(next[r.topicPartition] ?? 0, r.offset + 1) }
-        consumer.commit(next)
-        stats.withLock { s in
-            s.consumed += records.count
-            s.stored += result.inserted
-            s.rejected += result.rejected
-            s.queuedForTeacher += result.queued
-            s.unknownCompaniesDropped += unknownDropped
-            s.offsetRestarts += restarts
-            s.mentionsDropped += mentionsDropped
-            s.batches += 1
-            s.parseSeconds += t1 - t0
-            s.classifySeconds += t2 - t1
-            s.writeSeconds += t3 - t2
-            s.batchLatencies.append(t3 - startedAt)
-            if s.firstMessageAt == nil { s.firstMessageAt = startedAt }
-            s.lastCommitAt = t3
-            if s.batchLatencies.count > 10_000 { s.batchLatencies.removeFirst(s.batchLatencies.count - 10_000) }
+        // 4. Behind, on the writer's thread, while the next batch is read and classified.
+        let prepared = (out: out, rejectedByParse: rejectedByParse)
+        try writer.submit { [self] in
+            let w0 = monotonicSeconds()   // the write's own time starts here, not at the wait for the previous one
+            store.logger = log
+            defer { store.logger = logger }
+            var out = prepared.out
+            try chooseForTeacher(&out, student: student, store: store, teacher: &teacher.state)
+            // Write everything and the next offsets in one transaction.
+            let result = try store.write(out, modelVersion: student.version, labels: student.labels) { [self] in stopDeadline }
+            healthState.withLock { $0.postgresUp = true }
+            let t3 = monotonicSeconds()
+            record(out, rejectedByParse: prepared.rejectedByParse, result: result, model: student, startedAt: startedAt, stages: (t0, t1, t2, w0, t3))
+            // 5. Tell Kafka too (lag tools); Postgres stays the authority.
+            var next: [TopicPartition: Int64] = [:]
+            for r in records { next[r.topicPartition] = max(next[r.topicPartition] ?? 0, r.offset + 1) }
+            consumer.commit(next)
+            stats.withLock { s in
+                s.consumed += records.count
+                s.stored += result.inserted
+                s.rejected += result.rejected
+                s.queuedForTeacher += result.queued
+                s.unknownCompaniesDropped += unknownDropped
+                s.offsetRestarts += restarts
+                s.mentionsDropped += mentionsDropped
+                s.batches += 1
+                s.parseSeconds += t1 - t0
+                s.classifySeconds += t2 - t1
+                s.writeSeconds += t3 - w0
+                s.batchLatencies.append(t3 - startedAt)
+                if s.firstMessageAt == nil { s.firstMessageAt = startedAt }
+                s.lastCommitAt = t3
+                if s.batchLatencies.count > 10_000 { s.batchLatencies.removeFirst(s.batchLatencies.count - 10_000) }
+            }
+            log.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
+                                                  "rejected": "\(result.rejected)", "model": "\(student.version)"])
+            beat()
         }
-        log.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
-                                              "rejected": "\(result.rejected)", "model": "\(student.version)"])
+        if !settings.configuration.ingest.writeBehind { try writer.drain() }
     }
 
     /// The metrics of one written batch.
     private func record(_ out: [ProcessedMessage], rejectedByParse: [String: [String: Int]], result: BatchWriteResult, model: StudentModel,
-                        startedAt: Double, stages t: (Double, Double, Double, Double)) {
+                        startedAt: Double, stages t: (Double, Double, Double, Double, Double)) {
         var consumed: [String: Int] = [:], stored: [String: Int] = [:], labels: [String: Int] = [:]
         var lowConfidence = 0, margins: [Float] = []
         let threshold = Float(teacherPolicy.value.marginThreshold)
@@ -398,8 +430,8 @@ public final class IngestPipeline: Sendable {
         metrics.observe("newsd_batch_size_messages", Double(out.count))
         metrics.observe("newsd_stage_duration_seconds", [("stage", "parse")], t.1 - t.0)
         metrics.observe("newsd_stage_duration_seconds", [("stage", "classify")], t.2 - t.1)
-        metrics.observe("newsd_stage_duration_seconds", [("stage", "store")], t.3 - t.2)
-        metrics.observe("newsd_batch_latency_seconds", t.3 - startedAt)
+        metrics.observe("newsd_stage_duration_seconds", [("stage", "store")], t.4 - t.3)
+        metrics.observe("newsd_batch_latency_seconds", t.4 - startedAt)
         metrics.increment("newsd_teacher_items_queued_total", by: result.queued)
     }
 
@@ -469,8 +501,16 @@ public final class IngestPipeline: Sendable {
 
 }
 
+/// The teacher sampling state, owned by the writes (they run one at a time on the writer's thread).
+/// `@unchecked Sendable`: no lock; only the write jobs touch it, and `WriteBehind` runs them one
+/// after another with a lock handoff between them.
+final class TeacherSamplingBox: @unchecked Sendable {
+    var state: TeacherSampling
+    init(_ state: TeacherSampling) { self.state = state }
+}
+
 /// The ingest loop's teacher sampling state: the selector, and the queue size and today's spend
-/// read from Postgres every few seconds. Owned by the ingest thread.
+/// read from Postgres every few seconds.
 struct TeacherSampling {
     /// Nil when no teacher is configured.
     var selector: TeacherSelector?

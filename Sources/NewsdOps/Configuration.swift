@@ -85,6 +85,11 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var batchMaxMessages = 96
         /// Milliseconds a micro-batch waits to fill at most. Default 250.
         public var batchMaxWaitMs = 250
+        /// Write a batch on a second thread while the next one is read and classified (at most
+        /// one batch in each stage; offsets still stored in the batch's own transaction). `false`
+        /// writes each batch before reading the next: the same results, more slowly (for
+        /// diagnosis and side-by-side benchmarks). Default true.
+        public var writeBehind = true
         /// Texts longer than this many UTF-8 bytes are rejected. Default 8192.
         public var maxTextBytes = 8192
         /// Longer `id` values (UTF-8 bytes) are rejected. Default 256.
