@@ -27,7 +27,7 @@ public enum Daemon {
                                                  "float_weights_mb": "\(model.runner.floatBytes / 1_048_576)",
                                                  "int8_weights_mb": "\(model.runner.int8Bytes / 1_048_576)", "blas_core": "\(BLASCore.current)",
                                                  "blas_core_replaced": "\(BLASCore.replaced ?? "no")",
-                                                 "early_exit": "\(model.earlyExit.map { "after layers \($0.exits.map(\.afterLayers)) at \($0.threshold)" } ?? "off")"])
+                                                 "early_exit": "\(model.earlyExitSummary)"])
         let companies = config.portfolio.file.isEmpty ? [] : try PortfolioFile.load(config.portfolio.file)
         try withDatabase(config) { db in
             let applied = try Schema.migrate(db)

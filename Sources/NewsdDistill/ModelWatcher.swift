@@ -123,7 +123,8 @@ public final class ModelWatcher: Service, Sendable {
             let wasUntrained = serving.model.manifest == nil
             serving.swap(to: model)
             logger.notice("model swapped in", metadata: ["version": "\(active.version)", "seq": "v\(active.seq)", "previous": "\(servingVersion)",
-                                                         "load_seconds": "\(String(format: "%.2f", Date().timeIntervalSince(start)))"])
+                                                         "load_seconds": "\(String(format: "%.2f", Date().timeIntervalSince(start)))",
+                                                         "early_exit": "\(model.earlyExitSummary)"])
             if wasUntrained { try backfill(db, model: model) }
         } catch ModelError.cancelled {
             throw ModelError.cancelled("backfill")   // stopping: not the model's fault

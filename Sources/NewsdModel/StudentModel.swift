@@ -152,6 +152,11 @@ public final class StudentModel: Sendable {
                      earlyExit: earlyExit)
     }
 
+    /// For logs: `after layers [3, 4, 5] at 0.94`, or `off`.
+    public var earlyExitSummary: String {
+        earlyExit.map { "after layers \($0.exits.map(\.afterLayers)) at \($0.threshold)" } ?? "off"
+    }
+
     /// Version string: the artifact's checksum prefix, or "base" for a bare checkpoint.
     public var version: String { manifest.map { String($0.checksum.prefix(12)) } ?? "base" }
 
