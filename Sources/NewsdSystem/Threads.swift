@@ -68,19 +68,62 @@ public final class ShutdownBroadcast: Service, Sendable {
     }
 }
 
-/// A task executor on its own threads (a concurrent dispatch queue), for work that must keep
-/// answering when Swift's cooperative pool is busy or blocked: the operators' HTTP endpoint and
-/// the dev teacher run under it (`withTaskExecutorPreference`), so a scrape or a health check is
-/// never queued behind a busy pool.
+/// A task executor on threads of its own, for work that must keep answering when Swift's
+/// cooperative pool is busy or blocked: the operators' HTTP endpoint, the alert service and the
+/// dev teacher run under it (`withTaskExecutorPreference`), so a scrape or a health check is never
+/// queued behind a busy pool. Its threads are its own, not dispatch's: on Linux a dispatch queue
+/// runs on dispatch's shared pool, capped at the core count and kept busy by the encoder's and the
+/// trainer's `concurrentPerform`, so work on it could wait as long as a batch or a training step.
+///
+/// `@unchecked Sendable`: the job queue is guarded by `condition`.
 public final class DedicatedTaskExecutor: TaskExecutor, @unchecked Sendable {
-    private let queue: DispatchQueue
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+    private var head = 0
+    /// The executor's threads, as they start (tests check that jobs run on them).
+    private var threadIDs: [pthread_t] = []
 
-    /// An executor whose threads carry `label`.
-    public init(label: String) { queue = DispatchQueue(label: label, attributes: .concurrent) }
+    /// Whether the calling thread is one of the executor's.
+    var isCurrentThread: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return threadIDs.contains(pthread_self())
+    }
 
-    /// Runs the job on the executor's queue.
+    /// An executor with `threads` threads named `label-<i>`. They live as long as the process
+    /// (executors are static). Jobs should not block for long: a blocked job holds a thread.
+    public init(label: String, threads: Int = 4) {
+        for i in 0..<max(1, threads) {
+            let name = "\(label)-\(i)"
+            let thread = Thread { [self] in
+                condition.lock()
+                threadIDs.append(pthread_self())
+                condition.unlock()
+                work()
+            }
+            thread.name = name
+            thread.start()
+        }
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while head == jobs.count { condition.wait() }
+            let job = jobs[head]
+            head += 1
+            if head == jobs.count { jobs.removeAll(keepingCapacity: true); head = 0 }
+            condition.unlock()
+            job.runSynchronously(on: asUnownedTaskExecutor())
+        }
+    }
+
+    /// Queues the job for the executor's threads (first in, first out).
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        queue.async { [self] in job.runSynchronously(on: asUnownedTaskExecutor()) }
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
     }
 }
