@@ -28,10 +28,19 @@ struct RecordingLogHandler: LogHandler {
 
 @Suite("Trainer failures back off")
 struct TrainerBackoffTests {
+    /// The service and the poller run on threads of their own: on the 2-thread cooperative pool,
+    /// other suites' synchronous tests held both threads for two minutes in one CI run, and the
+    /// trainer's sleeps could not resume (3 attempts in 120 s instead of 4 in about 2 s).
+    static let executor = DedicatedTaskExecutor(label: "trainer-backoff-tests")
+
     /// Before: a failing run (Postgres unreachable) was retried every check interval, for ever.
     /// Lower bounds only (a loaded machine may make attempts later, never earlier).
     @Test("failed runs are retried with growing delays, not every check")
     func failuresBackOff() async throws {
+        try await withTaskExecutorPreference(Self.executor) { try await checkBackoff() }
+    }
+
+    private func checkBackoff() async throws {
         let lines = LockedValue<[(message: String, metadata: Logger.Metadata)]>([])
         let times = LockedValue<[Date]>([])
         let logger = Logger(label: "trainer-backoff") { _ in RecordingLogHandler(lines: lines, times: times) }
@@ -40,7 +49,7 @@ struct TrainerBackoffTests {
         c.model.dir = Harness.tinyModel.path
         c.trainer.checkSeconds = 0.2
         let trainer = TrainerService(configuration: c, logger: logger)
-        let task = Task { try await trainer.run() }
+        let task = Task(executorPreference: Self.executor) { try await trainer.run() }
         let deadline = Date().addingTimeInterval(120)
         while lines.value.filter({ $0.message.hasPrefix("trainer: run failed") }).count < 4 && Date() < deadline {
             try await Task.sleep(for: .milliseconds(50))
