@@ -102,6 +102,7 @@ let package = Package(
         .testTarget(name: "NewsdTeacherTests", dependencies: ["NewsdTeacher", "NewsdHTTP", "NewsdSystem", "NewsdOps"]),
         .testTarget(name: "NewsdDevToolsTests", dependencies: ["NewsdDevTools", "NewsdTeacher", "NewsdHTTP", "NewsdSystem"]),
         .testTarget(name: "NewsdAlertsTests", dependencies: ["NewsdAlerts", "NewsdOps", "NewsdSystem"]),
+        .testTarget(name: "NewsdDistillTests", dependencies: ["NewsdDistill", "NewsdModel"]),
         .testTarget(name: "NewsdIntegrationTests", dependencies: [
             "NewsdSystem", "NewsdKafka", "NewsdPostgres", "NewsdModel", "NewsdOps", "NewsdTeacher", "NewsdIngest", "NewsdDistill", "NewsdAlerts",
             "NewsdDaemon", "NewsdDevTools", logging, lifecycle,

@@ -26,7 +26,7 @@ if [ "$triggers" = 0 ]; then
   psql -q "$db" -c "ALTER TABLE predictions DISABLE TRIGGER USER" -c "ALTER TABLE mentions DISABLE TRIGGER USER"
   echo "rollup triggers disabled"
 fi
-"$newsd" demo-data --out "$work/demo.jsonl" --count "$count" --portfolio "$work/portfolio.csv" 2>/dev/null
+"$newsd" demo-data --style easy --out "$work/demo.jsonl" --count "$count" --portfolio "$work/portfolio.csv" 2>/dev/null
 if [ -f "$data" ]; then
   # Real news sentences (FPB: mean 30 tokens), cycled to $count JSON messages.
   python3 - "$data" "$count" "$work/news.jsonl" <<'PY'

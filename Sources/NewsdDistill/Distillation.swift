@@ -28,25 +28,26 @@ public enum Distiller {
     /// Labelled texts for training: (text, target over `labels`, source).
     public static func labelledTexts(_ db: PostgresConnection, labels: [String]) throws -> [LabelledText] {
         let rows = try db.query("""
-            SELECT coalesce(i.text, l.text) AS text, l.distribution::text AS distribution, i.label AS imported
+            SELECT coalesce(i.text, l.text) AS text, l.distribution::text AS distribution, i.label AS imported,
+                   extract(epoch FROM coalesce(i.imported_at, l.labelled_at))::float8 AS at
             FROM teacher_labels l FULL JOIN imported_labels i USING (text_hash)
             WHERE l.status = 'labelled' OR i.label IS NOT NULL
             ORDER BY 1
             """).typed
         let index = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($1, $0) })
         return try rows.compactMap { r in
-            let text: String = try r.decode("text")
+            let text: String = try r.decode("text"), at: Double = (try r.decode("at") as Double?) ?? 0
             var target = [Float](repeating: 0, count: labels.count)
             if let imported: String = try r.decode("imported"), let i = index[imported.lowercased()] {
                 target[i] = 1
-                return LabelledText(text: text, target: target, source: "imported")
+                return LabelledText(text: text, target: target, source: "imported", labelledAt: at)
             }
             guard let json: String = try r.decode("distribution") else { return nil }
             let shares = try JSONText.decode([String: Double].self, from: json)
             for (k, v) in shares { if let i = index[k] { target[i] = Float(v) } }
             let mass = target.reduce(0, +)
             guard mass > 0 else { return nil }
-            return LabelledText(text: text, target: target.map { $0 / mass }, source: "teacher")
+            return LabelledText(text: text, target: target.map { $0 / mass }, source: "teacher", labelledAt: at)
         }
     }
 
@@ -73,7 +74,7 @@ public enum Distiller {
         defer { _ = try? db.query("SELECT pg_advisory_unlock(\(lockKey))") }
         let t = c.trainer
         let labels = c.teacher.labels.map { $0.lowercased() }.sorted()
-        if !force, let why = try notDue(db, t) { return .skipped(why) }
+        if !force, let why = try notDue(db, t, marginThreshold: c.teacher.marginThreshold, logger: logger) { return .skipped(why) }
         guard let baseDir = baseDirectory(c) else { throw DistillError("no base checkpoint: set model.base_dir or NEWSD_BASE_MODEL_DIR") }
         let base = try CheckpointCache.shared.checkpoint(baseDir)
         let labelled = try labelledTexts(db, labels: labels)
@@ -90,13 +91,36 @@ public enum Distiller {
             let added = set.addPseudoLabels(recent, model: activeModel, minMargin: t.pseudoLabelMinMargin)
             logger.info("pseudo-labels from the active model", metadata: ["considered": "\(recent.count)", "added": "\(added)"])
         }
+        // Incremental: continue from the active model on what it has not seen plus a replay of
+        // the rest, unless it is time for a full run (every `full_retrain_every`-th model), the
+        // active model is not a student of this base and label set, or no label is new to it.
+        var start: StudentModel?
+        if t.incremental, !shuffleLabels, let activeModel, let active, activeModel.labels == labels, activeModel.manifest != nil,
+           activeModel.baseChecksum == base.weightsChecksum {
+            let r = try db.query("""
+                SELECT extract(epoch FROM created_at)::float8 - coalesce((metrics->>'train_seconds')::float8, 0) AS trained_from,
+                       (SELECT count(*) FROM models WHERE status IN ('active', 'retired') AND seq > coalesce((SELECT max(seq) FROM models
+                          WHERE status IN ('active', 'retired') AND coalesce((metrics->>'incremental')::float8, 0) = 0), 0)) AS since_full
+                FROM models WHERE version = \(active.version)
+                """).single()
+            let trainedFrom: Double = try r.decode("trained_from"), sinceFull: Int = try r.decode("since_full")
+            if sinceFull + 1 < t.fullRetrainEvery {
+                let kept = set.keepIncremental(since: trainedFrom, replayRatio: t.replayRatio, seed: UInt64(labelled.count))
+                if kept.new > 0 {
+                    start = activeModel
+                    logger.info("incremental run from the active model", metadata: ["active": "\(active.version)", "new": "\(kept.new)", "replayed": "\(kept.replayed)"])
+                } else {
+                    set = TrainingSet(labelled, validationFraction: t.validationFraction)
+                }
+            }
+        }
         try checkCancelled(cancel)
         let (training, validation) = set.encoded(with: base.tokenizer)
         try checkCancelled(cancel)
         guard training.count >= 8, validation.count >= 3 else {
             return .skipped("too few labels for a training and a validation split (\(training.count) / \(validation.count))")
         }
-        let cfg = try trainingConfiguration(t, examples: training.count)
+        let cfg = try trainingConfiguration(t, examples: training.count, incremental: start != nil)
         // Training yields to ingest: this thread (the trainer's own) and the threads it starts
         // run at nice 10 (Linux nice is per thread and inherited; it cannot be raised back
         // without privileges, so callers run this on a dedicated thread).
@@ -104,7 +128,7 @@ public enum Distiller {
         logger.info("training a candidate", metadata: ["train": "\(training.count)", "validation": "\(validation.count)", "threads": "\(t.threads)"])
         let servingPrecision = try ModelWatcher.precision(c)
         let result = try FineTune.run(base: base, labels: labels, training: training, validation: validation, configuration: cfg,
-                                      servingThreads: c.model.threads, servingPrecision: servingPrecision, cancel: cancel)
+                                      servingThreads: c.model.threads, servingPrecision: servingPrecision, continuing: start, cancel: cancel)
         try checkCancelled(cancel)
         let dir = ModelWatcher.cacheDirectory(c).appendingPathComponent("candidate-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -123,12 +147,13 @@ public enum Distiller {
             let gold = try LabelledData(table: table, textColumn: "text", labelColumn: column, labels: labels)
             sets.append(("gold_" + URL(fileURLWithPath: g).deletingPathExtension().lastPathComponent, gold.texts, gold.truth))
         }
-        func score(_ m: StudentModel, _ texts: [String], _ truth: [Int]) -> EvaluationMetrics {
-            EvaluationMetrics(probabilities: m.predict(texts).map(\.probabilities), truth: truth, labels: labels)
-        }
         try checkCancelled(cancel)
         let evaluations = sets.map { s in
-            PromotionGate.Evaluation(name: s.name, candidate: score(candidate, s.texts, s.truth), active: activeModel.map { score($0, s.texts, s.truth) })
+            let c = candidate.predict(s.texts), a = activeModel?.predict(s.texts)
+            return PromotionGate.Evaluation(
+                name: s.name, candidate: EvaluationMetrics(probabilities: c.map(\.probabilities), truth: s.truth, labels: labels),
+                active: a.map { EvaluationMetrics(probabilities: $0.map(\.probabilities), truth: s.truth, labels: labels) },
+                paired: a.map { PromotionGate.PairedPredictions(truth: s.truth, candidate: c.map(\.labelIndex), active: $0.map(\.labelIndex)) })
         }
         let gate = PromotionGate(f1Tolerance: t.f1Tolerance, negativeRecallTolerance: t.negativeRecallTolerance)
         let decision = gate.decide(evaluations)
@@ -165,8 +190,47 @@ public enum Distiller {
         try db.query("SELECT pg_try_advisory_lock(\(lockKey)) AS locked").single().decode("locked")
     }
 
+    /// The shift signals for the active model, from the database (any host can train): the share
+    /// of uncertain items among its last 300 predictions against its earlier ones, and the
+    /// teacher's disagreement with it on the last 100 labels against its earlier ones.
+    public struct ShiftSignals: Sendable, Equatable {
+        /// Uncertain share: recent, baseline (nil: too few items).
+        public var uncertainRecent: Double?, uncertainBaseline: Double?
+        /// Disagreement share: recent, baseline (nil: too few labels).
+        public var disagreementRecent: Double?, disagreementBaseline: Double?
+        /// Signals as read (nil: not enough data).
+        public init(uncertainRecent: Double? = nil, uncertainBaseline: Double? = nil, disagreementRecent: Double? = nil, disagreementBaseline: Double? = nil) {
+            self.uncertainRecent = uncertainRecent; self.uncertainBaseline = uncertainBaseline
+            self.disagreementRecent = disagreementRecent; self.disagreementBaseline = disagreementBaseline
+        }
+        /// Whether either signal shows a shift by `ShiftDetector`'s rule.
+        public var isShift: Bool {
+            let rule = ShiftDetector()
+            func shifted(_ r: Double?, _ b: Double?) -> Bool { r.flatMap { r in b.map { rule.isShift(recent: r, baseline: $0) } } ?? false }
+            return shifted(uncertainRecent, uncertainBaseline) || shifted(disagreementRecent, disagreementBaseline)
+        }
+    }
+
+    /// Reads the shift signals (`marginThreshold`: what counts as uncertain).
+    public static func shiftSignals(_ db: PostgresConnection, marginThreshold: Double) throws -> ShiftSignals {
+        let r = try db.query("""
+            WITH active AS (SELECT version FROM models WHERE status = 'active' LIMIT 1),
+            p AS (SELECT margin, row_number() OVER (ORDER BY id DESC) AS r FROM (
+                    SELECT id, margin FROM predictions WHERE model_version = (SELECT version FROM active) AND NOT rescored ORDER BY id DESC LIMIT 5300) x),
+            l AS (SELECT (l.label <> q.predicted_label) AS disagree, row_number() OVER (ORDER BY l.labelled_at DESC) AS r
+                  FROM teacher_labels l JOIN teacher_queue q ON q.text_hash = l.text_hash
+                  WHERE l.status = 'labelled' AND q.model_version = (SELECT version FROM active) AND q.reason IN ('uncertain', 'explore', 'random'))
+            SELECT (SELECT avg((margin < \(marginThreshold))::int)::float8 FROM p WHERE r <= 300 HAVING count(*) >= 300) AS uncertain_recent,
+                   (SELECT avg((margin < \(marginThreshold))::int)::float8 FROM p WHERE r > 300 HAVING count(*) >= 700) AS uncertain_baseline,
+                   (SELECT avg(disagree::int)::float8 FROM l WHERE r <= 100 HAVING count(*) >= 100) AS disagreement_recent,
+                   (SELECT avg(disagree::int)::float8 FROM l WHERE r > 100 HAVING count(*) >= 100) AS disagreement_baseline
+            """).single()
+        return ShiftSignals(uncertainRecent: try r.decode("uncertain_recent"), uncertainBaseline: try r.decode("uncertain_baseline"),
+                            disagreementRecent: try r.decode("disagreement_recent"), disagreementBaseline: try r.decode("disagreement_baseline"))
+    }
+
     /// Why no run is due (nil: train): too few labels, too few new ones and the period not over.
-    static func notDue(_ db: PostgresConnection, _ t: NewsdConfiguration.Trainer) throws -> String? {
+    public static func notDue(_ db: PostgresConnection, _ t: NewsdConfiguration.Trainer, marginThreshold: Double, logger: Logger? = nil) throws -> String? {
         let r = try db.query("""
             SELECT (SELECT count(*) FROM teacher_labels WHERE status = 'labelled') + (SELECT count(*) FROM imported_labels) AS total,
                    (SELECT count(*) FROM teacher_labels WHERE status = 'labelled' AND labelled_at > coalesce((SELECT max(created_at) FROM models), '-infinity'))
@@ -176,20 +240,35 @@ public enum Distiller {
         let total: Int = try r.decode("total"), fresh: Int = try r.decode("fresh"), age: Double = try r.decode("age")
         if total < t.minLabels { return "\(total) labels, \(t.minLabels) needed" }
         if fresh < t.minNewLabels && !(age >= t.intervalSeconds.value && fresh > 0) {
+            // A shift starts a run early: the new kind of news should not wait for the usual count.
+            if t.shiftMinNewLabels > 0, fresh >= t.shiftMinNewLabels {
+                let signals = try shiftSignals(db, marginThreshold: marginThreshold)
+                if signals.isShift {
+                    logger?.notice("training early: shift", metadata: [
+                        "new_labels": "\(fresh)", "uncertain_share": "\(signals.uncertainRecent.map { String(format: "%.3f", $0) } ?? "-") vs \(signals.uncertainBaseline.map { String(format: "%.3f", $0) } ?? "-")",
+                        "disagreement": "\(signals.disagreementRecent.map { String(format: "%.3f", $0) } ?? "-") vs \(signals.disagreementBaseline.map { String(format: "%.3f", $0) } ?? "-")"])
+                    return nil
+                }
+            }
             return "\(fresh) new labels since the last model (\(t.minNewLabels) start a run, or any after \(Int(t.intervalSeconds.value)) s)"
         }
         return nil
     }
 
     /// The trainer's settings: a fixed minimum of optimizer steps (a few hundred labels need more
-    /// passes than thousands), at most 20 epochs.
-    static func trainingConfiguration(_ t: NewsdConfiguration.Trainer, examples: Int) throws -> TrainingConfiguration {
+    /// passes than thousands), at most 20 epochs. An incremental run starts from a trained model
+    /// and only needs `epochs` passes.
+    static func trainingConfiguration(_ t: NewsdConfiguration.Trainer, examples: Int, incremental: Bool = false) throws -> TrainingConfiguration {
         var cfg = TrainingConfiguration()
-        cfg.epochs = min(20, max(t.epochs, (t.minSteps * cfg.batchSize + examples - 1) / max(examples, 1)))
+        cfg.epochs = incremental ? t.epochs : min(20, max(t.epochs, (t.minSteps * cfg.batchSize + examples - 1) / max(examples, 1)))
         cfg.learningRate = Float(t.learningRate)
         cfg.threads = t.threads
         cfg.trainable = try TrainableScope(parsing: t.trainable)
         cfg.validationFraction = t.validationFraction
+        cfg.labelSmoothing = Float(t.labelSmoothing)
+        cfg.classBalance = Float(t.classBalance)
+        cfg.layerDecay = Float(t.layerDecay)
+        cfg.noiseFolds = t.noiseFolds
         return cfg
     }
 }

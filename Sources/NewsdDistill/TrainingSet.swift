@@ -10,6 +10,8 @@ public struct LabelledText: Sendable, Equatable {
     public var target: [Float]
     /// `teacher`, `imported` or `pseudo`.
     public var source: String
+    /// When the label arrived, seconds since 1970 (0: unknown, counts as old).
+    public var labelledAt: Double = 0
 }
 
 /// The data of one training run: labelled texts split into training and validation by text hash
@@ -59,6 +61,22 @@ public struct TrainingSet: Sendable {
             added += 1
         }
         return added
+    }
+
+    /// Keeps for training only the labels that arrived at or after `since` and a replay sample of
+    /// the older ones (`replayRatio` per new label, at least `minimumReplay`, chosen by a seeded
+    /// shuffle), for a candidate that continues from the active model: it learns the new labels
+    /// and rehearses the old ones so it does not forget them. Validation is untouched, so the
+    /// gate still compares both models on every held-out label. Returns the counts kept.
+    @discardableResult
+    public mutating func keepIncremental(since: Double, replayRatio: Double, minimumReplay: Int = 200, seed: UInt64) -> (new: Int, replayed: Int) {
+        let fresh = training.filter { $0.labelledAt >= since }
+        var old = training.filter { $0.labelledAt < since }
+        var rng = SeededGenerator(seed: seed)
+        old.shuffle(using: &rng)
+        let replay = old.prefix(min(old.count, max(minimumReplay, Int((Double(fresh.count) * replayRatio).rounded()))))
+        training = fresh + replay.map { var l = $0; l.source = "replay"; return l }
+        return (fresh.count, replay.count)
     }
 
     /// Token ids and targets for the trainer; validation as ids and the arg-max label.

@@ -494,6 +494,17 @@ public final class IngestPipeline: Sendable {
         let untrained = student.manifest == nil
         let coldStartRemaining = untrained ? max(0, t.coldStartItems - teacherState.queued) : 0
         let budgetExhausted = t.dailyBudgetUSD > 0 && teacherState.spent >= t.dailyBudgetUSD
+        if !untrained, let change = selector.observeShift(margins: margins, model: student.version) {
+            // The news changed kind (or the loop caught up with it): more of it goes to the teacher.
+            let d = selector.shift
+            metrics.set("newsd_shift_active", change == .began ? 1 : 0)
+            if change == .began { metrics.increment("newsd_shift_detected_total") }
+            logger.notice(change == .began ? "shift detected: the student is unsure of far more items than before" : "shift over",
+                          metadata: ["uncertain_share_recent": "\(String(format: "%.3f", d.recent))", "uncertain_share_baseline": "\(String(format: "%.3f", d.baseline))",
+                                     "model": "\(student.version)", "teacher_max_share": "\(selector.currentMaxShare)"])
+        } else if !selector.shift.isActive {
+            metrics.set("newsd_shift_active", 0)
+        }
         let reasons = selector.select(margins: margins, entropies: entropies, coldStartRemaining: coldStartRemaining, budgetExhausted: budgetExhausted)
         for (k, i) in accepted.enumerated() { out[i].teach = reasons[k] }
         teacherState.queued += reasons.lazy.filter { $0 != nil }.count

@@ -17,6 +17,11 @@ public struct FineTuneResult: Sendable {
     public var earlyExit: EarlyExit?
     /// What early exit does on the validation split (nil without validation data).
     public var earlyExitValidation: EarlyExit.Outcome?
+    /// The label-noise pass's findings (nil when `noiseFolds` is 0).
+    public var labelNoise: LabelNoise.Report?
+    /// Layers (and whether the embeddings) the starting model of an incremental run had changed
+    /// from the base: the artifact must carry them too.
+    public var inheritedLayers: [Int] = [], inheritedEmbeddings = false
     /// Wall-clock seconds of the whole run (caching, training, calibration).
     public var seconds: Double
     /// Artifact metrics by name, as stored in the manifest.
@@ -28,21 +33,33 @@ public struct FineTuneResult: Sendable {
 public enum FineTune {
     /// Runs training. `validation` holds token ids and true label indices (may be empty: the
     /// temperature then stays 1). The validation figures and the temperature are computed with
-    /// `servingPrecision`, the precision the model will serve with. With validation data, it also
-    /// distils early-exit classifiers from the trained model and chooses their threshold.
+    /// `servingPrecision`, the precision the model will serve with. With `continuing`, training
+    /// starts from that model's encoder and head (an incremental run) instead of the base's. With validation data, it also
+    /// distils early-exit classifiers from the trained model and chooses their threshold (unless
+    /// `earlyExit` is false).
     public static func run(base: Checkpoint, labels: [String], training examples: [TrainingExample],
                            validation: [(ids: [Int32], label: Int)], configuration: TrainingConfiguration,
-                           servingThreads: Int? = nil, servingPrecision: EncoderPrecision = .fp32, cancel: StopFlag? = nil,
-                           progress: (TrainingProgress) -> Void = { _ in }) throws -> FineTuneResult {
+                           servingThreads: Int? = nil, servingPrecision: EncoderPrecision = .fp32, earlyExit fitExits: Bool = true,
+                           continuing startModel: StudentModel? = nil, cancel: StopFlag? = nil, progress: (TrainingProgress) -> Void = { _ in }) throws -> FineTuneResult {
         let start = Date()
-        let trainer = try Trainer(base: base.weights, classes: labels.count, configuration: configuration)
-        let losses = try trainer.train(examples, cancel: cancel, progress: progress)
+        var examples = examples, noise: LabelNoise.Report?
+        if configuration.noiseFolds >= 2 {
+            let report = try LabelNoise.find(base: base.weights, classes: labels.count, examples: examples, configuration: configuration,
+                                             folds: configuration.noiseFolds, threshold: configuration.suspectThreshold, cancel: cancel)
+            examples = LabelNoise.downWeighted(examples, suspects: report.suspects, weight: configuration.suspectWeight)
+            noise = report
+        }
+        let trainer = try Trainer(base: startModel?.runner.weights ?? base.weights, classes: labels.count, configuration: configuration, head: startModel?.head)
+        let losses = try trainer.train(examples, validation: validation, cancel: cancel, progress: progress)
         if cancel?.isSet == true { throw ModelError.cancelled("training") }
         let weights = trainer.weights
         let head = trainer.trainedHead
         var temperature: Float = 1
         var before: EvaluationMetrics?, after: EvaluationMetrics?
         var metrics: [String: Double] = ["train_examples": Double(examples.count), "final_train_loss": losses.last ?? 0]
+        if let best = trainer.bestValidationLoss { metrics["best_validation_loss"] = best }
+        if startModel != nil { metrics["incremental"] = 1 }
+        if let noise { metrics["label_suspects"] = Double(noise.suspects.count); metrics["label_noise_seconds"] = noise.seconds }
         var earlyExit: EarlyExit?, exitOutcome: EarlyExit.Outcome?
         if !validation.isEmpty {
             let layers = base.config.numLayers, exitLayers = EarlyExit.exitLayers(encoderLayers: layers)
@@ -64,7 +81,7 @@ public enum FineTune {
                 metrics["validation_nll"] = after.negativeLogLikelihood
                 for (label, m) in after.perClass { metrics["validation_f1_\(label)"] = m.f1; metrics["validation_recall_\(label)"] = m.recall }
             }
-            if !exitLayers.isEmpty {
+            if fitExits && !exitLayers.isEmpty {
                 if cancel?.isSet == true { throw ModelError.cancelled("training") }
                 // Early exit: each intermediate classifier learns the final layer's calibrated
                 // outputs on the training sentences; the threshold is chosen on validation.
@@ -91,8 +108,11 @@ public enum FineTune {
         let model = StudentModel(labels: labels, tokenizer: base.tokenizer, weights: weights, head: head, temperature: temperature,
                                  threads: servingThreads ?? configuration.threads, manifest: nil, baseChecksum: base.weightsChecksum,
                                  earlyExit: earlyExit)
+        // An incremental run inherits the layers its starting model had changed from the base.
+        let inherited = startModel?.manifest.map { (layers: $0.trainedLayers, embeddings: $0.trainedEmbeddings) }
         return FineTuneResult(model: model, epochLosses: losses, validationUncalibrated: before, validation: after,
-                              temperature: temperature, earlyExit: earlyExit, earlyExitValidation: exitOutcome, seconds: seconds, metrics: metrics)
+                              temperature: temperature, earlyExit: earlyExit, earlyExitValidation: exitOutcome, labelNoise: noise,
+                              inheritedLayers: inherited?.layers ?? [], inheritedEmbeddings: inherited?.embeddings ?? false, seconds: seconds, metrics: metrics)
     }
 
     /// Writes a fine-tuned model as an artifact and returns it reloaded from disk (so what is
@@ -108,7 +128,8 @@ public enum FineTune {
         case let .top(k): trainedLayers = Array((base.config.numLayers - k)..<base.config.numLayers)
         }
         try Artifact.write(directory: directory, base: base, weights: m.runner.weights, head: m.head, labels: m.labels,
-                           trainedLayers: trainedLayers, trainedEmbeddings: configuration.trainable == .all,
+                           trainedLayers: Array(Set(trainedLayers + result.inheritedLayers)).sorted(),
+                           trainedEmbeddings: configuration.trainable == .all || result.inheritedEmbeddings,
                            training: configuration, trainingExamples: Int(result.metrics["train_examples"] ?? 0),
                            metrics: result.metrics, temperature: result.temperature, earlyExit: result.earlyExit)
         return try Artifact.load(directory: directory, baseDirectory: base.directory, threads: threads, precision: precision)

@@ -63,6 +63,30 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     public var maxGradientNorm: Float = 1.0
     /// Share of the data held out for validation and temperature fitting. Default 0.1.
     public var validationFraction: Double = 0.1
+    /// Optimiser steps in all (0: `epochs` passes). Steps, not epochs, make the schedule the same
+    /// length whatever the label count; the data is reshuffled after each pass. Default 0.
+    public var steps: Int = 0
+    /// ε of label smoothing: targets become (1 − ε)·target + ε/classes, so a wrong teacher label
+    /// cannot be fitted with certainty. Default 0.
+    public var labelSmoothing: Float = 0
+    /// Exponent α of class balancing: an example of class c weighs (N / (classes · n_c))^α,
+    /// normalised to mean 1 (0 = off, 1 = fully balanced; n_c sums the soft targets). Default 0.
+    public var classBalance: Float = 0
+    /// Layer-wise learning-rate decay: layer l of L learns at rate · decay^(L − 1 − l), the
+    /// embeddings at rate · decay^L (1 = off). Default 1.
+    public var layerDecay: Float = 1
+    /// Evaluate on the validation split this many times per pass over the data and keep the
+    /// parameters with the lowest validation loss (0 = off: the last step's). Default 0.
+    public var evaluationsPerEpoch: Int = 0
+    /// Stop after this many evaluations without improvement (0 = never stop early). Default 0.
+    public var patience: Int = 0
+    /// Label-noise pass: cross-fit this many students first and down-weight the examples whose
+    /// teacher label they doubt (see `LabelNoise`; 0 = off, else at least 2). Default 0.
+    public var noiseFolds: Int = 0
+    /// An example is a suspect when the out-of-fold student gives its teacher label less than this. Default 0.2.
+    public var suspectThreshold: Float = 0.2
+    /// A suspect's weight is multiplied by this. Default 0.25.
+    public var suspectWeight: Float = 0.25
 
     /// The defaults.
     public init() {}
@@ -77,18 +101,92 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         guard (0..<1).contains(dropout) else { throw ModelError.invalidArgument("dropout \(dropout) must be in [0, 1)") }
         guard (0..<1).contains(validationFraction) else { throw ModelError.invalidArgument("validation fraction \(validationFraction) must be in [0, 1)") }
         guard (0...1).contains(warmupFraction) else { throw ModelError.invalidArgument("warm-up fraction \(warmupFraction) must be in [0, 1]") }
+        guard steps >= 0 else { throw ModelError.invalidArgument("steps \(steps) must be >= 0") }
+        guard (0..<1).contains(labelSmoothing) else { throw ModelError.invalidArgument("label smoothing \(labelSmoothing) must be in [0, 1)") }
+        guard (0...2).contains(classBalance) else { throw ModelError.invalidArgument("class balance \(classBalance) must be in [0, 2]") }
+        guard layerDecay > 0, layerDecay <= 1 else { throw ModelError.invalidArgument("layer decay \(layerDecay) must be in (0, 1]") }
+        guard evaluationsPerEpoch >= 0 else { throw ModelError.invalidArgument("evaluations per epoch \(evaluationsPerEpoch) must be >= 0") }
+        guard patience >= 0 else { throw ModelError.invalidArgument("patience \(patience) must be >= 0") }
+        guard noiseFolds == 0 || noiseFolds >= 2 else { throw ModelError.invalidArgument("noise folds \(noiseFolds) must be 0 (off) or >= 2") }
+        guard (0...1).contains(suspectThreshold) else { throw ModelError.invalidArgument("suspect threshold \(suspectThreshold) must be in [0, 1]") }
+        guard (0...1).contains(suspectWeight) else { throw ModelError.invalidArgument("suspect weight \(suspectWeight) must be in [0, 1]") }
+    }
+
+    /// Total optimiser steps for `examples` examples.
+    public func totalSteps(examples: Int) -> Int {
+        steps > 0 ? steps : (examples + batchSize - 1) / batchSize * epochs
+    }
+
+    /// The JSON keys (the property names).
+    enum CodingKeys: String, CodingKey {
+        case epochs, learningRate, batchSize, seed, threads, trainable, warmupFraction, weightDecay, dropout
+        case headLearningRateMultiplier, maxGradientNorm, validationFraction, steps, labelSmoothing, classBalance
+        case layerDecay, evaluationsPerEpoch, patience, noiseFolds, suspectThreshold, suspectWeight
+    }
+
+    /// Encodes every setting older versions know, and the newer ones only where they differ
+    /// from their defaults: an artifact's checksum covers its manifest's canonical JSON, so an
+    /// artifact written before they existed must re-encode to the same bytes (else every stored
+    /// model would be refused after an upgrade).
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        let d = TrainingConfiguration()
+        try c.encode(epochs, forKey: .epochs); try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(batchSize, forKey: .batchSize); try c.encode(seed, forKey: .seed); try c.encode(threads, forKey: .threads)
+        try c.encode(trainable, forKey: .trainable); try c.encode(warmupFraction, forKey: .warmupFraction)
+        try c.encode(weightDecay, forKey: .weightDecay); try c.encode(dropout, forKey: .dropout)
+        try c.encode(headLearningRateMultiplier, forKey: .headLearningRateMultiplier)
+        try c.encode(maxGradientNorm, forKey: .maxGradientNorm); try c.encode(validationFraction, forKey: .validationFraction)
+        if steps != d.steps { try c.encode(steps, forKey: .steps) }
+        if labelSmoothing != d.labelSmoothing { try c.encode(labelSmoothing, forKey: .labelSmoothing) }
+        if classBalance != d.classBalance { try c.encode(classBalance, forKey: .classBalance) }
+        if layerDecay != d.layerDecay { try c.encode(layerDecay, forKey: .layerDecay) }
+        if evaluationsPerEpoch != d.evaluationsPerEpoch { try c.encode(evaluationsPerEpoch, forKey: .evaluationsPerEpoch) }
+        if patience != d.patience { try c.encode(patience, forKey: .patience) }
+        if noiseFolds != d.noiseFolds { try c.encode(noiseFolds, forKey: .noiseFolds) }
+        if suspectThreshold != d.suspectThreshold { try c.encode(suspectThreshold, forKey: .suspectThreshold) }
+        if suspectWeight != d.suspectWeight { try c.encode(suspectWeight, forKey: .suspectWeight) }
+    }
+
+    /// Decodes, taking the defaults for keys that older artifacts do not have.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TrainingConfiguration()
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? d.epochs
+        learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? d.learningRate
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        threads = try c.decodeIfPresent(Int.self, forKey: .threads) ?? d.threads
+        trainable = try c.decodeIfPresent(TrainableScope.self, forKey: .trainable) ?? d.trainable
+        warmupFraction = try c.decodeIfPresent(Float.self, forKey: .warmupFraction) ?? d.warmupFraction
+        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? d.weightDecay
+        dropout = try c.decodeIfPresent(Float.self, forKey: .dropout) ?? d.dropout
+        headLearningRateMultiplier = try c.decodeIfPresent(Float.self, forKey: .headLearningRateMultiplier) ?? d.headLearningRateMultiplier
+        maxGradientNorm = try c.decodeIfPresent(Float.self, forKey: .maxGradientNorm) ?? d.maxGradientNorm
+        validationFraction = try c.decodeIfPresent(Double.self, forKey: .validationFraction) ?? d.validationFraction
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
+        labelSmoothing = try c.decodeIfPresent(Float.self, forKey: .labelSmoothing) ?? d.labelSmoothing
+        classBalance = try c.decodeIfPresent(Float.self, forKey: .classBalance) ?? d.classBalance
+        layerDecay = try c.decodeIfPresent(Float.self, forKey: .layerDecay) ?? d.layerDecay
+        evaluationsPerEpoch = try c.decodeIfPresent(Int.self, forKey: .evaluationsPerEpoch) ?? d.evaluationsPerEpoch
+        patience = try c.decodeIfPresent(Int.self, forKey: .patience) ?? d.patience
+        noiseFolds = try c.decodeIfPresent(Int.self, forKey: .noiseFolds) ?? d.noiseFolds
+        suspectThreshold = try c.decodeIfPresent(Float.self, forKey: .suspectThreshold) ?? d.suspectThreshold
+        suspectWeight = try c.decodeIfPresent(Float.self, forKey: .suspectWeight) ?? d.suspectWeight
     }
 }
 
 /// One training example: token ids and a target distribution over the classes (one-hot for a hard
-/// label, the vote shares for a soft label).
+/// label, the vote shares for a soft label), with a weight (how much its label is trusted).
 public struct TrainingExample: Sendable {
     /// Token ids including `[CLS]` and `[SEP]`.
     public var ids: [Int32]
     /// Target probabilities, summing to 1.
     public var target: [Float]
+    /// Weight of the example's loss (1 = normal; less for a label suspected wrong). Default 1.
+    public var weight: Float
     /// Creates an example.
-    public init(ids: [Int32], target: [Float]) { self.ids = ids; self.target = target }
+    public init(ids: [Int32], target: [Float], weight: Float = 1) { self.ids = ids; self.target = target; self.weight = weight }
 }
 
 /// Progress of a training run, reported after every step.
@@ -219,7 +317,8 @@ public final class Trainer: @unchecked Sendable {
             }
             guard !e.ids.isEmpty else { throw ModelError.invalidArgument("example \(i) has no tokens") }
         }
-        self.examples = examples.map { e in
+        self.examples = Trainer.prepared(examples, classes: classes, labelSmoothing: configuration.labelSmoothing,
+                                         classBalance: configuration.classBalance).map { e in
             var e = e
             if e.ids.count > config.maxPositions { e.ids = Array(e.ids.prefix(config.maxPositions)) }
             return e
@@ -241,43 +340,99 @@ public final class Trainer: @unchecked Sendable {
         }
     }
 
-    /// Trains on `examples`, calling `progress` after each step. Returns the mean loss per epoch.
+    /// The examples as trained on: targets smoothed by `labelSmoothing`, weights multiplied by the
+    /// class-balance factor of their target and normalised so the mean weight stays as given.
+    static func prepared(_ examples: [TrainingExample], classes: Int, labelSmoothing: Float, classBalance: Float) -> [TrainingExample] {
+        var counts = [Double](repeating: 0, count: classes)
+        for e in examples { for k in 0..<classes { counts[k] += Double(e.target[k]) } }
+        let n = Double(examples.count)
+        let factor = counts.map { c in classBalance == 0 || c == 0 ? 1 : pow(n / (Double(classes) * c), Double(classBalance)) }
+        var out = examples.map { e -> TrainingExample in
+            var e = e
+            if classBalance != 0 { e.weight *= Float(zip(e.target, factor).reduce(0) { $0 + Double($1.0) * $1.1 }) }
+            if labelSmoothing > 0 { e.target = e.target.map { (1 - labelSmoothing) * $0 + labelSmoothing / Float(classes) } }
+            return e
+        }
+        if classBalance != 0 {
+            let before = examples.reduce(0) { $0 + Double($1.weight) }, after = out.reduce(0) { $0 + Double($1.weight) }
+            if after > 0 { let scale = Float(before / after); for i in out.indices { out[i].weight *= scale } }
+        }
+        return out
+    }
+
+    /// Trains on `examples`, calling `progress` after each step. Returns the mean loss per pass.
+    ///
+    /// With `validation` and `evaluationsPerEpoch > 0`, the validation loss is measured that many
+    /// times per pass and the parameters with the lowest one are kept (and, with `patience`, the
+    /// run stops after that many evaluations without improvement): more steps can then no longer
+    /// make the student fit its teacher's mistakes past the point where it generalises best.
     @discardableResult
-    public func train(_ examples: [TrainingExample], cancel: StopFlag? = nil,
+    public func train(_ examples: [TrainingExample], validation: [(ids: [Int32], label: Int)] = [], cancel: StopFlag? = nil,
                       progress: (TrainingProgress) -> Void = { _ in }) throws -> [Double] {
         guard !examples.isEmpty else { throw ModelError.invalidArgument("no training examples") }
         try load(examples, cancel: cancel)
         let n = examples.count, bs = configuration.batchSize
-        let stepsPerEpoch = (n + bs - 1) / bs, total = stepsPerEpoch * configuration.epochs
+        let stepsPerEpoch = (n + bs - 1) / bs, total = configuration.totalSteps(examples: n)
+        let passes = (total + stepsPerEpoch - 1) / stepsPerEpoch
         let warmup = Int((Float(total) * configuration.warmupFraction).rounded(.up))
+        let evaluating = configuration.evaluationsPerEpoch > 0 && !validation.isEmpty
+        let evaluationInterval = max(1, stepsPerEpoch / max(1, configuration.evaluationsPerEpoch))
+        var best: (loss: Double, parameters: [[Float]])?
+        var sinceBest = 0
         var rng = SeededGenerator(seed: configuration.seed)
         var order = Array(0..<n)
-        var step = 0
         var epochLosses: [Double] = []
+        var lossSum = 0.0, seen = 0
         let start = DispatchTime.now().uptimeNanoseconds
-        for epoch in 1...configuration.epochs {
-            order.shuffle(using: &rng)
-            var lossSum = 0.0, seen = 0
-            for s in 0..<stepsPerEpoch {
-                // A shutdown stops training between two optimizer steps (within one step's time).
-                if cancel?.isSet == true { throw ModelError.cancelled("training") }
-                let batch = Array(order[(s * bs)..<min(n, (s + 1) * bs)])
-                let loss = lossAndGradients(batch, dropout: configuration.dropout, stepSeed: configuration.seed &* 1_000_003 &+ UInt64(step))
-                lossSum += loss * Double(batch.count); seen += batch.count
-                step += 1
-                let lr: Float = step <= warmup && warmup > 0
-                    ? configuration.learningRate * Float(step) / Float(warmup)
-                    : configuration.learningRate * Float(max(0, total - step)) / Float(max(1, total - warmup))
-                clipGradients()
-                adamW(step: step, learningRate: lr)
-                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                progress(TrainingProgress(epoch: epoch, epochs: configuration.epochs, step: step, steps: total,
-                                          loss: lossSum / Double(seen), examplesPerSecond: Double(step * bs) / max(elapsed, 1e-9),
-                                          elapsed: elapsed, remaining: elapsed / Double(step) * Double(total - step)))
+        training: for step in 1...total {
+            // A shutdown stops training between two optimizer steps (within one step's time).
+            if cancel?.isSet == true { throw ModelError.cancelled("training") }
+            let s = (step - 1) % stepsPerEpoch, epoch = (step - 1) / stepsPerEpoch + 1
+            if s == 0 { order.shuffle(using: &rng); lossSum = 0; seen = 0 }
+            let batch = Array(order[(s * bs)..<min(n, (s + 1) * bs)])
+            let loss = lossAndGradients(batch, dropout: configuration.dropout, stepSeed: configuration.seed &* 1_000_003 &+ UInt64(step - 1))
+            lossSum += loss * Double(batch.count); seen += batch.count
+            let lr: Float = step <= warmup && warmup > 0
+                ? configuration.learningRate * Float(step) / Float(warmup)
+                : configuration.learningRate * Float(max(0, total - step)) / Float(max(1, total - warmup))
+            clipGradients()
+            adamW(step: step, learningRate: lr)
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            progress(TrainingProgress(epoch: epoch, epochs: passes, step: step, steps: total,
+                                      loss: lossSum / Double(seen), examplesPerSecond: Double(step * bs) / max(elapsed, 1e-9),
+                                      elapsed: elapsed, remaining: elapsed / Double(step) * Double(total - step)))
+            if s == stepsPerEpoch - 1 || step == total { epochLosses.append(lossSum / Double(seen)) }
+            if evaluating && (step % evaluationInterval == 0 || step == total) {
+                let validationLoss = self.validationLoss(validation)
+                if best == nil || validationLoss < best!.loss {
+                    best = (validationLoss, blocks.map { Array(UnsafeBufferPointer(start: $0.parameters.pointer, count: $0.parameters.count)) })
+                    sinceBest = 0
+                } else {
+                    sinceBest += 1
+                    if configuration.patience > 0 && sinceBest >= configuration.patience {
+                        if s != stepsPerEpoch - 1 { epochLosses.append(lossSum / Double(seen)) }
+                        break training
+                    }
+                }
             }
-            epochLosses.append(lossSum / Double(seen))
+        }
+        if let best {
+            for (b, p) in zip(blocks, best.parameters) { p.withUnsafeBufferPointer { b.parameters.pointer.update(from: $0.baseAddress!, count: p.count) } }
+            bestValidationLoss = best.loss
         }
         return epochLosses
+    }
+
+    /// The lowest validation loss seen by the last `train` (nil when it did not evaluate).
+    public private(set) var bestValidationLoss: Double?
+
+    /// Mean cross-entropy of the true labels of `validation` under the current parameters.
+    func validationLoss(_ validation: [(ids: [Int32], label: Int)]) -> Double {
+        let runner = EncoderRunner(weights: weights, threads: configuration.threads)
+        let pooled = runner.pooled(validation.map(\.ids), batchSize: 32)
+        var sum = 0.0
+        for (v, p) in zip(validation, pooled) { sum -= log(Double(max(softmax(head.logits(p))[v.label], 1e-30))) }
+        return sum / Double(validation.count)
     }
 
     /// Mean soft cross-entropy of `batch` (indices into the loaded examples); the gradient of that
@@ -346,10 +501,10 @@ public final class Trainer: @unchecked Sendable {
         for (r, i) in indices.enumerated() {
             let z = Array(UnsafeBufferPointer(start: logits + r * cls, count: cls))
             let p = softmax(z)
-            let y = examples[i].target
+            let y = examples[i].target, w = examples[i].weight
             for k in 0..<cls {
-                if y[k] > 0 { loss -= Double(y[k]) * log(Double(max(p[k], 1e-30))) }
-                logits[r * cls + k] = (p[k] - y[k]) / Float(total)        // dLoss/dlogits of the batch mean
+                if y[k] > 0 { loss -= Double(w) * Double(y[k]) * log(Double(max(p[k], 1e-30))) }
+                logits[r * cls + k] = w * (p[k] - y[k]) / Float(total)        // dLoss/dlogits of the batch mean
             }
         }
         let hg = gradientOf(headBlock)
@@ -390,8 +545,12 @@ public final class Trainer: @unchecked Sendable {
     private func adamW(step: Int, learningRate lr: Float) {
         let beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8
         let c1 = 1 - powf(beta1, Float(step)), c2 = 1 - powf(beta2, Float(step))
+        let layerBlockOffset = trainsEmbeddings ? 1 : 0, topLayer = config.numLayers - 1
         for (index, b) in blocks.enumerated() {
-            let lr = index == blocks.count - 1 ? lr * configuration.headLearningRateMultiplier : lr
+            // Layer-wise decay: the lower a layer, the more general its features and the less it moves.
+            let depthBelowTop = trainsEmbeddings && index == 0 ? config.numLayers : topLayer - (firstTrainable + index - layerBlockOffset)
+            let lr = index == blocks.count - 1 ? lr * configuration.headLearningRateMultiplier
+                : lr * powf(configuration.layerDecay, Float(depthBelowTop))
             let p = b.parameters.pointer, g = b.gradients[0].pointer, m = b.m.pointer, v = b.v.pointer
             for range in b.decayed where configuration.weightDecay > 0 {
                 let f = 1 - lr * configuration.weightDecay

@@ -192,6 +192,10 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var explorationRate = 0.02
         /// Share of traffic sent to the teacher at most. Default 0.3.
         public var maxShare = 0.3
+        /// Share of traffic sent at most while a shift is under way: the student is unsure of far
+        /// more items than its baseline, so the news changed kind (0 = no shift detection; the
+        /// daily budget still holds). Default 0.6.
+        public var shiftMaxShare = 0.6
         /// With no trained model, the first N items all go to the teacher. Default 500.
         public var coldStartItems = 500
     }
@@ -204,6 +208,10 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var mode = TrainerMode.daemon
         /// New labels since the last model that start a run. Default 200.
         public var minNewLabels = 200
+        /// During a shift (the active model unsure of far more items, or the teacher disagreeing
+        /// with it far more often, than before) this many new labels start a run (0 = wait for
+        /// `min_new_labels`). Default 50.
+        public var shiftMinNewLabels = 50
         /// Labels needed at all. Default 100.
         public var minLabels = 100
         /// Seconds after which any new labels start a run. Default 3600.
@@ -236,6 +244,24 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var goldSets: [String] = []
         /// Live items on which a candidate's agreement with the active model is measured. Default 300.
         public var shadowItems = 300
+        /// A candidate continues from the active model on the labels that arrived since it was
+        /// trained plus a replay sample of older ones, instead of starting from the base on every
+        /// label: minutes instead of a full run, so the loop adapts while a new kind of news is
+        /// still arriving. Default true.
+        public var incremental = true
+        /// Older labels replayed per new label in an incremental run (at least 200). Default 2.
+        public var replayRatio = 2.0
+        /// Every Nth model starts from the base on every label (incremental drift is reset; 1 =
+        /// always). Default 4.
+        public var fullRetrainEvery = 4
+        /// Label smoothing ε (see `docs/experiments.md`). Default 0.
+        public var labelSmoothing = 0.0
+        /// Class-balance exponent α (0 off, 1 fully balanced). Default 0.
+        public var classBalance = 0.0
+        /// Layer-wise learning-rate decay (1 off). Default 1.
+        public var layerDecay = 1.0
+        /// Label-noise pass: cross-fitted students down-weight the teacher labels they doubt (0 off, else >= 2). Default 0.
+        public var noiseFolds = 0
     }
 
     /// `[log]`.

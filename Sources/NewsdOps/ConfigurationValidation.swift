@@ -45,6 +45,7 @@ extension NewsdConfiguration {
         try validateTeacher()
         let tr = trainer
         if tr.minNewLabels < 1 { throw bad("trainer.min_new_labels", tr.minNewLabels, "must be >= 1") }
+        if tr.shiftMinNewLabels < 0 { throw bad("trainer.shift_min_new_labels", tr.shiftMinNewLabels, "must be >= 0 (0: no early start)") }
         if tr.minLabels < 10 { throw bad("trainer.min_labels", tr.minLabels, "must be >= 10") }
         try checkSeconds("trainer.interval_seconds", tr.intervalSeconds, 1...31_536_000)
         try checkSeconds("trainer.check_seconds", tr.checkSeconds, 0.1...86_400)
@@ -62,6 +63,12 @@ extension NewsdConfiguration {
         if !(tr.negativeRecallTolerance >= 0) { throw bad("trainer.negative_recall_tolerance", tr.negativeRecallTolerance, "must be >= 0") }
         for g in tr.goldSets where !FileManager.default.fileExists(atPath: g) { throw bad("trainer.gold_sets", g, "no such file") }
         if tr.shadowItems < 0 { throw bad("trainer.shadow_items", tr.shadowItems, "must be >= 0") }
+        if !(0...100).contains(tr.replayRatio) { throw bad("trainer.replay_ratio", tr.replayRatio, "must be between 0 and 100") }
+        if tr.fullRetrainEvery < 1 { throw bad("trainer.full_retrain_every", tr.fullRetrainEvery, "must be >= 1 (1: every model from the base)") }
+        if !(0..<1).contains(tr.labelSmoothing) { throw bad("trainer.label_smoothing", tr.labelSmoothing, "must be in [0, 1)") }
+        if !(0...2).contains(tr.classBalance) { throw bad("trainer.class_balance", tr.classBalance, "must be between 0 and 2") }
+        if !(tr.layerDecay > 0 && tr.layerDecay <= 1) { throw bad("trainer.layer_decay", tr.layerDecay, "must be in (0, 1]") }
+        if tr.noiseFolds == 1 || !(0...10).contains(tr.noiseFolds) { throw bad("trainer.noise_folds", tr.noiseFolds, "must be 0 (off) or between 2 and 10") }
         try validateAlerts()
     }
 
@@ -113,6 +120,7 @@ extension NewsdConfiguration {
         try checkSeconds("teacher.window_seconds", t.windowSeconds, 1...31_536_000)
         if !(0...1).contains(t.explorationRate) { throw bad("exploration_rate", t.explorationRate, "must be between 0 and 1") }
         if !(0...1).contains(t.maxShare) { throw bad("max_share", t.maxShare, "must be between 0 and 1") }
+        if !(0...1).contains(t.shiftMaxShare) { throw bad("shift_max_share", t.shiftMaxShare, "must be between 0 and 1 (0: no shift detection)") }
         if t.coldStartItems < 0 { throw bad("cold_start_items", t.coldStartItems, "must be >= 0") }
     }
 }

@@ -22,7 +22,7 @@ public struct ReloadPlan: Sendable, Equatable {
     public static let reloadableKeys: Set<String> = [
         "teacher.requests_per_minute", "teacher.tokens_per_minute", "teacher.daily_budget_usd",
         "teacher.selection", "teacher.margin_threshold", "teacher.entropy_threshold", "teacher.top_k", "teacher.window_seconds",
-        "teacher.exploration_rate", "teacher.max_share", "teacher.cold_start_items",
+        "teacher.exploration_rate", "teacher.max_share", "teacher.shift_max_share", "teacher.cold_start_items",
         "portfolio.file", "log.level",
     ]
 

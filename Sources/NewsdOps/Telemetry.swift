@@ -58,6 +58,8 @@ public enum MetricCatalog {
         Entry("newsd_unknown_companies_total", .counter, "Company ids named by messages but not in the portfolio, dropped."),
         Entry("newsd_mentions_dropped_total", .counter, "Mentions past ingest.max_mentions, dropped."),
         Entry("newsd_teacher_items_queued_total", .counter, "Items this host put on the teacher queue."),
+        Entry("newsd_shift_active", .gauge, "1 while the student is unsure of far more items than its baseline (the news changed kind): more goes to the teacher and training starts early."),
+        Entry("newsd_shift_detected_total", .counter, "Shifts detected (see newsd_shift_active)."),
         Entry("newsd_postgres_errors_total", .counter, "Postgres failures (each retried or bisected), by SQLSTATE class.", labels: ["class"]),
         Entry("newsd_broker_errors_total", .counter, "Broker errors librdkafka reported, by error name.", labels: ["error"]),
         Entry("newsd_kafka_up", .gauge, "1 unless librdkafka reports the brokers unreachable."),

@@ -205,17 +205,26 @@ struct DemoDataCommand: ParsableCommand {
     @Option(help: "Output file of JSON lines.") var out: String
     @Option(help: "Number of sentences.") var count = 2000
     @Option(help: "Seed.") var seed: UInt64 = 1
-    @Option(help: "Also write the labelled sentences as CSV (text,label,company) here.") var labels: String?
+    @Option(help: "Also write the teacher's answer book here: text, its votes sc_iter1..3, and the truth (label, company, domain, kind).")
+    var labels: String?
     @Option(help: "Also write the demo portfolio CSV here.") var portfolio: String?
+    @Option(help: "realistic (numbers, negations, hedges, mixed news, a change of domain, a fallible teacher) or easy (plain templates, a perfect teacher).")
+    var style = "realistic"
+    @Option(help: "Share of the stream after which the news turns from wire sentences to social posts (realistic; 1 = never).") var shiftAt = 0.5
+    @Option(help: "Share of items the demo teacher labels wrong (realistic).") var teacherErrorRate = 0.07
 
     func run() throws {
-        let sentences = DemoData.sentences(count: count, seed: seed)
+        guard (0...1).contains(shiftAt) else { throw ValidationError("--shift-at \(shiftAt): must be between 0 and 1") }
+        guard (0..<1).contains(teacherErrorRate) else { throw ValidationError("--teacher-error-rate \(teacherErrorRate): must be in [0, 1)") }
+        let sentences: [DemoData.Sentence]
+        switch style {
+        case "realistic": sentences = DemoData.realistic(count: count, seed: seed, shiftAt: shiftAt, teacherErrorRate: teacherErrorRate)
+        case "easy": sentences = DemoData.sentences(count: count, seed: seed)
+        default: throw ValidationError("--style \(style): expected realistic or easy")
+        }
         let lines = sentences.enumerated().map { i, s in DemoData.message(s, includeCompanies: i % 3 == 0) }
         try (lines.joined(separator: "\n") + "\n").write(toFile: out, atomically: true, encoding: .utf8)
-        if let labels {
-            let t = CSVTable(header: ["text", "label", "company"], rows: sentences.map { [$0.text, $0.label, $0.companyID] })
-            try t.csvText().write(toFile: labels, atomically: true, encoding: .utf8)
-        }
+        if let labels { try DemoData.answerTable(sentences).csvText().write(toFile: labels, atomically: true, encoding: .utf8) }
         if let portfolio { try PortfolioFile.csv(DemoData.portfolio).write(toFile: portfolio, atomically: true, encoding: .utf8) }
         FileHandle.standardError.write(Data("wrote \(count) messages to \(out)\n".utf8))
     }

@@ -31,11 +31,28 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Base checkpoint directory (default: $NEWSD_BASE_MODEL_DIR or .models/all-MiniLM-L6-v2).") var base: String?
     @Option(help: "Output artifact directory.") var out: String
     @Option(help: "Precision the model will serve with (validation figures and temperature): int8, int8-<path> or fp32.") var precision = "int8"
+    @Option(help: "Optimiser steps in all (0: --epochs passes).") var steps = TrainingConfiguration().steps
+    @Option(help: "Label smoothing ε in [0, 1).") var labelSmoothing = TrainingConfiguration().labelSmoothing
+    @Option(help: "Class-balance exponent α (0 off, 1 fully balanced).") var classBalance = TrainingConfiguration().classBalance
+    @Option(help: "Layer-wise learning-rate decay in (0, 1] (1 off).") var layerDecay = TrainingConfiguration().layerDecay
+    @Option(help: "Validation evaluations per pass; the parameters with the lowest validation loss are kept (0 off).")
+    var evaluationsPerEpoch = TrainingConfiguration().evaluationsPerEpoch
+    @Option(help: "Stop after this many evaluations without improvement (0 never).") var patience = TrainingConfiguration().patience
+    @Option(help: "Weight decay.") var weightDecay = TrainingConfiguration().weightDecay
+    @Option(help: "Dropout.") var dropout = TrainingConfiguration().dropout
+    @Flag(inversion: .prefixedNo, help: "Fit early-exit classifiers (experiments can skip them to save time).") var earlyExit = true
+    @Option(help: "Label-noise pass: cross-fit this many students and down-weight the labels they doubt (0 off).") var noiseFolds = TrainingConfiguration().noiseFolds
+    @Option(help: "A label is suspect when the out-of-fold student gives it less than this.") var suspectThreshold = TrainingConfiguration().suspectThreshold
+    @Option(help: "Weight multiplier of a suspect label.") var suspectWeight = TrainingConfiguration().suspectWeight
+    @Option(help: "Write the suspect labels (text, teacher label, out-of-fold probabilities) to this CSV.") var suspectsOut: String?
 
     func run() throws {
         var cfg = TrainingConfiguration()
         cfg.epochs = epochs; cfg.learningRate = lr; cfg.headLearningRateMultiplier = headLrMultiplier; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
         cfg.trainable = try TrainableScope(parsing: trainable); cfg.validationFraction = validationFraction
+        cfg.steps = steps; cfg.labelSmoothing = labelSmoothing; cfg.classBalance = classBalance; cfg.layerDecay = layerDecay
+        cfg.evaluationsPerEpoch = evaluationsPerEpoch; cfg.patience = patience; cfg.weightDecay = weightDecay; cfg.dropout = dropout
+        cfg.noiseFolds = noiseFolds; cfg.suspectThreshold = suspectThreshold; cfg.suspectWeight = suspectWeight
         try cfg.validate()
         let checkpoint = try Checkpoint(directory: URL(fileURLWithPath: base ?? defaultBaseModelDirectory()))
         let table = try CSVTable(contentsOf: URL(fileURLWithPath: data))
@@ -53,12 +70,24 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--precision \(precision): unknown, or a path this CPU cannot run (CPU features: \(CPUFeatures.host))")
         }
         let result = try FineTune.run(base: checkpoint, labels: all.labels, training: examples, validation: validation,
-                                      configuration: cfg, servingPrecision: serving) { p in
+                                      configuration: cfg, servingPrecision: serving, earlyExit: earlyExit) { p in
             bar.update(fraction: Double(p.step) / Double(p.steps), label: "epoch \(p.epoch)/\(p.epochs)",
                        details: "step \(p.step)/\(p.steps)  loss \(String(format: "%.4f", p.loss))  \(String(format: "%.0f", p.examplesPerSecond)) ex/s  ETA \(ProgressReporter.duration(p.remaining))")
         }
         let model = try FineTune.save(result, trainer: cfg, base: checkpoint, to: URL(fileURLWithPath: out), threads: threads, precision: serving)
         var rows = [["metric", "value"]]
+        if let noise = result.labelNoise {
+            rows.append(["suspect labels (down-weighted)", "\(noise.suspects.count) of \(examples.count) (\(String(format: "%.1f", noise.seconds)) s)"])
+            if let suspectsOut {
+                var table = [["text", "teacher"] + all.labels.map { "p_" + $0 }]
+                for i in noise.suspects {
+                    let t = examples[i].target
+                    table.append([train.texts[i], all.labels[t.indices.max { t[$0] < t[$1] }!]] + noise.outOfFold[i].map { String(format: "%.4f", $0) })
+                }
+                try table.map { $0.map(CSVTable.quote).joined(separator: ",") + "\n" }.joined()
+                    .write(toFile: suspectsOut, atomically: true, encoding: .utf8)
+            }
+        }
         rows.append(["epoch losses", result.epochLosses.map { String(format: "%.4f", $0) }.joined(separator: " ")])
         rows.append(["training seconds", String(format: "%.1f", result.seconds)])
         if let v = result.validation, let u = result.validationUncalibrated {
@@ -95,6 +124,8 @@ struct EvalCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Stop sure sentences at an intermediate layer (models that carry exit classifiers), as the daemon does.") var earlyExit = true
     @Option(help: "Exit threshold instead of the model's (experiments: the trade-off of speed and accuracy).") var exitThreshold: Float?
     @Flag(help: "Print one JSON object.") var json = false
+    @Option(help: "Also write each row's predicted label and probabilities to this CSV (experiments: bootstrap intervals, ensembles).")
+    var predictionsOut: String?
 
     func run() throws {
         guard let chosen = EncoderPrecision(configuration: precision) else {
@@ -109,6 +140,13 @@ struct EvalCommand: ParsableCommand {
         let predictions = student.predict(set.texts, batchSize: batch)
         let m = EvaluationMetrics(probabilities: predictions.map(\.probabilities), truth: set.truth, labels: student.labels)
         let usage = student.usage.counts, meanLayers = Double(usage.layers) / Double(max(1, usage.sentences))
+        if let predictionsOut {
+            var lines = ["row,truth,predicted," + student.labels.map { "p_" + $0 }.joined(separator: ",")]
+            for (i, p) in predictions.enumerated() {
+                lines.append("\(i),\(student.labels[set.truth[i]]),\(p.label)," + p.probabilities.map { String(format: "%.6f", $0) }.joined(separator: ","))
+            }
+            try (lines.joined(separator: "\n") + "\n").write(toFile: predictionsOut, atomically: true, encoding: .utf8)
+        }
         if json {
             let perClass = m.perClass.mapValues { c in
                 EvaluationReport.ClassReport(precision: rounded(c.precision), recall: rounded(c.recall), f1: rounded(c.f1), support: c.support)

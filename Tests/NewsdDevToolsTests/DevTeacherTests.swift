@@ -56,3 +56,29 @@ struct DevTeacherTests {
         #expect(try UnknownTextRule(parsing: "label:neutral") == .label("neutral"))
     }
 }
+
+/// The realistic demo stream: hard kinds of sentences, a change of domain, a fallible teacher.
+@Suite struct RealisticDemoDataTests {
+    @Test func theStreamChangesKindAndTheTeacherErrsAsConfigured() {
+        let s = DemoData.realistic(count: 4000, seed: 3, shiftAt: 0.5, teacherErrorRate: 0.07)
+        #expect(s.prefix(2000).allSatisfy { $0.domain == "wire" } && s.suffix(2000).allSatisfy { $0.domain == "social" })
+        func majority(_ v: [String]) -> String { v.max { a, b in v.filter { $0 == a }.count < v.filter { $0 == b }.count }! }
+        let wrong = s.filter { majority($0.teacherVotes) != $0.label }
+        let rate = Double(wrong.count) / Double(s.count)
+        #expect(rate > 0.05 && rate < 0.09, "teacher error rate \(rate)")
+        // Hard kinds are wrong more often than clear sentences.
+        func errorRate(_ kind: String) -> Double {
+            let k = s.filter { $0.kind == kind }
+            return Double(k.filter { majority($0.teacherVotes) != $0.label }.count) / Double(max(1, k.count))
+        }
+        #expect(errorRate("mixed") > 2 * errorRate("clear"))
+        #expect(Set(s.map(\.kind)).isSuperset(of: ["clear", "numbers", "negation", "hedge", "mixed", "slang"]))
+        // Numbers decide: "EUR a mn ( EUR b mn )" is positive exactly when a > b.
+        for x in s where x.text.contains("posted a result before taxes") {
+            let n = x.text.split(separator: " ").compactMap { Double($0) }
+            #expect(x.label == (n[0] > n[1] ? "positive" : "negative"), "\(x.text)")
+        }
+        #expect(DemoData.realistic(count: 50, seed: 3).map(\.text) == DemoData.realistic(count: 50, seed: 3).map(\.text))
+        #expect(DemoData.realistic(count: 1000, seed: 3, teacherErrorRate: 0).allSatisfy { majority($0.teacherVotes) == $0.label })
+    }
+}

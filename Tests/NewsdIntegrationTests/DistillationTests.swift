@@ -98,6 +98,54 @@ struct DistillationTests {
         #expect(row?.source == "imported" && row?.target[["negative", "neutral", "positive"].firstIndex(of: other)!] == 1)
     }
 
+    @Test("a candidate continues from the active model on new labels plus a replay of old ones; every Nth starts from the base; a shift is read from the database")
+    func incrementalRunsAndShiftSignals() throws {
+        let database = try Harness.freshDatabase()
+        let db = try PostgresConnection(database)
+        try Schema.migrate(db)
+        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 400, seed: 3))
+        var c = trainerConfiguration(database: database, model: Harness.baseModel)
+        c.trainer.fullRetrainEvery = 2
+        c.trainer.replayRatio = 1
+        let v1 = try Self.registered(try Distiller.runOnce(c, logger: Harness.logger, force: true))
+        try ModelRegistry.promote(db, v1.version)
+        #expect(!v1.metrics.contains("\"incremental\""))
+        #expect(try Distiller.shiftSignals(db, marginThreshold: 0.3) == Distiller.ShiftSignals(), "no predictions yet: no signal")
+
+        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 300, seed: 6))
+        let v2 = try Self.registered(try Distiller.runOnce(c, logger: Harness.logger, force: true))
+        try ModelRegistry.promote(db, v2.version)
+        let counts = try JSONText.decode([String: Int].self, from: v2.labelCounts)
+        #expect(v2.metrics.contains("\"incremental\""), "v2 continues from v1: \(v2.metrics)")
+        let fresh = counts["teacher"] ?? 0, replayed = counts["replay"] ?? 0
+        #expect(fresh > 200 && fresh < 300, "only the new labels (less the validation split): \(counts)")
+        #expect(replayed == max(200, fresh), "one old label replayed per new one, at least 200: \(counts)")
+        let trained = try #require(try ModelRegistry.get(db, v2.version))
+        #expect(trained.parent == v1.version)
+
+        // Shift signals: v2's last 300 predictions are far less sure than its earlier ones.
+        try db.execute("""
+            INSERT INTO news_items (topic, partition, kafka_offset, text) SELECT 'shift', 0, g, 'item ' || g FROM generate_series(1, 1300) g
+            """)
+        try db.execute("""
+            INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy)
+            SELECT id, $1, 'neutral', '[0.1, 0.8, 0.1]', CASE WHEN kafka_offset > 1000 THEN 0.1 ELSE 0.9 END, 0.5 FROM news_items WHERE topic = 'shift'
+            """, [v2.version])
+        let signals = try Distiller.shiftSignals(db, marginThreshold: 0.3)
+        #expect(signals.uncertainRecent == 1 && signals.uncertainBaseline == 0 && signals.isShift, "\(signals)")
+        // A shift starts a run on 50 new labels instead of `min_new_labels`.
+        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 60, seed: 8))
+        var strict = c
+        strict.trainer.minNewLabels = 1000; strict.trainer.shiftMinNewLabels = 50
+        #expect(try Distiller.notDue(db, strict.trainer, marginThreshold: 0.3) == nil, "due: a shift and new labels")
+        strict.trainer.shiftMinNewLabels = 0
+        #expect(try Distiller.notDue(db, strict.trainer, marginThreshold: 0.3) != nil, "not due without the shift rule")
+
+        let v3 = try Self.registered(try Distiller.runOnce(c, logger: Harness.logger, force: true))
+        #expect(!v3.metrics.contains("\"incremental\""), "every 2nd model starts from the base: \(v3.metrics)")
+        #expect(try JSONText.decode([String: Int].self, from: v3.labelCounts)["replay"] == nil)
+    }
+
     @Test("two running hosts: promotion swaps both, rollback restores the previous model on both, a corrupt artifact is refused by both")
     func twoHostsSwapRollbackAndRefuse() throws {
         let stream = try TestStream(topic: "swap", partitions: 4)

@@ -136,3 +136,55 @@ struct SelectionTests {
         #expect(abs(Double(x.filter { $0 == .explore }.count) / 20_000 - 0.05) < 0.01)
     }
 }
+
+/// The shift detector and what a shift does to sampling.
+@Suite struct ShiftDetectionTests {
+    /// Batches of 100 items with `uncertain` uncertain ones each; returns the changes with the item count at which they came.
+    static func feed(_ d: inout ShiftDetector, batches: Int, uncertain: Int) -> [(ShiftDetector.Change, Int)] {
+        var changes: [(ShiftDetector.Change, Int)] = []
+        for _ in 0..<batches { if let c = d.observe(uncertain: uncertain, of: 100) { changes.append((c, d.items)) } }
+        return changes
+    }
+
+    @Test func aSteadyStreamIsNoShiftAndANewKindOfNewsIs() {
+        var d = ShiftDetector()
+        #expect(Self.feed(&d, batches: 50, uncertain: 8).isEmpty, "8 % uncertain throughout")
+        let began = Self.feed(&d, batches: 10, uncertain: 45)
+        #expect(began.count == 1 && began[0].0 == .began, "\(began)")
+        #expect(began.first.map { $0.1 - 5000 <= 300 } == true, "noticed within 300 items of the change: \(began)")
+        #expect(d.isActive && d.baseline < 0.1, "the baseline holds during a shift: \(d.baseline)")
+        let ended = Self.feed(&d, batches: 20, uncertain: 8)
+        #expect(ended.count == 1 && ended[0].0 == .ended && !d.isActive)
+    }
+
+    @Test func nothingIsDecidedDuringWarmUpAndSmallRisesAreNoShift() {
+        var d = ShiftDetector()
+        #expect(Self.feed(&d, batches: 5, uncertain: 2).isEmpty)
+        #expect(Self.feed(&d, batches: 4, uncertain: 60).isEmpty, "still warming up (900 items)")
+        var e = ShiftDetector()
+        _ = Self.feed(&e, batches: 30, uncertain: 1)
+        #expect(Self.feed(&e, batches: 30, uncertain: 5).isEmpty, "1 % to 5 % is five times, but not 10 points")
+    }
+
+    @Test func aShiftRaisesTheTeachersShareAndANewModelStartsAgain() {
+        var p = NewsdConfiguration.Teacher()
+        p.maxShare = 0.1; p.shiftMaxShare = 0.5; p.marginThreshold = 0.3; p.explorationRate = 0; p.selection = .margin
+        let s = TeacherSelector(policy: p)
+        let calm = [Float](repeating: 0.9, count: 92) + [Float](repeating: 0.1, count: 8)
+        let shifted = [Float](repeating: 0.9, count: 40) + [Float](repeating: 0.1, count: 60)
+        for _ in 0..<20 { _ = s.observeShift(margins: calm, model: "v1") }
+        #expect(s.currentMaxShare == 0.1)
+        var changes: [ShiftDetector.Change] = []
+        for _ in 0..<5 { if let c = s.observeShift(margins: shifted, model: "v1") { changes.append(c) } }
+        #expect(changes == [.began])
+        #expect(s.currentMaxShare == 0.5)
+        let picked = (0..<10).map { _ in s.select(margins: shifted, entropies: [Float](repeating: 1, count: 100), coldStartRemaining: 0, budgetExhausted: false).compactMap { $0 }.count }
+        #expect(picked.reduce(0, +) > 400, "up to half the traffic during a shift: \(picked)")
+        #expect(s.observeShift(margins: shifted, model: "v2") == nil && !s.shift.isActive, "a new model starts the baseline again")
+        #expect(s.currentMaxShare == 0.1)
+        var off = p; off.shiftMaxShare = 0
+        let disabled = TeacherSelector(policy: off)
+        for _ in 0..<20 { _ = disabled.observeShift(margins: calm, model: "v1") }
+        #expect((0..<5).compactMap { _ in disabled.observeShift(margins: shifted, model: "v1") }.isEmpty)
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+
+/// Notices that the news has changed kind: the share of items the student is unsure about
+/// (margin below a threshold) rises well above what it was for the same model. Two exponentially
+/// weighted means of that share, one over the last few hundred items and one over thousands,
+/// are compared; a shift begins when the recent one is both `ratio` times and `minimumRise`
+/// above the long one, and ends when it falls back within `(1 + ratio) / 2` times. A new model
+/// changes the margins themselves, so a swap starts the baseline again (`reset`), and nothing is
+/// decided before `warmupItems` items of the same model.
+///
+/// Pure value type: the caller owns it and feeds it batch by batch.
+public struct ShiftDetector: Sendable, Equatable {
+    /// A change of state.
+    public enum Change: String, Sendable { case began, ended }
+
+    /// Recent over baseline that begins a shift. Default 2.
+    public var ratio = 2.0
+    /// And at least this much higher, absolute (a rise from 1 % to 2 % is no shift). Default 0.1.
+    public var minimumRise = 0.1
+    /// Items over which the recent mean forgets (1/e). Default 300.
+    public var recentItems = 300.0
+    /// Items over which the baseline forgets. Default 5000.
+    public var baselineItems = 5000.0
+    /// Items of one model before anything is decided. Default 1000.
+    public var warmupItems = 1000
+
+    /// Recent share of uncertain items.
+    public private(set) var recent = 0.0
+    /// Long-run share for the current model.
+    public private(set) var baseline = 0.0
+    /// Items seen since the last reset.
+    public private(set) var items = 0
+    /// Whether a shift is under way.
+    public private(set) var isActive = false
+
+    /// A detector with the default settings.
+    public init() {}
+
+    /// The rule: `recent` is `ratio` times and `minimumRise` above `baseline`.
+    public func isShift(recent: Double, baseline: Double) -> Bool {
+        recent >= baseline * ratio && recent - baseline >= minimumRise
+    }
+
+    /// Starts again (a new model serves).
+    public mutating func reset() {
+        recent = 0; baseline = 0; items = 0; isActive = false
+    }
+
+    /// Feeds one batch: `uncertain` of `count` items were uncertain. Returns the change, if any.
+    public mutating func observe(uncertain: Int, of count: Int) -> Change? {
+        guard count > 0 else { return nil }
+        let share = Double(uncertain) / Double(count)
+        if items == 0 {
+            recent = share; baseline = share
+        } else {
+            let fast = 1 - exp(-Double(count) / recentItems)
+            recent += fast * (share - recent)
+            // While a shift is under way the baseline holds: the new kind of news must not become
+            // the norm before the loop has adapted to it (a new model resets it).
+            if !isActive { baseline += (1 - exp(-Double(count) / baselineItems)) * (share - baseline) }
+        }
+        items += count
+        guard items >= warmupItems else { return nil }
+        if !isActive && isShift(recent: recent, baseline: baseline) {
+            isActive = true
+            return .began
+        }
+        if isActive && recent <= baseline * (1 + ratio) / 2 {
+            isActive = false
+            return .ended
+        }
+        return nil
+    }
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The training-recipe experiment (figures for docs/experiments.md, not a test): K-fold
+# cross-validation on the shared data. Rows are dealt into K folds in turn (row i goes to fold
+# i mod K); for each fold a student is trained on the other folds' TEACHER labels only (soft
+# self-consistency votes) and scored on the fold against the EXPERTS' labels. Every recipe is
+# run on the same folds. Prints, per recipe, the mean over folds and the pooled out-of-fold
+# accuracy and macro-F1 with 95 % bootstrap intervals (2,000 resamples of the pooled items), the
+# mean training time, and the paired difference to the first recipe (bootstrap over the same
+# items, so fold-to-fold noise cancels).
+#
+# A recipe is NAME=FLAGS (flags of `newsd train`). Results are kept under .run/experiment-recipe
+# per recipe and fold, so an interrupted run resumes and a new recipe reuses the others.
+# usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--fresh] [NAME=FLAGS ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --data) data=$2; shift 2;;
+    --folds) folds=$2; shift 2;;
+    --fresh) fresh=1; shift;;
+    -*) echo "unknown option $1" >&2; exit 2;;
+    *) recipes+=("$1"); shift;;
+  esac
+done
+[ ${#recipes[@]} -gt 0 ] || recipes=("defaults=")
+[ -f "$data" ] || { echo "needs $data" >&2; exit 1; }
+./scripts/setup.sh >&2
+swift build -c release --product newsd >&2
+newsd=$PWD/.build/release/newsd
+work=$PWD/.run/experiment-recipe; [ $fresh = 1 ] && rm -rf "$work"; mkdir -p "$work/folds"
+export NEWSD_BASE_MODEL_DIR=$PWD/.models/all-MiniLM-L6-v2
+python3 - "$data" "$work/folds" "$folds" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], newline='')))
+head, body, k = rows[0], rows[1:], int(sys.argv[3])
+for f in range(k):
+    test = [r for i, r in enumerate(body) if i % k == f]
+    train = [r for i, r in enumerate(body) if i % k != f]
+    csv.writer(open(f"{sys.argv[2]}/train{f}.csv", 'w', newline='')).writerows([head] + train)
+    csv.writer(open(f"{sys.argv[2]}/test{f}.csv", 'w', newline='')).writerows([head] + test)
+PY
+for recipe in "${recipes[@]}"; do
+  name=${recipe%%=*}; flags=${recipe#*=}
+  dir=$work/$name; mkdir -p "$dir"
+  # A recipe whose flags changed since its results were stored starts again.
+  if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "$flags" ]; then rm -f "$dir"/*; fi
+  echo "$flags" > "$dir/flags"
+  for f in $(seq 0 $((folds - 1))); do
+    [ -f "$dir/pred$f.csv" ] && continue
+    echo "== $name fold $f: newsd train $flags" >&2
+    start=$(date +%s.%N)
+    # shellcheck disable=SC2086 # the recipe's flags are words
+    "$newsd" train --data "$work/folds/train$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
+      --no-early-exit $flags --out "$dir/model$f" > "$dir/train$f.txt" 2> "$dir/train$f.log"
+    python3 -c "print($(date +%s.%N) - $start)" > "$dir/seconds$f"
+    "$newsd" eval --model "$dir/model$f" --data "$work/folds/test$f.csv" --label-column label_experts --precision int8 \
+      --json --predictions-out "$dir/pred$f.csv.tmp" > "$dir/eval$f.json"
+    mv "$dir/pred$f.csv.tmp" "$dir/pred$f.csv"
+    rm -rf "$dir/model$f"
+  done
+done
+python3 - "$work" "$folds" "${recipes[@]}" <<'PY'
+import csv, random, sys
+work, k, recipes = sys.argv[1], int(sys.argv[2]), [r.split('=', 1)[0] for r in sys.argv[3:]]
+def macro_f1(pairs):
+    labels = sorted({t for t, _ in pairs} | {p for _, p in pairs}); f1s = []
+    for l in labels:
+        tp = sum(1 for t, p in pairs if t == l and p == l); fp = sum(1 for t, p in pairs if t != l and p == l)
+        fn = sum(1 for t, p in pairs if t == l and p != l)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / len(f1s)
+def accuracy(pairs): return sum(t == p for t, p in pairs) / len(pairs)
+results = {}
+for name in recipes:
+    folds = [[(r['truth'], r['predicted']) for r in csv.DictReader(open(f"{work}/{name}/pred{f}.csv"))] for f in range(k)]
+    secs = [float(open(f"{work}/{name}/seconds{f}").read()) for f in range(k)]
+    results[name] = (folds, secs)
+rng = random.Random(7)
+n = sum(len(f) for f in results[recipes[0]][0])
+samples = [[rng.randrange(n) for _ in range(n)] for _ in range(2000)]
+def interval(values):
+    v = sorted(values); return v[int(0.025 * len(v))], v[int(0.975 * len(v)) - 1]
+base = [p for f in results[recipes[0]][0] for p in f]
+print(f"{k}-fold cross-validation, n={n} (expert labels; trained on teacher labels only); 95% bootstrap intervals")
+print(f"{'recipe':<22}{'acc (fold mean)':>16}{'F1 (fold mean)':>16}{'accuracy pooled [95% CI]':>28}{'macro-F1 pooled [95% CI]':>28}{'ΔF1 vs ' + recipes[0] + ' [95% CI]':>34}{'train s':>9}")
+for name in recipes:
+    folds, secs = results[name]
+    pooled = [p for f in folds for p in f]
+    acc = accuracy(pooled); f1 = macro_f1(pooled)
+    accs = [accuracy([pooled[i] for i in s]) for s in samples]; f1s = [macro_f1([pooled[i] for i in s]) for s in samples]
+    deltas = [macro_f1([pooled[i] for i in s]) - macro_f1([base[i] for i in s]) for s in samples[:500]]
+    (al, ah), (fl, fh), (dl, dh) = interval(accs), interval(f1s), interval(deltas)
+    fa = sum(accuracy(f) for f in folds) / k; ff = sum(macro_f1(f) for f in folds) / k
+    print(f"{name:<22}{fa:>16.4f}{ff:>16.4f}{f'{acc:.4f} [{al:.4f}, {ah:.4f}]':>28}{f'{f1:.4f} [{fl:.4f}, {fh:.4f}]':>28}"
+          f"{f'{f1 - macro_f1(base):+.4f} [{dl:+.4f}, {dh:+.4f}]':>34}{sum(secs) / k:>9.1f}")
+PY
