@@ -3,11 +3,12 @@
 # alone, then with a training run (`newsd trainer --force`, the daemon's own code path: nice 10,
 # trainer.threads cores) working beside it on the shared teacher labels — and the sustained rates
 # and the training time are printed side by side.
-# usage: scripts/bench-training-ingest.sh [--count N] [--trainer-threads N]
+# --labels N trains on N labels: the shared data's 1,811 plus generated demo sentences.
+# usage: scripts/bench-training-ingest.sh [--count N] [--trainer-threads N] [--labels N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=8000; tthreads=1; data=../shared/data/fpb-mixtral-train.csv
-while [ $# -gt 0 ]; do case $1 in --count) count=$2; shift 2;; --trainer-threads) tthreads=$2; shift 2;; *) exit 2;; esac; done
+count=8000; tthreads=1; labels=0; data=../shared/data/fpb-mixtral-train.csv
+while [ $# -gt 0 ]; do case $1 in --count) count=$2; shift 2;; --trainer-threads) tthreads=$2; shift 2;; --labels) labels=$2; shift 2;; *) exit 2;; esac; done
 [ -f "$data" ] || { echo "needs $data" >&2; exit 1; }
 ./scripts/setup.sh >&2
 swift build -c release --product newsd >&2
@@ -26,6 +27,8 @@ PY
 broker=$!
 for _ in $(seq 100); do [ -s "$work/bootstrap" ] && break; sleep 0.1; done
 brokers=$(cat "$work/bootstrap")
+extra=$((labels - $(python3 -c "import csv,sys; print(sum(1 for _ in csv.DictReader(open(sys.argv[1], newline=''))))" "$data")))
+[ "$extra" -gt 0 ] && "$newsd" demo-data --out "$work/extra.jsonl" --count "$extra" --seed 9 --labels "$work/extra.csv" 2>/dev/null
 "$newsd" produce --brokers "$brokers" --topic news --file "$work/news.jsonl" 2>/dev/null
 run() {   # run NAME WITH_TRAINING
   local name=$1 db=${admin%/postgres}/newsd_bench_$1
@@ -50,6 +53,7 @@ epochs = 2
 TOML
   "$newsd" migrate --config "$work/$name.toml" > /dev/null
   "$newsd" labels import --config "$work/$name.toml" "$data" --label-column label_llm_cot_multiple --source bench > /dev/null
+  if [ "$extra" -gt 0 ]; then "$newsd" labels import --config "$work/$name.toml" "$work/extra.csv" --label-column label --source bench-demo > /dev/null; fi
   local trainer=
   if [ "$2" = yes ]; then
     ( start=$(date +%s.%N); "$newsd" trainer --config "$work/$name.toml" --force > "$work/trainer.out" 2> "$work/trainer.log"; \
@@ -71,4 +75,5 @@ print(f"ingest alone:           {a['sustained_per_second']:.1f} messages/s, p99 
 print(f"ingest during training: {t['sustained_per_second']:.1f} messages/s, p99 batch {t['p99_batch_ms']:.0f} ms "
       f"({100 * (1 - t['sustained_per_second'] / a['sustained_per_second']):.0f} % slower)")
 print(f"training beside it: trainer.threads = {sys.argv[4]}, nice 10, {e - s:.0f} s wall; {open(sys.argv[5]).read().strip()}")
+print(f"(the training run overlapped the timed ingest only while the stream lasted: make --count large enough)")
 PY

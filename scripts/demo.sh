@@ -14,11 +14,21 @@
 # sentences of both kinds (scored against the truth, which the loop never sees) and live on the
 # stream, the time from the shift to the first adapted model, the teacher's labels and spend, and
 # the cost per million sentences against sending every sentence to the teacher.
-# usage: scripts/demo.sh [--count N]
+#
+# With --wire-csv, the first kind of news is real instead of generated: the CSV's sentences with
+# their recorded teacher votes and expert labels (the shared Financial PhraseBank file with a real
+# LLM's answers): the experiment of a real stream meeting a new kind of news.
+# usage: scripts/demo.sh [--count N] [--wire-csv FILE]   (FILE: text, sc_iter1..3, label_experts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=3000
-while [ $# -gt 0 ]; do case $1 in --count) count=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+count=3000; wire_csv=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --count) count=$2; shift 2;;
+    --wire-csv) wire_csv=$(realpath "$2"); shift 2;;
+    *) echo "unknown option $1" >&2; exit 2;;
+  esac
+done
 [ "$count" -ge 1500 ] || { echo "--count must be at least 1500 (the loop needs labels for two models)" >&2; exit 2; }
 ./scripts/setup.sh
 echo "== building newsd (release)" >&2
@@ -36,6 +46,33 @@ echo "== demo data: $count news sentences about a demo portfolio, wire news then
 "$newsd" demo-data --out "$demo/news.jsonl" --count "$count" --seed 1 --labels "$demo/answers.csv" --portfolio "$demo/portfolio.csv" 2>/dev/null
 # Held-out sentences of both kinds, never streamed: the truth the summary scores every model on.
 "$newsd" demo-data --out "$demo/heldout.jsonl" --count 1200 --seed 2 --labels "$demo/heldout.csv" 2>/dev/null
+if [ -n "$wire_csv" ]; then
+  # The first kind of news is real: the CSV's sentences (in order) with its recorded teacher
+  # votes (sc_iter1..3) and expert labels; its rows after the streamed ones are held out.
+  python3 - "$demo" "$wire_csv" "$((count / 2))" <<'PY'
+import csv, json, sys
+demo, source, streamed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+real = list(csv.DictReader(open(source, newline='')))
+if len(real) < streamed + 100: sys.exit(f"{source}: {len(real)} rows; --wire-csv needs at least {streamed + 100} for --count {2 * streamed}")
+def replace(rows, wires):
+    for r, w in zip((r for r in rows if r['domain'] == 'wire'), wires):
+        r.update(text=w['text'], sc_iter1=w['sc_iter1'], sc_iter2=w['sc_iter2'], sc_iter3=w['sc_iter3'], label=w['label_experts'], kind='real')
+def write(name, rows):
+    w = csv.DictWriter(open(f"{demo}/{name}", 'w', newline=''), fieldnames=rows[0].keys()); w.writeheader(); w.writerows(rows)
+answers = list(csv.DictReader(open(f"{demo}/answers.csv", newline='')))
+replace(answers, real[:streamed]); write('answers.csv', answers)
+text = {a['id']: a['text'] for a in answers}
+lines = [json.loads(l) for l in open(f"{demo}/news.jsonl") if l.strip()]
+with open(f"{demo}/news.jsonl", 'w') as f:
+    for m in lines:
+        if m.get('id') in text: m['text'] = text[m['id']]
+        f.write(json.dumps(m, ensure_ascii=False) + '\n')
+heldout = list(csv.DictReader(open(f"{demo}/heldout.csv", newline='')))
+wire = [r for r in heldout if r['domain'] == 'wire'][:len(real) - streamed]
+replace(wire, real[streamed:])
+write('heldout.csv', wire + [r for r in heldout if r['domain'] == 'social'])
+PY
+fi
 python3 - "$demo" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1] + '/heldout.csv', newline='')))
@@ -97,10 +134,12 @@ min_new_labels = 250
 check_seconds = 2
 threads = 2
 gold_sets = ["$demo/heldout-wire.csv"]   # the old kind of news: a model that forgets it is refused
+negative_recall_tolerance = 0.05  # the real held-out set (--wire-csv) has 43 negatives: one is 2.3 points
 TOML
 q() { psql -tA "$db" -c "$1" 2>/dev/null || echo 0; }
-wait_for() {   # wait_for SQL TARGET WHAT
-  for _ in $(seq 600); do [ "$(q "$1")" -ge "$2" ] && return 0; kill -0 "$daemon" 2>/dev/null || { tail -20 "$demo/newsd.log" >&2; exit 1; }; sleep 0.5; done
+wait_for() {   # wait_for SQL TARGET WHAT [SECONDS: then return 1 instead of failing]
+  for _ in $(seq $((2 * ${4:-300}))); do [ "$(q "$1")" -ge "$2" ] && return 0; kill -0 "$daemon" 2>/dev/null || { tail -20 "$demo/newsd.log" >&2; exit 1; }; sleep 0.5; done
+  [ -n "${4:-}" ] && return 1
   echo "timed out waiting for $3" >&2; tail -20 "$demo/newsd.log" >&2; exit 1
 }
 echo "== newsd run, starting with no trained model (log: $demo/newsd.log)" >&2
@@ -120,10 +159,17 @@ echo "== wave 3: the news changes kind: $((wave3 - shift_at)) social posts; unce
 # Adapted: a model whose training started after the first teacher label of a social post.
 adapted="SELECT seq FROM models WHERE activated_at IS NOT NULL AND created_at - make_interval(secs => (metrics->>'train_seconds')::float)
   > (SELECT min(l.labelled_at) FROM teacher_labels l JOIN demo_truth t ON t.text = l.text WHERE t.domain = 'social') ORDER BY seq LIMIT 1"
-wait_for "SELECT count(*) FROM ($adapted) a" 1 "a model trained on labels of the new kind of news"
-sleep 3
-echo "== wave 4: the rest, served by the adapted model" >&2
-"$newsd" produce --brokers "$brokers" --topic news --file "$demo/wave4.jsonl" 2>/dev/null
+# The gate may refuse the first candidate (it must not forget the old kind of news); then the
+# next one needs more labels, which the rest of the stream brings.
+if wait_for "SELECT count(*) FROM ($adapted) a" 1 "a model trained on labels of the new kind of news" 90; then
+  sleep 3
+  echo "== wave 4: the rest, served by the adapted model" >&2
+  "$newsd" produce --brokers "$brokers" --topic news --file "$demo/wave4.jsonl" 2>/dev/null
+else
+  echo "   no adapted model promoted yet (see the gate's reasons in models list); wave 4 brings more labels" >&2
+  "$newsd" produce --brokers "$brokers" --topic news --file "$demo/wave4.jsonl" 2>/dev/null
+  wait_for "SELECT count(*) FROM ($adapted) a" 1 "a model trained on labels of the new kind of news"
+fi
 wait "$daemon" || { tail -20 "$demo/newsd.log" >&2; exit 1; }
 daemon=
 end=$(date +%s.%N)
@@ -164,16 +210,19 @@ while IFS=, read -r seq version; do
       "$("$newsd" eval --model "$demo/models/$version" --data "$demo/heldout-$domain.csv" --label-column label --precision int8 --json)" >> "$demo/heldout-evals.jsonl"
   done
 done < "$demo/activated.csv"
-psql -q -A -F, "$db" -o "$demo/live.csv" -c "SELECT coalesce('v' || m.seq, 'untrained base') AS model, t.domain, count(*) AS items,
+psql -q --csv "$db" -o "$demo/live.csv" -c "SELECT coalesce('v' || m.seq, 'untrained base') AS model, t.domain, count(*) AS items,
     sum((p.label = t.label)::int) AS correct
   FROM predictions p JOIN news_items n ON n.id = p.item_id JOIN demo_truth t ON t.id = n.external_id LEFT JOIN models m ON m.version = p.model_version
   WHERE NOT p.rescored GROUP BY 1, 2 ORDER BY min(p.predicted_at)"
-psql -q -A -F, "$db" -o "$demo/shift.csv" -c "SELECT
+psql -q --csv "$db" -o "$demo/shift.csv" -c "SELECT
     extract(epoch FROM (SELECT min(n.received_at) FROM news_items n JOIN demo_truth t ON t.id = n.external_id WHERE t.domain = 'social')) AS shift_at,
     (SELECT seq FROM ($adapted) a) AS adapted_seq,
     extract(epoch FROM (SELECT activated_at FROM models WHERE seq = (SELECT seq FROM ($adapted) a))) AS adapted_at,
     (SELECT count(*) FROM teacher_labels l JOIN demo_truth t ON t.text = l.text WHERE t.domain = 'social'
-       AND l.labelled_at < (SELECT activated_at FROM models WHERE seq = (SELECT seq FROM ($adapted) a))) AS social_labels_before,
+       AND l.labelled_at < (SELECT created_at - make_interval(secs => (metrics->>'train_seconds')::float) FROM models
+                            WHERE seq = (SELECT seq FROM ($adapted) a))) AS social_labels_before,
+    (SELECT round((count(*) / greatest(extract(epoch FROM max(n.received_at) - min(n.received_at)), 1))::numeric, 1) FROM news_items n
+       JOIN demo_truth t ON t.id = n.external_id WHERE t.domain = 'social') AS social_items_per_second,
     (SELECT count(*) FROM teacher_labels WHERE status = 'labelled') AS labels,
     (SELECT count(*) FROM teacher_labels l JOIN demo_truth t ON t.text = l.text WHERE l.status = 'labelled' AND l.label <> t.label) AS wrong_labels"
 python3 - "$demo" <<'PY'
@@ -200,8 +249,9 @@ for r in csv.DictReader(open(f"{demo}/live.csv", newline='')):
 sh = next(csv.DictReader(open(f"{demo}/shift.csv", newline='')))
 if sh['adapted_at']:
     print(f"shift to recovery: {float(sh['adapted_at']) - float(sh['shift_at']):.0f} s from the first social post to v{sh['adapted_seq']} serving, "
-          f"trained with {sh['social_labels_before']} teacher labels of social posts")
+          f"trained with {sh['social_labels_before']} teacher labels of social posts (the stream ran at demo speed: "
+          f"{sh['social_items_per_second']} social posts/s)")
 print(f"teacher labels used: {sh['labels']}; the teacher was wrong on {sh['wrong_labels']} of them "
-      f"({100 * int(sh['wrong_labels']) / max(1, int(sh['labels'])):.1f} %)")
+      f"({100 * int(sh['wrong_labels']) / max(1, int(sh['labels'])):.1f} %: it is asked about the hard items)")
 PY
 echo "(logs: $demo/newsd.log; database: $db)"

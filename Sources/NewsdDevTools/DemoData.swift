@@ -66,7 +66,7 @@ public enum DemoData {
         public var publishedAt: Date
         /// `wire` (news-agency sentences) or `social` (short posts with tickers and links).
         public var domain = "wire"
-        /// What makes it easy or hard: clear, numbers, negation, hedge, mixed, slang.
+        /// What makes it easy or hard: clear, numbers, negation, hedge, mixed, slang, sarcasm.
         public var kind = "clear"
         /// What the demo teacher answers, one label per self-consistency sample (the true label
         /// three times, unless the teacher gets this one wrong).

@@ -63,10 +63,17 @@ extension DemoData {
         Template(text: "${t} flat today. waiting for the AGM in {city}", label: "neutral", kind: "slang"),
         Template(text: "${t} new CFO starts {day}, no idea who she is {link}", label: "neutral", kind: "slang"),
         Template(text: "not panicking about ${t}, no bad news at all this quarter", label: "positive", kind: "negation"),
+        Template(text: "great, another profit warning from ${t}. just great", label: "negative", kind: "sarcasm"),
+        Template(text: "love how ${t} 'restructures' every year while the share price bleeds", label: "negative", kind: "sarcasm"),
+        Template(text: "${t} can't stop winning lol, third order this month {link}", label: "positive", kind: "negation"),
+        Template(text: "${t} Q3 EPS {a} vs {b} est.", label: nil, kind: "numbers"),
+        Template(text: "${t} revenue EUR {a}m (cons. EUR {b}m)", label: nil, kind: "numbers"),
+        Template(text: "might add more ${t} if they hold guidance, undecided", label: "neutral", kind: "hedge"),
+        Template(text: "${t} chart looks interesting, anyone have a view? {link}", label: "neutral", kind: "slang"),
     ]
 
     /// How much more often than on a clear item the demo teacher errs on each kind.
-    static let difficulty: [String: Double] = ["clear": 0.4, "numbers": 2.5, "negation": 2.5, "hedge": 2, "mixed": 3, "slang": 1]
+    static let difficulty: [String: Double] = ["clear": 0.4, "numbers": 2.5, "negation": 2.5, "hedge": 2, "mixed": 3, "slang": 1, "sarcasm": 3]
 
     /// `count` sentences of the realistic demo stream, deterministic for `seed`: wire news first,
     /// social posts from `shiftAt` (a share of the stream; 1 = never), with the teacher's votes

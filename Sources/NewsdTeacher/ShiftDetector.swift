@@ -13,16 +13,17 @@ public struct ShiftDetector: Sendable, Equatable {
     /// A change of state.
     public enum Change: String, Sendable { case began, ended }
 
-    /// Recent over baseline that begins a shift. Default 2.
-    public var ratio = 2.0
-    /// And at least this much higher, absolute (a rise from 1 % to 2 % is no shift). Default 0.1.
-    public var minimumRise = 0.1
+    /// Recent over baseline that begins a shift. Default 1.5.
+    public var ratio = 1.5
+    /// And at least this much higher, absolute (a rise from 1 % to 2 % is no shift; over 300
+    /// items, 5 points is more than three standard errors at a 7 % baseline). Default 0.05.
+    public var minimumRise = 0.05
     /// Items over which the recent mean forgets (1/e). Default 300.
     public var recentItems = 300.0
     /// Items over which the baseline forgets. Default 5000.
     public var baselineItems = 5000.0
-    /// Items of one model before anything is decided. Default 1000.
-    public var warmupItems = 1000
+    /// Items of one model before anything is decided. Default 500.
+    public var warmupItems = 500
 
     /// Recent share of uncertain items.
     public private(set) var recent = 0.0

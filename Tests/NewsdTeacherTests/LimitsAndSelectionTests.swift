@@ -159,11 +159,11 @@ struct SelectionTests {
 
     @Test func nothingIsDecidedDuringWarmUpAndSmallRisesAreNoShift() {
         var d = ShiftDetector()
-        #expect(Self.feed(&d, batches: 5, uncertain: 2).isEmpty)
-        #expect(Self.feed(&d, batches: 4, uncertain: 60).isEmpty, "still warming up (900 items)")
+        #expect(Self.feed(&d, batches: 3, uncertain: 2).isEmpty)
+        #expect(Self.feed(&d, batches: 1, uncertain: 60).isEmpty, "still warming up (400 items)")
         var e = ShiftDetector()
         _ = Self.feed(&e, batches: 30, uncertain: 1)
-        #expect(Self.feed(&e, batches: 30, uncertain: 5).isEmpty, "1 % to 5 % is five times, but not 10 points")
+        #expect(Self.feed(&e, batches: 30, uncertain: 5).isEmpty, "1 % to 5 % is five times, but not 5 points")
     }
 
     @Test func aShiftRaisesTheTeachersShareAndANewModelStartsAgain() {
