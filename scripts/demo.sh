@@ -158,7 +158,7 @@ echo "== wave 3: the news changes kind: $((wave3 - shift_at)) social posts; unce
 "$newsd" produce --brokers "$brokers" --topic news --file "$demo/wave3.jsonl" 2>/dev/null
 # Adapted: a model whose training started after the first teacher label of a social post.
 adapted="SELECT seq FROM models WHERE activated_at IS NOT NULL AND created_at - make_interval(secs => (metrics->>'train_seconds')::float)
-  > (SELECT min(l.labelled_at) FROM teacher_labels l JOIN demo_truth t ON t.text = l.text WHERE t.domain = 'social') ORDER BY seq LIMIT 1"
+  > (SELECT min(l.labelled_at) FROM teacher_labels l JOIN (SELECT DISTINCT text, label, domain FROM demo_truth) t ON t.text = l.text WHERE t.domain = 'social') ORDER BY seq LIMIT 1"
 # The gate may refuse the first candidate (it must not forget the old kind of news); then the
 # next one needs more labels, which the rest of the stream brings.
 if wait_for "SELECT count(*) FROM ($adapted) a" 1 "a model trained on labels of the new kind of news" 90; then
@@ -218,13 +218,13 @@ psql -q --csv "$db" -o "$demo/shift.csv" -c "SELECT
     extract(epoch FROM (SELECT min(n.received_at) FROM news_items n JOIN demo_truth t ON t.id = n.external_id WHERE t.domain = 'social')) AS shift_at,
     (SELECT seq FROM ($adapted) a) AS adapted_seq,
     extract(epoch FROM (SELECT activated_at FROM models WHERE seq = (SELECT seq FROM ($adapted) a))) AS adapted_at,
-    (SELECT count(*) FROM teacher_labels l JOIN demo_truth t ON t.text = l.text WHERE t.domain = 'social'
+    (SELECT count(*) FROM teacher_labels l JOIN (SELECT DISTINCT text, label, domain FROM demo_truth) t ON t.text = l.text WHERE t.domain = 'social'
        AND l.labelled_at < (SELECT created_at - make_interval(secs => (metrics->>'train_seconds')::float) FROM models
                             WHERE seq = (SELECT seq FROM ($adapted) a))) AS social_labels_before,
     (SELECT round((count(*) / greatest(extract(epoch FROM max(n.received_at) - min(n.received_at)), 1))::numeric, 1) FROM news_items n
        JOIN demo_truth t ON t.id = n.external_id WHERE t.domain = 'social') AS social_items_per_second,
     (SELECT count(*) FROM teacher_labels WHERE status = 'labelled') AS labels,
-    (SELECT count(*) FROM teacher_labels l JOIN demo_truth t ON t.text = l.text WHERE l.status = 'labelled' AND l.label <> t.label) AS wrong_labels"
+    (SELECT count(*) FROM teacher_labels l JOIN (SELECT DISTINCT text, label, domain FROM demo_truth) t ON t.text = l.text WHERE l.status = 'labelled' AND l.label <> t.label) AS wrong_labels"
 python3 - "$demo" <<'PY'
 import csv, json, sys
 demo = sys.argv[1]

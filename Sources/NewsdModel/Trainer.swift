@@ -124,13 +124,23 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         case layerDecay, evaluationsPerEpoch, patience, noiseFolds, suspectThreshold, suspectWeight
     }
 
+    /// The settings that came after the first artifacts, with the values that reproduce training
+    /// as it was before they existed (no smoothing, no balancing, ...). A manifest without a key
+    /// was trained that way, whatever today's default is.
+    static var legacy: TrainingConfiguration {
+        var c = TrainingConfiguration()
+        c.steps = 0; c.labelSmoothing = 0; c.classBalance = 0; c.layerDecay = 1; c.evaluationsPerEpoch = 0; c.patience = 0
+        c.noiseFolds = 0; c.suspectThreshold = 0.2; c.suspectWeight = 0.25
+        return c
+    }
+
     /// Encodes every setting older versions know, and the newer ones only where they differ
-    /// from their defaults: an artifact's checksum covers its manifest's canonical JSON, so an
-    /// artifact written before they existed must re-encode to the same bytes (else every stored
-    /// model would be refused after an upgrade).
+    /// from their legacy values: an artifact's checksum covers its manifest's canonical JSON, so
+    /// an artifact written before they existed must re-encode to the same bytes (else every
+    /// stored model would be refused after an upgrade).
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        let d = TrainingConfiguration()
+        let d = TrainingConfiguration.legacy
         try c.encode(epochs, forKey: .epochs); try c.encode(learningRate, forKey: .learningRate)
         try c.encode(batchSize, forKey: .batchSize); try c.encode(seed, forKey: .seed); try c.encode(threads, forKey: .threads)
         try c.encode(trainable, forKey: .trainable); try c.encode(warmupFraction, forKey: .warmupFraction)
@@ -148,10 +158,10 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         if suspectWeight != d.suspectWeight { try c.encode(suspectWeight, forKey: .suspectWeight) }
     }
 
-    /// Decodes, taking the defaults for keys that older artifacts do not have.
+    /// Decodes, taking the legacy values for keys that older artifacts do not have.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = TrainingConfiguration()
+        let d = TrainingConfiguration.legacy
         epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? d.epochs
         learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? d.learningRate
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize

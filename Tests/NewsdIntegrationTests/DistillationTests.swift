@@ -69,13 +69,18 @@ struct DistillationTests {
         return c
     }
 
-    @Test("a candidate trained on shuffled labels is rejected by the gate; imported labels win over the teacher's")
-    func gateRejectsWorseCandidate() throws {
+    /// A fresh database with 400 teacher labels of demo sentences, and a trainer configuration on the real base.
+    func labelledDatabase() throws -> (PostgresConnection, NewsdConfiguration) {
         let database = try Harness.freshDatabase()
         let db = try PostgresConnection(database)
         try Schema.migrate(db)
         try Harness.insertTeacherLabels(db, DemoData.sentences(count: 400, seed: 3))
-        let c = trainerConfiguration(database: database, model: Harness.baseModel)
+        return (db, trainerConfiguration(database: database, model: Harness.baseModel))
+    }
+
+    @Test("a candidate trained on shuffled labels is rejected by the gate; imported labels win over the teacher's")
+    func gateRejectsWorseCandidate() throws {
+        let (db, c) = try labelledDatabase()
         guard case let .promoted(v1) = try Distiller.runOnce(c, logger: Harness.logger, force: true) else { Issue.record("v1 not promoted"); return }
         #expect(v1.seq == 1 && v1.status == "active")
         let second = try Distiller.runOnce(c, logger: Harness.logger, force: true, shuffleLabels: true)
@@ -100,11 +105,7 @@ struct DistillationTests {
 
     @Test("a candidate continues from the active model on new labels plus a replay of old ones; every Nth starts from the base; a shift is read from the database")
     func incrementalRunsAndShiftSignals() throws {
-        let database = try Harness.freshDatabase()
-        let db = try PostgresConnection(database)
-        try Schema.migrate(db)
-        try Harness.insertTeacherLabels(db, DemoData.sentences(count: 400, seed: 3))
-        var c = trainerConfiguration(database: database, model: Harness.baseModel)
+        var (db, c) = try labelledDatabase()
         c.trainer.fullRetrainEvery = 2
         c.trainer.replayRatio = 1
         let v1 = try Self.registered(try Distiller.runOnce(c, logger: Harness.logger, force: true))
