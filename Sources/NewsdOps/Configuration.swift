@@ -254,8 +254,9 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         /// Every Nth model starts from the base on every label (incremental drift is reset; 1 =
         /// always). Default 4.
         public var fullRetrainEvery = 4
-        /// Label smoothing ε (see `docs/experiments.md`). Default 0.
-        public var labelSmoothing = 0.0
+        /// Label smoothing ε: a wrong teacher label cannot be fitted with certainty (see
+        /// `docs/experiments.md`). Default 0.3.
+        public var labelSmoothing = 0.3
         /// Class-balance exponent α (0 off, 1 fully balanced). Default 0.
         public var classBalance = 0.0
         /// Layer-wise learning-rate decay (1 off). Default 1.
