@@ -97,8 +97,8 @@ for arm in uncertainty random; do
     [ "$(psql -tA "$db" -c "SELECT count(*) FROM teacher_queue WHERE status = 'pending'")" -eq 0 ] && break; sleep 1; done
   kill -TERM $daemon; wait $daemon || true
   kill $broker 2>/dev/null || true; broker=
-  # The final student: one more run on every label the loop collected (gate figures recorded).
-  NEWSD_TRAINER_THREADS=2 "$newsd" trainer --config "$work/$arm.toml" --force >> "$work/$arm.trainer" 2>&1 || true
+  # The final student: one more run from the base on every label the loop collected (gate figures recorded).
+  NEWSD_TRAINER_THREADS=2 NEWSD_TRAINER_INCREMENTAL=false "$newsd" trainer --config "$work/$arm.toml" --force >> "$work/$arm.trainer" 2>&1 || true
   echo "$arm $(final_metrics $arm) $(psql -tA "$db" -c "SELECT count(*) FROM models")" >> "$work/results"
 done
 
