@@ -91,26 +91,30 @@ public enum Distiller {
             let added = set.addPseudoLabels(recent, model: activeModel, minMargin: t.pseudoLabelMinMargin)
             logger.info("pseudo-labels from the active model", metadata: ["considered": "\(recent.count)", "added": "\(added)"])
         }
-        // Incremental: continue from the active model on what it has not seen plus a replay of
-        // the rest, unless it is time for a full run (every `full_retrain_every`-th model), the
+        // Incremental: continue from the active model on what it has not seen (labels newer than
+        // the newest it read) plus a replay of the rest, unless it is time for a full run (every
+        // `full_retrain_every`-th model), the
         // active model is not a student of this base and label set, or no label is new to it.
         var start: StudentModel?
         if t.incremental, !shuffleLabels, let activeModel, let active, activeModel.labels == labels, activeModel.manifest != nil,
            activeModel.baseChecksum == base.weightsChecksum {
             let r = try db.query("""
-                SELECT extract(epoch FROM created_at)::float8 - coalesce((metrics->>'train_seconds')::float8, 0) AS trained_from,
-                       (SELECT count(*) FROM models WHERE status IN ('active', 'retired') AND seq > coalesce((SELECT max(seq) FROM models
+                SELECT coalesce((metrics->>'labels_until')::float8,
+                                extract(epoch FROM created_at)::float8 - coalesce((metrics->>'train_seconds')::float8, 0)) AS trained_from,
+                       (SELECT count(*) FROM models WHERE status IN ('active', 'retired', 'rejected') AND seq > coalesce((SELECT max(seq) FROM models
                           WHERE status IN ('active', 'retired') AND coalesce((metrics->>'incremental')::float8, 0) = 0), 0)) AS since_full
                 FROM models WHERE version = \(active.version)
                 """).single()
             let trainedFrom: Double = try r.decode("trained_from"), sinceFull: Int = try r.decode("since_full")
+            // Models since the last full one, refused candidates included: incremental runs the gate
+            // keeps refusing give way to a full run.
             if sinceFull + 1 < t.fullRetrainEvery {
-                let kept = set.keepIncremental(since: trainedFrom, replayRatio: t.replayRatio, seed: UInt64(labelled.count))
+                var incremental = set
+                let kept = incremental.keepIncremental(since: trainedFrom, replayRatio: t.replayRatio, seed: UInt64(labelled.count))
                 if kept.new > 0 {
+                    set = incremental
                     start = activeModel
                     logger.info("incremental run from the active model", metadata: ["active": "\(active.version)", "new": "\(kept.new)", "replayed": "\(kept.replayed)"])
-                } else {
-                    set = TrainingSet(labelled, validationFraction: t.validationFraction)
                 }
             }
         }
@@ -158,6 +162,8 @@ public enum Distiller {
         let gate = PromotionGate(f1Tolerance: t.f1Tolerance, negativeRecallTolerance: t.negativeRecallTolerance)
         let decision = gate.decide(evaluations)
         var metrics = result.metrics.merging(decision.metrics) { _, new in new }
+        // The newest label this run read: the next incremental run's "new" starts after it.
+        if let newest = labelled.map(\.labelledAt).max() { metrics["labels_until"] = newest }
         if let activeModel, t.shadowItems > 0 {
             let recent: [String] = try db.query("SELECT text FROM news_items ORDER BY id DESC LIMIT \(t.shadowItems)").typed.map { try $0.decode("text") }
             if !recent.isEmpty {

@@ -63,15 +63,18 @@ public struct TrainingSet: Sendable {
         return added
     }
 
-    /// Keeps for training only the labels that arrived at or after `since` and a replay sample of
+    /// Keeps for training only the labels that arrived after `since` and a replay sample of
     /// the older ones (`replayRatio` per new label, at least `minimumReplay`, chosen by a seeded
     /// shuffle), for a candidate that continues from the active model: it learns the new labels
     /// and rehearses the old ones so it does not forget them. Validation is untouched, so the
     /// gate still compares both models on every held-out label. Returns the counts kept.
     @discardableResult
     public mutating func keepIncremental(since: Double, replayRatio: Double, minimumReplay: Int = 200, seed: UInt64) -> (new: Int, replayed: Int) {
-        let fresh = training.filter { $0.labelledAt >= since }
-        var old = training.filter { $0.labelledAt < since }
+        // Strictly after, with a millisecond's slack: labels stored in one statement share their
+        // time, and `since` may have travelled through JSON.
+        let isNew = { (l: LabelledText) in l.labelledAt > since + 0.001 }
+        let fresh = training.filter(isNew)
+        var old = training.filter { !isNew($0) }
         var rng = SeededGenerator(seed: seed)
         old.shuffle(using: &rng)
         let replay = old.prefix(min(old.count, max(minimumReplay, Int((Double(fresh.count) * replayRatio).rounded()))))

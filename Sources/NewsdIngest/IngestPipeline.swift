@@ -481,7 +481,9 @@ public final class IngestPipeline: Sendable {
         guard var selector = teacherState.selector else { return }
         let t = teacherPolicy.value
         if t != selector.policy {
-            selector = TeacherSelector(policy: t)
+            let reloaded = TeacherSelector(policy: t)
+            reloaded.inheritShift(from: selector)
+            selector = reloaded
             teacherState.selector = selector
         }
         if monotonicSeconds() - teacherState.refreshedAt > 5 {

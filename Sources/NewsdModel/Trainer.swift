@@ -72,8 +72,9 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
     /// cannot be fitted with certainty. Default 0.3: the best of 0–0.4 in the cross-validated
     /// experiment (docs/experiments.md), +1 point of macro-F1 against the experts.
     public var labelSmoothing: Float = 0.3
-    /// Exponent α of class balancing: an example of class c weighs (N / (classes · n_c))^α,
-    /// normalised to mean 1 (0 = off, 1 = fully balanced; n_c sums the soft targets). Default 0.
+    /// Exponent α of class balancing: an example of class c weighs (N / (classes · n_c))^α, the
+    /// factors scaled so the examples' total weight is unchanged (0 = off, 1 = fully balanced;
+    /// n_c sums the soft targets). Default 0.
     public var classBalance: Float = 0
     /// Layer-wise learning-rate decay: layer l of L learns at rate · decay^(L − 1 − l), the
     /// embeddings at rate · decay^L (1 = off). Default 1.
@@ -383,6 +384,7 @@ public final class Trainer: @unchecked Sendable {
     public func train(_ examples: [TrainingExample], validation: [(ids: [Int32], label: Int)] = [], cancel: StopFlag? = nil,
                       progress: (TrainingProgress) -> Void = { _ in }) throws -> [Double] {
         guard !examples.isEmpty else { throw ModelError.invalidArgument("no training examples") }
+        bestValidationLoss = nil
         try load(examples, cancel: cancel)
         let n = examples.count, bs = configuration.batchSize
         let stepsPerEpoch = (n + bs - 1) / bs, total = configuration.totalSteps(examples: n)
@@ -423,7 +425,7 @@ public final class Trainer: @unchecked Sendable {
                 } else {
                     sinceBest += 1
                     if configuration.patience > 0 && sinceBest >= configuration.patience {
-                        if s != stepsPerEpoch - 1 { epochLosses.append(lossSum / Double(seen)) }
+                        if s != stepsPerEpoch - 1 && step != total { epochLosses.append(lossSum / Double(seen)) }
                         break training
                     }
                 }

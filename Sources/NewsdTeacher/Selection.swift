@@ -48,7 +48,13 @@ public final class TeacherSelector {
         return shift.observe(uncertain: margins.filter { Double($0) < policy.marginThreshold }.count, of: margins.count)
     }
 
-    /// The share of traffic the teacher may get now: `shift_max_share` during a shift.
+    /// Takes over `old`'s shift state (a reloaded policy must not end a shift or restart the warm-up).
+    public func inheritShift(from old: TeacherSelector) {
+        shift = old.shift; shiftModel = old.shiftModel
+    }
+
+    /// The share of traffic the teacher may get now: `shift_max_share` during a shift (it raises
+    /// the credit of `margin`, `entropy` and `random` selection; `top_k` keeps its per-window cap).
     public var currentMaxShare: Double { shift.isActive ? max(policy.maxShare, policy.shiftMaxShare) : policy.maxShare }
 
     /// Reasons per item (nil: not sent). `coldStartRemaining` > 0 means no trained model yet and

@@ -4,7 +4,8 @@ import Foundation
 /// (margin below a threshold) rises well above what it was for the same model. Two exponentially
 /// weighted means of that share, one over the last few hundred items and one over thousands,
 /// are compared; a shift begins when the recent one is both `ratio` times and `minimumRise`
-/// above the long one, and ends when it falls back within `(1 + ratio) / 2` times. A new model
+/// above the long one, and ends when it falls back within `(1 + ratio) / 2` times or within
+/// half of `minimumRise`. A new model
 /// changes the margins themselves, so a swap starts the baseline again (`reset`), and nothing is
 /// decided before `warmupItems` items of the same model.
 ///
@@ -51,22 +52,20 @@ public struct ShiftDetector: Sendable, Equatable {
     public mutating func observe(uncertain: Int, of count: Int) -> Change? {
         guard count > 0 else { return nil }
         let share = Double(uncertain) / Double(count)
-        if items == 0 {
-            recent = share; baseline = share
-        } else {
-            let fast = 1 - exp(-Double(count) / recentItems)
-            recent += fast * (share - recent)
-            // While a shift is under way the baseline holds: the new kind of news must not become
-            // the norm before the loop has adapted to it (a new model resets it).
-            if !isActive { baseline += (1 - exp(-Double(count) / baselineItems)) * (share - baseline) }
-        }
+        // Until the horizon is reached each mean is the plain mean of everything seen, so a tiny
+        // first batch (a share of 0 or 1) weighs no more than its items.
+        let plain = Double(count) / Double(items + count)
+        recent += max(1 - exp(-Double(count) / recentItems), plain) * (share - recent)
+        // While a shift is under way the baseline holds: the new kind of news must not become
+        // the norm before the loop has adapted to it (a new model resets it).
+        if !isActive { baseline += max(1 - exp(-Double(count) / baselineItems), plain) * (share - baseline) }
         items += count
         guard items >= warmupItems else { return nil }
         if !isActive && isShift(recent: recent, baseline: baseline) {
             isActive = true
             return .began
         }
-        if isActive && recent <= baseline * (1 + ratio) / 2 {
+        if isActive && (recent <= baseline * (1 + ratio) / 2 || recent - baseline < minimumRise / 2) {
             isActive = false
             return .ended
         }

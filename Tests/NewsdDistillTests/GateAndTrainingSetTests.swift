@@ -52,10 +52,10 @@ import Testing
         var set = TrainingSet(labelled, validationFraction: 0.1)
         let validation = set.validationTexts
         let kept = set.keepIncremental(since: 1900, replayRatio: 2, minimumReplay: 50, seed: 1)
-        let fresh = labelled.filter { $0.labelledAt >= 1900 && !validation.contains($0.text) }.count
+        let fresh = labelled.filter { $0.labelledAt > 1900 && !validation.contains($0.text) }.count
         #expect(kept.new == fresh)
         #expect(kept.replayed == 2 * fresh)
-        #expect(set.training.filter { $0.source == "replay" }.allSatisfy { $0.labelledAt < 1900 })
+        #expect(set.training.filter { $0.source == "replay" }.allSatisfy { $0.labelledAt <= 1900 })
         #expect(set.validationTexts == validation, "the gate still sees every held-out label")
         #expect(set.labelCounts["replay"] == kept.replayed)
         var small = TrainingSet(labelled, validationFraction: 0.1)

@@ -166,6 +166,18 @@ struct SelectionTests {
         #expect(Self.feed(&e, batches: 30, uncertain: 5).isEmpty, "1 % to 5 % is five times, but not 5 points")
     }
 
+    @Test func aTinyFirstBatchDoesNotSetTheBaseline() {
+        // A first batch of one sure item (share 0), then a steady 10 %: no shift.
+        var d = ShiftDetector()
+        _ = d.observe(uncertain: 0, of: 1)
+        #expect(Self.feed(&d, batches: 60, uncertain: 10).isEmpty, "baseline \(d.baseline), recent \(d.recent)")
+        // A first batch of one unsure item (share 1) must not hide a real shift either.
+        var e = ShiftDetector()
+        _ = e.observe(uncertain: 1, of: 1)
+        _ = Self.feed(&e, batches: 20, uncertain: 10)
+        #expect(Self.feed(&e, batches: 10, uncertain: 40).map(\.0) == [.began], "baseline \(e.baseline), recent \(e.recent)")
+    }
+
     @Test func aShiftRaisesTheTeachersShareAndANewModelStartsAgain() {
         var p = NewsdConfiguration.Teacher()
         p.maxShare = 0.1; p.shiftMaxShare = 0.5; p.marginThreshold = 0.3; p.explorationRate = 0; p.selection = .margin
