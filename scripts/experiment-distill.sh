@@ -5,16 +5,28 @@
 # sampling and once with random sampling, and compare the final students with one trained on
 # the teacher labels of ALL items. Every final model is scored on the same held-out expert split
 # (rows 1,501-1,811, never streamed) through trainer.gold_sets.
-# usage: scripts/experiment-distill.sh [--rate MSGS_PER_S] [--budget 0.3]
+#
+# --pseudo-margin M adds, per arm, a final student that also learns the arm's active student's
+# confident predictions (margin >= M) on the unlabelled streamed items (self-training,
+# trainer.pseudo_label_min_margin). --final-only reuses the loops of the previous run (their
+# databases) and trains only the final students.
+# usage: scripts/experiment-distill.sh [--rate MSGS_PER_S] [--budget 0.3] [--pseudo-margin M] [--final-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rate=20; budget=0.3; data=../shared/data/fpb-mixtral-train.csv
-while [ $# -gt 0 ]; do case $1 in --rate) rate=$2; shift 2;; --budget) budget=$2; shift 2;; *) exit 2;; esac; done
+rate=20; budget=0.3; data=../shared/data/fpb-mixtral-train.csv; pseudo=; final_only=0
+while [ $# -gt 0 ]; do case $1 in --rate) rate=$2; shift 2;; --budget) budget=$2; shift 2;; --pseudo-margin) pseudo=$2; shift 2;;
+  --final-only) final_only=1; shift;; *) exit 2;; esac; done
 [ -f "$data" ] || { echo "needs $data" >&2; exit 1; }
 ./scripts/setup.sh >&2
 swift build -c release --product newsd >&2
 newsd=$PWD/.build/release/newsd
-work=$PWD/.run/experiment-distill; rm -rf "$work"; mkdir -p "$work"
+work=$PWD/.run/experiment-distill
+if [ $final_only = 1 ]; then
+  [ -f "$work/results" ] || { echo "--final-only needs a previous run in $work" >&2; exit 1; }
+  grep -v '+pseudo' "$work/results" > "$work/results.loops"; mv "$work/results.loops" "$work/results"
+else
+  rm -rf "$work"; mkdir -p "$work"
+fi
 export NEWSD_BASE_MODEL_DIR=$PWD/.models/all-MiniLM-L6-v2
 admin=$(./scripts/pg.sh start)
 python3 - "$data" "$work" <<'PY'
@@ -81,6 +93,7 @@ final_metrics() {   # final_metrics NAME -> the newest candidate's gold metrics
 }
 
 for arm in uncertainty random; do
+  [ $final_only = 1 ] && break
   selection=top_k; [ $arm = random ] && selection=random
   rm -f "$work/bootstrap"
   "$newsd" dev-broker --topic news:4 --bootstrap-file "$work/bootstrap" < /dev/null > /dev/null 2>&1 &
@@ -102,12 +115,24 @@ for arm in uncertainty random; do
   echo "$arm $(final_metrics $arm) $(psql -tA "$db" -c "SELECT count(*) FROM models")" >> "$work/results"
 done
 
-echo "== all teacher labels: every streamed item labelled, one training run" >&2
-config all top_k 1 127.0.0.1:9
-NEWSD_TEACHER_CONCURRENCY=16 "$newsd" teacher enqueue --config "$work/all.toml" --in "$work/answers.csv" > /dev/null
-NEWSD_LOG_LEVEL=warning "$newsd" teacher work --config "$work/all.toml" --stop-when-empty 2> "$work/all.worker.log"
-NEWSD_TRAINER_THREADS=2 "$newsd" trainer --config "$work/all.toml" --force >> "$work/all.trainer" 2>&1 || true
-echo "all $(final_metrics all) 1" >> "$work/results"
+if [ $final_only = 0 ]; then
+  echo "== all teacher labels: every streamed item labelled, one training run" >&2
+  config all top_k 1 127.0.0.1:9
+  NEWSD_TEACHER_CONCURRENCY=16 "$newsd" teacher enqueue --config "$work/all.toml" --in "$work/answers.csv" > /dev/null
+  NEWSD_LOG_LEVEL=warning "$newsd" teacher work --config "$work/all.toml" --stop-when-empty 2> "$work/all.worker.log"
+  NEWSD_TRAINER_THREADS=2 "$newsd" trainer --config "$work/all.toml" --force >> "$work/all.trainer" 2>&1 || true
+  echo "all $(final_metrics all) 1" >> "$work/results"
+fi
+
+if [ -n "$pseudo" ]; then
+  for arm in uncertainty random; do
+    echo "== $arm + self-training: the active student's predictions with margin >= $pseudo on the streamed items" >&2
+    db=${admin%/postgres}/newsd_exp_$arm
+    NEWSD_TRAINER_THREADS=2 NEWSD_TRAINER_INCREMENTAL=false NEWSD_TRAINER_PSEUDO_LABEL_MIN_MARGIN=$pseudo \
+      "$newsd" trainer --config "$work/$arm.toml" --force >> "$work/$arm+pseudo.trainer" 2>&1 || true
+    echo "$arm+pseudo$pseudo $(final_metrics $arm) $(psql -tA "$db" -c "SELECT count(*) FROM models")" >> "$work/results"
+  done
+fi
 
 python3 - "$work/results" "$items" <<'PY'
 import sys

@@ -10,15 +10,22 @@
 #
 # A recipe is NAME=FLAGS (flags of `newsd train`). Results are kept under .run/experiment-recipe
 # per recipe and fold, so an interrupted run resumes and a new recipe reuses the others.
-# usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--fresh] [NAME=FLAGS ...]
+# --train-rows N trains each fold on only the first N of its training rows (a learning curve: the
+# same test folds, fewer labels); its results are kept apart (.run/experiment-recipe-nN).
+# With --train-rows, a recipe's flags may include --self-train M (not a flag of `newsd train`):
+# the student trained on the N labelled rows then classifies the fold's other training rows, the
+# ones with margin >= M join as soft targets (self-training, as trainer.pseudo_label_min_margin
+# does in the loop), and a second student trained on both is the one scored.
+# usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--train-rows N] [--fresh] [NAME=FLAGS ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0
+data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0; rows=0
 while [ $# -gt 0 ]; do
   case $1 in
     --data) data=$2; shift 2;;
     --folds) folds=$2; shift 2;;
     --fresh) fresh=1; shift;;
+    --train-rows) rows=$2; shift 2;;
     -*) echo "unknown option $1" >&2; exit 2;;
     *) recipes+=("$1"); shift;;
   esac
@@ -28,20 +35,27 @@ done
 ./scripts/setup.sh >&2
 swift build -c release --product newsd >&2
 newsd=$PWD/.build/release/newsd
-work=$PWD/.run/experiment-recipe; [ $fresh = 1 ] && rm -rf "$work"; mkdir -p "$work/folds"
+work=$PWD/.run/experiment-recipe; [ "$rows" -gt 0 ] && work=$work-n$rows; [ $fresh = 1 ] && rm -rf "$work"; mkdir -p "$work/folds"
 export NEWSD_BASE_MODEL_DIR=$PWD/.models/all-MiniLM-L6-v2
-python3 - "$data" "$work/folds" "$folds" <<'PY'
+python3 - "$data" "$work/folds" "$folds" "$rows" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1], newline='')))
-head, body, k = rows[0], rows[1:], int(sys.argv[3])
+head, body, k, n = rows[0], rows[1:], int(sys.argv[3]), int(sys.argv[4])
 for f in range(k):
     test = [r for i, r in enumerate(body) if i % k == f]
     train = [r for i, r in enumerate(body) if i % k != f]
+    if n > 0:
+        csv.writer(open(f"{sys.argv[2]}/unlabelled{f}.csv", 'w', newline='')).writerows([head] + train[n:])
+        train = train[:n]
     csv.writer(open(f"{sys.argv[2]}/train{f}.csv", 'w', newline='')).writerows([head] + train)
     csv.writer(open(f"{sys.argv[2]}/test{f}.csv", 'w', newline='')).writerows([head] + test)
 PY
 for recipe in "${recipes[@]}"; do
-  name=${recipe%%=*}; flags=${recipe#*=}
+  name=${recipe%%=*}; flags=${recipe#*=}; self_train=
+  if [[ " $flags " == *" --self-train "* ]]; then
+    self_train=$(sed -E 's/.*--self-train ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--self-train [^ ]+ ?//' <<< "$flags")
+    [ "$rows" -gt 0 ] || { echo "--self-train needs --train-rows" >&2; exit 2; }
+  fi
   dir=$work/$name; mkdir -p "$dir"
   # A recipe whose flags changed since its results were stored starts again.
   if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "$flags" ]; then rm -f "$dir"/*; fi
@@ -53,6 +67,30 @@ for recipe in "${recipes[@]}"; do
     # shellcheck disable=SC2086 # the recipe's flags are words
     "$newsd" train --data "$work/folds/train$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
       --no-early-exit $flags --out "$dir/model$f" > "$dir/train$f.txt" 2> "$dir/train$f.log"
+    if [ -n "$self_train" ]; then
+      python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$work/folds/unlabelled$f.csv" \
+        | "$newsd" classify --model "$dir/model$f" > "$dir/pseudo$f.jsonl"
+      python3 - "$work/folds/train$f.csv" "$dir/pseudo$f.jsonl" "$self_train" "$dir/selftrain$f.csv" <<'PY'
+import csv, json, sys
+labels = ['negative', 'neutral', 'positive']
+out = csv.writer(open(sys.argv[4], 'w', newline='')); out.writerow(['text', 'label'] + labels)
+for r in csv.DictReader(open(sys.argv[1], newline='')):   # the teacher's rows: vote shares, as newsd reads them
+    votes = [r[c].strip().lower() for c in ('sc_iter1', 'sc_iter2', 'sc_iter3')]
+    counts = [votes.count(l) for l in labels]
+    if sum(counts) == 0: counts = [1.0 if r['label_llm_cot_multiple'] == l else 0.0 for l in labels]
+    out.writerow([r['text'], r['label_llm_cot_multiple']] + [c / sum(counts) for c in counts])
+kept = 0
+for line in open(sys.argv[2]):
+    p = json.loads(line)
+    if p['margin'] >= float(sys.argv[3]):
+        out.writerow([p['text'], p['label']] + [p['probabilities'][l] for l in labels]); kept += 1
+print(f"self-training: {kept} pseudo-labelled rows", file=sys.stderr)
+PY
+      rm -rf "$dir/model$f"
+      # shellcheck disable=SC2086 # the recipe's flags are words
+      "$newsd" train --data "$dir/selftrain$f.csv" --label-column label --soft-label-columns negative,neutral,positive \
+        --no-early-exit $flags --out "$dir/model$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
+    fi
     python3 -c "print($(date +%s.%N) - $start)" > "$dir/seconds$f"
     "$newsd" eval --model "$dir/model$f" --data "$work/folds/test$f.csv" --label-column label_experts --precision int8 \
       --json --predictions-out "$dir/pred$f.csv.tmp" > "$dir/eval$f.json"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL 15 cluster on loopback for development and tests.
-# usage: scripts/pg.sh start|stop|restart|url|status   (NEWSD_PG_PORT, default 54329)
+# usage: scripts/pg.sh start|stop|restart|url|status|drop-test-databases   (NEWSD_PG_PORT, default 54329)
 # Data lives in /tmp/newsd-pg-$PORT (owned by the postgres user; trust auth on loopback only).
 set -euo pipefail
 port=${NEWSD_PG_PORT:-54329}
@@ -32,5 +32,12 @@ CONF
   restart) as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -l "$dir/log" restart >/dev/null 2>&1 </dev/null;;
   status) as_pg "$bin/pg_ctl" -D "$dir/data" status;;
   url) echo "postgresql://postgres@127.0.0.1:$port/postgres";;
-  *) echo "usage: $0 start|stop|restart|url|status" >&2; exit 2;;
+  drop-test-databases)
+    # The integration tests make one database each (newsd_test_*); a cluster kept between runs
+    # would gather thousands. Drops those nobody is connected to (a running suite's are skipped).
+    url="postgresql://postgres@127.0.0.1:$port/postgres"
+    for db in $(psql -tA "$url" -c "SELECT datname FROM pg_database d WHERE datname LIKE 'newsd\_test\_%' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)"); do
+      psql -q "$url" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+    done;;
+  *) echo "usage: $0 start|stop|restart|url|status|drop-test-databases" >&2; exit 2;;
 esac

@@ -11,6 +11,8 @@ was_running=no; ./scripts/pg.sh status >/dev/null 2>&1 && was_running=yes
 export NEWSD_TEST_POSTGRES_URL="$(./scripts/pg.sh start)"
 # A cluster this run started is stopped when it ends (CI leaves nothing running).
 [ $was_running = no ] && trap './scripts/pg.sh stop' EXIT
+# A cluster kept running between runs keeps no databases of earlier runs.
+[ $was_running = yes ] && ./scripts/pg.sh drop-test-databases
 swift build --build-tests
 export NEWSD_BINARY="$(swift build --show-bin-path)/newsd"
 swift test --skip-build "$@"

@@ -81,17 +81,20 @@ public final class AlertService: Service, Sendable {
         }
     }
 
-    private func database(_ label: String) -> BlockingDatabase {
+    /// A database for one loop, stopped with the service. `abandonable`: its statements are reads
+    /// and recomputations (the detector, the rollups), so a stop cancels the one in flight
+    /// rather than wait for it; delivery's writes (notification records) are left to finish.
+    private func database(_ label: String, abandonable: Bool) -> BlockingDatabase {
         let stop = stop
         let db = BlockingDatabase(url: url, label: label, logger: logger, policy: RetryPolicy(initialDelay: 0.2, maxDelay: 10))
-        Task.detached { while !stop.isSet { try? await Task.sleep(for: .milliseconds(200)) }; db.stop() }
+        Task.detached { while !stop.isSet { try? await Task.sleep(for: .milliseconds(200)) }; db.stop(cancellingStatementInFlight: abandonable) }
         return db
     }
 
     // MARK: detector
 
     private func detectorLoop() async {
-        let db = database("newsd-alerts-detector")
+        let db = database("newsd-alerts-detector", abandonable: true)
         var c = configuration.value
         var detector = NegativeShiftDetector(parameters: c.detector, overrides: c.companies, drivers: c.drivers)
         var feed = PredictionFeed()
@@ -191,7 +194,7 @@ public final class AlertService: Service, Sendable {
     // MARK: delivery
 
     private func deliveryLoop() async {
-        let db = database("newsd-alerts-delivery")
+        let db = database("newsd-alerts-delivery", abandonable: false)
         var cleaned = -Double.infinity
         while running {
             do {
@@ -218,7 +221,7 @@ public final class AlertService: Service, Sendable {
     // MARK: rollups
 
     private func rollupLoop() async {
-        let db = database("newsd-rollups")
+        let db = database("newsd-rollups", abandonable: true)
         let (margin, every, agreementEvery) = (analysts.lowConfidenceMargin, analysts.rollupSeconds.value, analysts.agreementRefreshSeconds.value)
         var mark: Int64 = -1
         var refreshed = -Double.infinity

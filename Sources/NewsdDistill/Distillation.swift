@@ -124,7 +124,7 @@ public enum Distiller {
         guard training.count >= 8, validation.count >= 3 else {
             return .skipped("too few labels for a training and a validation split (\(training.count) / \(validation.count))")
         }
-        let cfg = try trainingConfiguration(t, examples: training.count, incremental: start != nil)
+        let cfg = try trainingConfiguration(t, examples: training.count, labels: labelled.count, layers: base.config.numLayers, incremental: start != nil)
         // Training yields to ingest: this thread (the trainer's own) and the threads it starts
         // run at nice 10 (Linux nice is per thread and inherited; it cannot be raised back
         // without privileges, so callers run this on a dedicated thread).
@@ -263,13 +263,15 @@ public enum Distiller {
 
     /// The trainer's settings: a fixed minimum of optimizer steps (a few hundred labels need more
     /// passes than thousands), at most 20 epochs. An incremental run starts from a trained model
-    /// and only needs `epochs` passes.
-    static func trainingConfiguration(_ t: NewsdConfiguration.Trainer, examples: Int, incremental: Bool = false) throws -> TrainingConfiguration {
+    /// and only needs `epochs` passes. `trainable = "auto"` chooses the depth by `labels`, every
+    /// teacher label in store (an incremental run trains on a part of them, but its model
+    /// stands for all of them).
+    static func trainingConfiguration(_ t: NewsdConfiguration.Trainer, examples: Int, labels: Int, layers: Int, incremental: Bool = false) throws -> TrainingConfiguration {
         var cfg = TrainingConfiguration()
         cfg.epochs = incremental ? t.epochs : min(20, max(t.epochs, (t.minSteps * cfg.batchSize + examples - 1) / max(examples, 1)))
         cfg.learningRate = Float(t.learningRate)
         cfg.threads = t.threads
-        cfg.trainable = try TrainableScope(parsing: t.trainable)
+        cfg.trainable = try TrainableScope(parsing: t.trainable, labels: labels, layers: layers)
         cfg.validationFraction = t.validationFraction
         cfg.labelSmoothing = Float(t.labelSmoothing)
         cfg.classBalance = Float(t.classBalance)

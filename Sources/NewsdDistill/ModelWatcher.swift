@@ -23,6 +23,9 @@ public final class ModelWatcher: Service, Sendable {
     public let checkSeconds: Double
     /// Versions refused (not retried until notified again); touched by the watcher thread only.
     private let refused = LockedValue(Set<String>())
+    /// Cancels the statement the watcher's connection is running (a backfill chunk), so a stop
+    /// never waits for a query.
+    private let canceller = LockedValue<PostgresCanceller?>(nil)
 
     /// A watcher that swaps promoted models into `serving`.
     public init(configuration: NewsdConfiguration, serving: ServingModel, logger: Logger, checkSeconds: Double = 15) {
@@ -61,12 +64,22 @@ public final class ModelWatcher: Service, Sendable {
         return model
     }
 
-    /// Stops the loop (idempotent).
-    public func requestStop() { stop.set() }
+    /// Stops the loop (idempotent): sets the flag the loop checks between statements and
+    /// cancels the statement in flight. A statement that started just after the cancel (the
+    /// flag was checked before it was set) is cancelled by the repeats a second and three
+    /// seconds later, well within the shutdown bound.
+    public func requestStop() {
+        stop.set()
+        let canceller = canceller
+        canceller.withLock { _ = $0?.cancel() }
+        for delay in [1.0, 3.0] {
+            DispatchQueue.global().asyncAfter(deadline: .now() + delay) { canceller.withLock { _ = $0?.cancel() } }
+        }
+    }
 
     /// Watches until stopped.
     public func run() async throws {
-        try await runBlockingService(thread: "newsd-models", stop: { [stop] in stop.set() }) { [self] in loop() }
+        try await runBlockingService(thread: "newsd-models", stop: { [self] in requestStop() }) { [self] in loop() }
         await awaitShutdownTurn()
     }
 
@@ -78,6 +91,7 @@ public final class ModelWatcher: Service, Sendable {
             do {
                 if db == nil || !db!.isConnected {
                     db = try PostgresConnection(configuration.postgres.url)
+                    canceller.withLock { $0 = db!.canceller() }
                     try db!.execute("LISTEN \(ModelRegistry.channel)")
                     lastCheck = 0
                 }
@@ -96,6 +110,8 @@ public final class ModelWatcher: Service, Sendable {
                 }
             } catch ModelError.cancelled {
                 return
+            } catch where stop.isSet {
+                return   // the statement in flight was cancelled by the stop
             } catch {
                 logger.warning("model watcher: database unavailable, retrying", metadata: ["error": "\(error)"])
                 db = nil
@@ -109,7 +125,7 @@ public final class ModelWatcher: Service, Sendable {
     func backfill(_ db: PostgresConnection, model: StudentModel) throws {
         guard try db.query("SELECT pg_try_advisory_lock(\(AdvisoryLock.backfill)) AS locked").single().decode("locked") else { return }
         defer { _ = try? db.query("SELECT pg_advisory_unlock(\(AdvisoryLock.backfill))") }
-        let n = try Rescorer.rescore(db, model: model, selection: .withoutTrainedPrediction, cancel: stop)
+        let n = try Rescorer.rescore(db, model: model, selection: .withoutTrainedPrediction, encoderShare: configuration.model.backfillShare, cancel: stop)
         if n > 0 { logger.notice("cold start: items that arrived before the first model classified", metadata: ["items": "\(n)", "version": "\(model.version)"]) }
     }
 
@@ -128,6 +144,8 @@ public final class ModelWatcher: Service, Sendable {
             if wasUntrained { try backfill(db, model: model) }
         } catch ModelError.cancelled {
             throw ModelError.cancelled("backfill")   // stopping: not the model's fault
+        } catch where stop.isSet {
+            throw ModelError.cancelled("backfill")   // a statement cancelled by the stop
         } catch let e as PostgresError {
             throw e   // transient: reconnect and try again at the next check
         } catch let e where e is ModelError || e is DistillError {

@@ -17,36 +17,60 @@ public enum Rescorer {
     }
 
     /// Rescores in chunks of `chunk`; returns predictions added. Idempotent (re-running adds none).
+    ///
+    /// Every statement is bounded by the chunk, whatever the planner's statistics say: items are
+    /// walked by id (a primary-key range), and which of them already have a prediction is asked
+    /// by id list. An anti-join against `predictions` was the first design; right after a swap
+    /// its statistics know no row of the new version, and the planner chose a plan quadratic in
+    /// the predictions rescored so far: a chunk took longer than the shutdown bound.
     @discardableResult
+    ///
+    /// `encoderShare` below 1 paces it: after a chunk whose classification took t seconds it
+    /// waits t·(1/share − 1), so a model that also serves ingest keeps the rest of its time
+    /// for ingest (the encoder serialises its callers). The wait ends early on `cancel`.
     public static func rescore(_ db: PostgresConnection, model: StudentModel, selection: Selection, chunk: Int = 512,
-                               cancel: StopFlag? = nil, progress: (Int) -> Void = { _ in }) throws -> Int {
-        let condition: String
-        var parameters: [String?] = [model.version]
-        switch selection {
-        case let .since(date):
-            condition = "coalesce(n.published_at, n.received_at) >= to_timestamp($3::double precision)"
-            parameters.append(nil)
-            parameters.append(String(date.timeIntervalSince1970))
-        case .withoutTrainedPrediction:
-            condition = "NOT EXISTS (SELECT 1 FROM predictions q JOIN models m ON m.version = q.model_version WHERE q.item_id = n.id)"
-            parameters.append(nil)
-        }
+                               encoderShare: Double = 1, cancel: StopFlag? = nil, progress: (Int) -> Void = { _ in }) throws -> Int {
         var added = 0
         var after: Int64 = 0
         while true {
             // Stops between chunks on shutdown: every chunk is committed on its own, and a rerun
             // (the next start, or `newsd rescore`) continues where this one stopped.
             if cancel?.isSet == true { throw ModelError.cancelled("rescoring") }
-            parameters[1] = String(after)
-            let rows = try db.execute("""
-                SELECT n.id, n.text FROM news_items n
-                WHERE n.id > $2::bigint AND \(condition)
-                  AND NOT EXISTS (SELECT 1 FROM predictions p WHERE p.item_id = n.id AND p.model_version = $1)
-                ORDER BY n.id LIMIT \(chunk)
-                """, parameters).typed
-            guard !rows.isEmpty else { return added }
+            let window: [Int64]
+            switch selection {
+            case let .since(date):
+                window = try db.execute("""
+                    SELECT id FROM news_items WHERE id > $1::bigint
+                      AND coalesce(published_at, received_at) >= to_timestamp($2::double precision)
+                    ORDER BY id LIMIT \(chunk)
+                    """, [String(after), String(date.timeIntervalSince1970)]).typed.map { try $0.decode("id") }
+            case .withoutTrainedPrediction:
+                window = try db.execute("SELECT id FROM news_items WHERE id > $1::bigint ORDER BY id LIMIT \(chunk)", [String(after)])
+                    .typed.map { try $0.decode("id") }
+            }
+            guard let last = window.last else { return added }
+            after = last
+            // Items of the window already done: by this model, or (for the cold-start backfill)
+            // by any registered model. Registered versions are read per chunk: a promotion
+            // meanwhile counts at once.
+            let versions: [String]
+            switch selection {
+            case .since: versions = [model.version]
+            case .withoutTrainedPrediction:
+                versions = try db.execute("SELECT version FROM models").typed.map { try $0.decode("version") } + [model.version]
+            }
+            let done = Set(try db.execute("""
+                SELECT DISTINCT item_id FROM predictions WHERE item_id = ANY($1::bigint[]) AND model_version = ANY($2::text[])
+                """, [Self.arrayLiteral(window.map(String.init)), Self.arrayLiteral(versions.map(Self.quotedElement))])
+                .typed.map { (try $0.decode("item_id")) as Int64 })
+            let todo = window.filter { !done.contains($0) }
+            if todo.isEmpty { continue }
+            let rows = try db.execute("SELECT id, text FROM news_items WHERE id = ANY($1::bigint[]) ORDER BY id",
+                                      [Self.arrayLiteral(todo.map(String.init))]).typed
             let ids: [Int64] = try rows.map { try $0.decode("id") }, texts: [String] = try rows.map { try $0.decode("text") }
+            let classifyStart = Date()
             let predictions = model.predict(texts, cached: false)
+            let classifySeconds = Date().timeIntervalSince(classifyStart)
             var copy = ""
             for (id, p) in zip(ids, predictions) {
                 let probabilities = p.probabilitiesJSON(labels: model.labels)
@@ -61,8 +85,19 @@ public enum Rescorer {
                     ON CONFLICT (item_id, model_version) DO NOTHING
                     """).affected
             }
-            after = ids.last!
             progress(added)
+            if encoderShare < 1 {
+                let pause = Date().addingTimeInterval(classifySeconds * (1 / max(encoderShare, 0.01) - 1))
+                while Date() < pause, cancel?.isSet != true { Thread.sleep(forTimeInterval: min(0.1, max(0, pause.timeIntervalSinceNow))) }
+            }
         }
+    }
+
+    /// A PostgreSQL array literal of already-quoted or numeric elements: `{a,b}`.
+    static func arrayLiteral(_ elements: [String]) -> String { "{" + elements.joined(separator: ",") + "}" }
+
+    /// One text element of an array literal, double-quoted with `"` and `\` escaped.
+    static func quotedElement(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 }

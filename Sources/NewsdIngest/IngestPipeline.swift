@@ -103,6 +103,8 @@ public final class IngestPipeline: Sendable {
     /// Current health.
     public var health: HealthState { healthState.withLock { $0 } }
     private let stopDeadlineValue = LockedValue<Date?>(nil)
+    /// Cancels the store's statement in flight (see `requestStop`).
+    private let writeCanceller = LockedValue<PostgresCanceller?>(nil)
     private var stopDeadline: Date? { stopDeadlineValue.withLock { $0 } }
     /// Called once the consumer is subscribed (readiness).
     public var onReady: @Sendable () -> Void {
@@ -149,9 +151,19 @@ public final class IngestPipeline: Sendable {
 
     /// Asks the loop to stop: it finishes the batch in flight (within the shutdown bound), leaves
     /// the group and returns.
+    /// A write still running at the bound (waiting on a lock, a server that stopped answering)
+    /// is cancelled then: its offsets are not committed, so nothing is lost.
     public func requestStop() {
-        stopDeadlineValue.withLock { $0 = $0 ?? Date().addingTimeInterval(settings.configuration.ingest.shutdownTimeoutSeconds.value) }
+        let bound = settings.configuration.ingest.shutdownTimeoutSeconds.value
+        let first = stopDeadlineValue.withLock { deadline -> Bool in
+            defer { deadline = deadline ?? Date().addingTimeInterval(bound) }
+            return deadline == nil
+        }
         stopRequested.withLock { $0 = true }
+        if first {
+            let canceller = writeCanceller
+            DispatchQueue.global().asyncAfter(deadline: .now() + bound) { canceller.withLock { _ = $0?.cancel() } }
+        }
     }
 
     private var stopping: Bool { stopRequested.withLock { $0 } }
@@ -169,7 +181,8 @@ public final class IngestPipeline: Sendable {
         if let secret = Secrets.value("KAFKA_SASL_PASSWORD") { props["sasl.password"] = secret }
         for (k, v) in settings.consumerProperties { props[k] = v }
         let consumer = try KafkaConsumer(brokers: c.kafka.brokers, groupID: c.kafka.groupID, properties: props)
-        let store = IngestStore(url: c.postgres.url, groupID: c.kafka.groupID, maxBackoff: c.postgres.maxBackoffSeconds.value, logger: logger)
+        let store = IngestStore(url: c.postgres.url, groupID: c.kafka.groupID, maxBackoff: c.postgres.maxBackoffSeconds.value, logger: logger,
+                                statementCanceller: writeCanceller)
         store.onFailure = { [stats, healthState, metrics, self] error in
             stats.withLock { $0.databaseFailures += 1 }
             healthState.withLock { $0.postgresUp = false }

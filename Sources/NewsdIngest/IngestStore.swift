@@ -56,13 +56,20 @@ public final class IngestStore {
     /// The pipeline sets a logger carrying the batch id before each write.
     var logger: Logger
     private var connection: PostgresConnection?
+    /// Cancels the statement in flight on the store's connection, from any thread: at the end of
+    /// the shutdown bound a write that waits on a lock or a slow server is abandoned (its batch's
+    /// offsets are not committed, so the next owner reads it again).
+    let statementCanceller: LockedValue<PostgresCanceller?>
     /// Called with each failed attempt (for metrics and health).
     public var onFailure: (Error) -> Void = { _ in }
     /// Called when the database refuses data (SQLSTATE class 22, 23, 54: the batch is bisected).
     public var onDataError: (PostgresError) -> Void = { _ in }
 
     /// A store for consumer group `groupID`; connects lazily and reconnects with backoff.
-    public init(url: String, groupID: String, maxBackoff: Double = 30, logger: Logger) {
+    /// `statementCanceller` receives the canceller of each connection the store opens.
+    public init(url: String, groupID: String, maxBackoff: Double = 30, logger: Logger,
+                statementCanceller: LockedValue<PostgresCanceller?> = LockedValue(nil)) {
+        self.statementCanceller = statementCanceller
         self.url = url
         self.groupID = groupID
         self.maxBackoff = maxBackoff
@@ -82,6 +89,7 @@ public final class IngestStore {
                 topic text, partition integer, kafka_offset bigint, raw bytea, reason text) ON COMMIT DELETE ROWS;
             """)
         connection = c
+        statementCanceller.withLock { $0 = c.canceller() }
         return c
     }
 

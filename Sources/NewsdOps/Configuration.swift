@@ -63,6 +63,11 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         /// validation split so that macro-F1 stays within 0.5 points). `false` runs every layer.
         /// Default true.
         public var earlyExit = true
+        /// Share of the encoder's time the cold-start backfill (classifying, with the first
+        /// trained model, the items that arrived before it) may take: it shares the serving
+        /// model with ingest, so it pauses after each chunk for long enough that ingest keeps
+        /// the rest. 1 runs it flat out. Default 0.25.
+        public var backfillShare = 0.25
         /// Where registered models are unpacked. Default `$STATE_DIRECTORY/models`, else the
         /// temporary directory.
         public var cacheDir = ""
@@ -230,8 +235,10 @@ public struct NewsdConfiguration: Sendable, Equatable, Codable {
         public var pseudoLabelMinMargin = 0.0
         /// Recent items considered for pseudo-labels at most. Default 5000.
         public var pseudoLabelItems = 5000
-        /// `head`, `top:K` or `all`. Default top:2.
-        public var trainable = "top:2"
+        /// `head`, `top:K`, `all`, or `auto`: by the teacher labels in store, top:4 below 5,000 and
+        /// top:2 from 5,000 (`TrainableScope.automaticDepth`, measured in docs/experiments.md).
+        /// Default auto.
+        public var trainable = "auto"
         /// Learning rate. Default 0.0001.
         public var learningRate = 1e-4
         /// Share of labels held out for validation, chosen by text hash (never trained on). Default 0.1.

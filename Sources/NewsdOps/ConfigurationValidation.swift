@@ -20,6 +20,7 @@ extension NewsdConfiguration {
         if !model.dir.isEmpty && !FileManager.default.fileExists(atPath: model.dir) { throw bad("model.dir", "\"\(model.dir)\"", "no such directory") }
         if !(1...64).contains(model.threads) { throw bad("model.threads", model.threads, "must be between 1 and 64") }
         if !(1...4096).contains(model.batchSize) { throw bad("model.batch_size", model.batchSize, "must be between 1 and 4096") }
+        if !(model.backfillShare > 0 && model.backfillShare <= 1) { throw bad("model.backfill_share", model.backfillShare, "must be in (0, 1]") }
         if !(0...10_000_000).contains(model.cacheEntries) { throw bad("model.cache_entries", model.cacheEntries, "must be between 0 (off) and 10000000") }
         if !["int8", "fp32", "int8-portable", "int8-avx2", "int8-avx512-vnni"].contains(model.precision) {
             throw bad("model.precision", model.precision, "must be int8, fp32, int8-portable, int8-avx2 or int8-avx512-vnni")
@@ -54,8 +55,8 @@ extension NewsdConfiguration {
         if tr.minSteps < 0 { throw bad("trainer.min_steps", tr.minSteps, "must be >= 0") }
         if !(0...1).contains(tr.pseudoLabelMinMargin) { throw bad("trainer.pseudo_label_min_margin", tr.pseudoLabelMinMargin, "must be between 0 and 1 (0 disables)") }
         if tr.pseudoLabelItems < 0 { throw bad("trainer.pseudo_label_items", tr.pseudoLabelItems, "must be >= 0") }
-        if !(tr.trainable == "head" || tr.trainable == "all" || (tr.trainable.hasPrefix("top:") && Int(tr.trainable.dropFirst(4)).map { $0 > 0 } == true)) {
-            throw bad("trainer.trainable", tr.trainable, "must be head, top:K or all")
+        if !(tr.trainable == "head" || tr.trainable == "all" || tr.trainable == "auto" || (tr.trainable.hasPrefix("top:") && Int(tr.trainable.dropFirst(4)).map { $0 > 0 } == true)) {
+            throw bad("trainer.trainable", tr.trainable, "must be head, top:K, all or auto")
         }
         if !(tr.learningRate > 0 && tr.learningRate < 1) { throw bad("trainer.learning_rate", tr.learningRate, "must be in (0, 1)") }
         if !(tr.validationFraction > 0 && tr.validationFraction < 0.5) { throw bad("trainer.validation_fraction", tr.validationFraction, "must be in (0, 0.5)") }

@@ -6,7 +6,9 @@ import NewsdSystem
 /// One blocking Postgres connection used from async code: every call runs on a serial dispatch
 /// queue (never on Swift's cooperative pool), reconnecting with the shared retry policy on
 /// retriable errors until the operation succeeds or `stop()` is called. After `stop()` an
-/// operation fails at its next retry, so a shutdown never waits on a database that is down.
+/// operation fails at its next retry, so a shutdown never waits on a database that is down; a
+/// stop that also cancels the statement in flight does not wait on one that is slow or waits on
+/// a lock either.
 ///
 /// `@unchecked Sendable`: `connection` is read and written only on `queue`, a serial dispatch
 /// queue, which is the lock that makes sharing this object between tasks safe.
@@ -18,6 +20,8 @@ public final class BlockingDatabase: @unchecked Sendable {
     private var connection: PostgresConnection?
     private let stopped = StopFlag()
     private let policy: RetryPolicy
+    /// Cancels the statement in flight on `connection` (set on `queue`, used from any thread).
+    private let canceller = LockedValue<PostgresCanceller?>(nil)
 
     /// A lazily connected database.
     public init(url: String, label: String, logger: Logger, policy: RetryPolicy = RetryPolicy(initialDelay: 0.2, maxDelay: 30)) {
@@ -27,8 +31,13 @@ public final class BlockingDatabase: @unchecked Sendable {
         queue = DispatchQueue(label: label)
     }
 
-    /// Stops retrying (calls in progress fail at their next retry).
-    public func stop() { stopped.set() }
+    /// Stops retrying (calls in progress fail at their next retry). `cancellingStatementInFlight`:
+    /// also cancel the statement running now, for work that is safe to abandon (recomputed
+    /// rollups, reads): it fails at once with SQLSTATE 57014 and its transaction rolls back.
+    public func stop(cancellingStatementInFlight: Bool = false) {
+        stopped.set()
+        if cancellingStatementInFlight { canceller.withLock { _ = $0?.cancel() } }
+    }
 
     /// Runs `body` with the connection on the database queue, retrying retriable failures.
     public func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
@@ -55,6 +64,7 @@ public final class BlockingDatabase: @unchecked Sendable {
                 connection = nil
                 db = try PostgresConnection(url)
                 connection = db
+                canceller.withLock { $0 = db.canceller() }
             }
             do { return try body(db) } catch let e as PostgresError where e.isRetriable {
                 connection = nil

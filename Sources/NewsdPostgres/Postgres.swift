@@ -55,6 +55,26 @@ public struct PostgresRows: Sendable {
     public var affected: Int
 }
 
+/// Cancels the statement in flight on one connection (libpq's `PGcancel`), callable from any
+/// thread, any number of times: with no statement running it does nothing. The statement then
+/// fails with SQLSTATE 57014 (`query_canceled`).
+public final class PostgresCanceller: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let lock = NSLock()
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    deinit { PQfreeCancel(handle) }
+
+    /// Asks the server to cancel whatever the connection is running; false if the request
+    /// could not be sent (the server is gone: then nothing is running either).
+    @discardableResult
+    public func cancel() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        var message = [CChar](repeating: 0, count: 256)
+        return PQcancel(handle, &message, Int32(message.count)) == 1
+    }
+}
+
 /// One libpq connection. Not thread-safe: one thread uses it at a time. Every call blocks, so
 /// callers keep it off Swift's cooperative thread pool (newsd uses dedicated threads).
 public final class PostgresConnection {
@@ -105,6 +125,15 @@ public final class PostgresConnection {
             throw PostgresError(sqlState: nil, message: Redaction.postgres(text, conninfo: conninfo), permanent: true)
         }
         PQconninfoFree(options)
+    }
+
+    /// A handle that cancels the statement this connection is running, from any thread: a
+    /// service's stop calls it so that a long query (a backfill chunk on a cold table, a lock
+    /// wait) cannot hold the shutdown past its bound. Valid for this connection until it
+    /// reconnects; nil when not connected.
+    public func canceller() -> PostgresCanceller? {
+        guard let h = handle, let cancel = PQgetCancel(h) else { return nil }
+        return PostgresCanceller(cancel)
     }
 
     /// Whether the connection is usable.

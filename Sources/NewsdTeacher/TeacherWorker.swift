@@ -65,7 +65,9 @@ public final class TeacherWorker: Service, Sendable {
         guard first else { return }
         logger.info("teacher worker: finishing the items in flight")
         let database = database
-        DispatchQueue.global().asyncAfter(deadline: .now() + configuration.ingest.shutdownTimeoutSeconds.value) { database.stop() }
+        DispatchQueue.global().asyncAfter(deadline: .now() + configuration.ingest.shutdownTimeoutSeconds.value) {
+            database.stop(cancellingStatementInFlight: true)   // at the bound: nothing may hold the stop longer
+        }
     }
     private var stopping: Bool { stopFlag.withLock { $0 } }
 

@@ -20,7 +20,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Column with the hard label (also defines the label set).") var labelColumn: String
     @Option(help: "Comma-separated columns for soft labels: one label per column (votes) or one probability per column named after its label.")
     var softLabelColumns: String?
-    @Option(help: "Trainable parameters: head, top:K or all.") var trainable = "top:2"
+    @Option(help: "Trainable parameters: head, top:K, all, or auto (by the training rows: top:4 below 5,000, top:2 from 5,000).") var trainable = "auto"
     @Option(help: "Epochs.") var epochs = 4
     @Option(help: "Peak learning rate.") var lr: Float = 1e-4
     @Option(help: "Batch size.") var batch = 16
@@ -49,7 +49,7 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         var cfg = TrainingConfiguration()
         cfg.epochs = epochs; cfg.learningRate = lr; cfg.headLearningRateMultiplier = headLrMultiplier; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
-        cfg.trainable = try TrainableScope(parsing: trainable); cfg.validationFraction = validationFraction
+        cfg.validationFraction = validationFraction
         cfg.steps = steps; cfg.labelSmoothing = labelSmoothing; cfg.classBalance = classBalance; cfg.layerDecay = layerDecay
         cfg.evaluationsPerEpoch = evaluationsPerEpoch; cfg.patience = patience; cfg.weightDecay = weightDecay; cfg.dropout = dropout
         cfg.noiseFolds = noiseFolds; cfg.suspectThreshold = suspectThreshold; cfg.suspectWeight = suspectWeight
@@ -60,6 +60,7 @@ struct TrainCommand: ParsableCommand {
         let all = try LabelledData(table: table, textColumn: textColumn, labelColumn: labelColumn, softLabelColumns: soft)
         let train = all.filter { !TextHash.isValidation($0, fraction: validationFraction) }
         let valid = all.filter { TextHash.isValidation($0, fraction: validationFraction) }
+        cfg.trainable = try TrainableScope(parsing: trainable, labels: train.texts.count, layers: checkpoint.config.numLayers)
         note("training on \(train.texts.count) rows, validating on \(valid.texts.count), labels \(all.labels), \(all.skipped.count) rows skipped; trainable \(cfg.trainable), \(threads) threads")
         for s in all.skipped.prefix(5) { note("  skipped row \(s.row): \(s.reason)") }
         let tok = checkpoint.tokenizer

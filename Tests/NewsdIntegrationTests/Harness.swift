@@ -77,6 +77,7 @@ enum Harness {
         c.postgres.maxBackoffSeconds = 1
         c.model.dir = tinyModel.path
         c.model.threads = 1
+        c.model.backfillShare = 1   // the backfill's correctness is under test, not its pacing
         c.portfolio.file = portfolioFile.path
         c.ingest.batchMaxMessages = 200
         c.ingest.batchMaxWaitMs = 100
@@ -106,6 +107,7 @@ enum Harness {
         [model]
         dir = "\(c.model.dir)"
         threads = 1
+        backfill_share = \(c.model.backfillShare)
         [portfolio]
         file = "\(c.portfolio.file)"
         [ingest]

@@ -10,6 +10,22 @@ import Testing
 /// zero).
 @Suite("Postgres: bound interpolation and typed rows")
 struct PostgresTests {
+    @Test("a canceller stops the statement in flight from another thread; without one running it does nothing")
+    func cancellerStopsTheStatementInFlight() throws {
+        let db = try PostgresConnection(try Harness.freshDatabase())
+        let canceller = try #require(db.canceller())
+        #expect(canceller.cancel())   // nothing running: harmless
+        #expect(try db.query("SELECT 1 AS one").single().decode("one", as: Int.self) == 1)
+        let thread = Thread { Thread.sleep(forTimeInterval: 0.5); canceller.cancel() }
+        thread.start()
+        let start = Date()
+        do { try db.execute("SELECT pg_sleep(60)"); Issue.record("the statement ran to its end") } catch let e as PostgresError {
+            #expect(e.sqlState == "57014", "\(e)")
+        }
+        #expect(Date().timeIntervalSince(start) < 30)
+        #expect(try db.query("SELECT 2 AS two").single().decode("two", as: Int.self) == 2)   // the connection stays usable
+    }
+
     @Test("a renamed column is an error naming the column; a NULL or a mistyped value too")
     func renamedColumnIsAnError() throws {
         let db = try PostgresConnection(try Harness.freshDatabase())

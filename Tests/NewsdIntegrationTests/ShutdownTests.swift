@@ -35,6 +35,7 @@ struct ShutdownTests {
         [model]
         dir = "\(model.path)"
         threads = 1
+        backfill_share = 1
         cache_dir = "\(Harness.temporaryDirectory().path)"
         [portfolio]
         file = "\(Harness.portfolioFile.path)"
@@ -49,6 +50,24 @@ struct ShutdownTests {
         \(extra)
         """.write(to: url, atomically: true, encoding: .utf8)
         return url
+    }
+
+    /// A database with an active trained model (of the slow test encoder) and `items` items that
+    /// only the untrained base has scored: a daemon started on it backfills them. False (with an
+    /// issue recorded) if no model was promoted.
+    static func activeModelAndColdStartItems(_ stream: TestStream, items: Int, seed: UInt64) throws -> Bool {
+        let db = try Harness.labelledDatabase(labels: 300, seed: seed, database: stream.database).db
+        var c = NewsdConfiguration()
+        c.postgres.url = stream.database
+        c.model.dir = LifecycleTests.slowModel.path
+        c.model.cacheDir = Harness.temporaryDirectory().path
+        c.trainer.trainable = "head"
+        c.trainer.epochs = 1
+        c.trainer.minSteps = 0
+        c.trainer.shadowItems = 0
+        guard case .promoted = try Distiller.runOnce(c, logger: Harness.logger, force: true) else { Issue.record("no model"); return false }
+        try Harness.insertColdStartItems(db, count: items, topic: "old")
+        return true
     }
 
     /// SIGTERM, then the exit status and the seconds it took.
@@ -126,18 +145,8 @@ struct ShutdownTests {
     @Test("mid-backfill: SIGTERM exits 0 within the bound; the next start finishes the backfill exactly once")
     func midBackfill() throws {
         let stream = try TestStream(topic: "backfill", partitions: 1)
-        let db = try Harness.labelledDatabase(labels: 300, seed: 22, database: stream.database).db
-        var c = NewsdConfiguration()
-        c.postgres.url = stream.database
-        c.model.dir = LifecycleTests.slowModel.path
-        c.model.cacheDir = Harness.temporaryDirectory().path
-        c.trainer.trainable = "head"
-        c.trainer.epochs = 1
-        c.trainer.minSteps = 0
-        c.trainer.shadowItems = 0
-        guard case .promoted = try Distiller.runOnce(c, logger: Harness.logger, force: true) else { Issue.record("no model"); return }
         let items = 60_000
-        try Harness.insertColdStartItems(db, count: items, topic: "old")
+        guard try Self.activeModelAndColdStartItems(stream, items: items, seed: 22) else { return }
         // A host whose model.dir is the bare base loads the active model at start and backfills.
         let config = try Self.config(stream, model: LifecycleTests.slowModel)
         func rescored() throws -> Int { try Harness.count(stream.database, "SELECT count(*) FROM predictions WHERE rescored") }
@@ -152,5 +161,53 @@ struct ShutdownTests {
         #expect(try Harness.waitUntil(300) { try rescored() == items }, "\(again.logText.suffix(2000))")
         #expect(Self.terminate(again).status == 0)
         #expect(try Harness.count(stream.database, "SELECT count(*) FROM (SELECT item_id FROM predictions WHERE rescored GROUP BY 1 HAVING count(*) > 1) d") == 0)
+    }
+
+    /// Before: a backfill statement that took long (a plan quadratic in the rows rescored, right
+    /// after a swap) held the watcher past the bound, and ServiceLifecycle ended the process
+    /// with "Cancellation took longer than allowed" (SIGILL, exit 132). A stop now cancels the
+    /// statement in flight. Here the statement waits on a lock another session holds.
+    @Test("a statement waiting on a lock: SIGTERM exits 0 within the bound")
+    func statementWaitingOnALock() throws {
+        let stream = try TestStream(topic: "locked", partitions: 1)
+        guard try Self.activeModelAndColdStartItems(stream, items: 20_000, seed: 23) else { return }
+        let config = try Self.config(stream, model: LifecycleTests.slowModel)
+        let daemon = try DaemonProcess(config: config, name: "locked")
+        #expect(try Harness.waitUntil(120) { try Harness.count(stream.database, "SELECT count(*) FROM predictions WHERE rescored") > 0 },
+                "\(daemon.logText.suffix(2000))")
+        // Another session takes the items table: the backfill's next statement waits on it.
+        try Self.terminateWhileLocked(daemon, database: stream.database) {}
+    }
+
+    /// Takes `news_items` in another session, runs `meanwhile` (more messages), waits until a
+    /// newsd statement waits on the lock, sends SIGTERM and expects a clean exit within the bound.
+    static func terminateWhileLocked(_ daemon: DaemonProcess, database: String, meanwhile: () throws -> Void) throws {
+        let holder = try PostgresConnection(database)
+        try holder.execute("BEGIN")
+        try holder.execute("LOCK TABLE news_items IN ACCESS EXCLUSIVE MODE")
+        try meanwhile()
+        #expect(try Harness.waitUntil(30) {
+            try Harness.count(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'newsd'") > 0
+        })
+        let (status, seconds) = terminate(daemon)
+        try holder.execute("ROLLBACK")
+        #expect(status == 0, "exit status \(String(describing: status)); log:\n\(daemon.logText.suffix(2000))")
+        #expect(seconds < bound + 2, "stopped in \(seconds) s; the bound is \(bound) s")
+    }
+
+    @Test("an ingest write waiting on a lock: SIGTERM exits 0 within the bound; after a restart nothing is lost or doubled")
+    func ingestWriteWaitingOnALock() throws {
+        let stream = try TestStream(topic: "lockedwrite", partitions: 2)
+        let messages = Harness.goodMessages(2000, prefix: "l")
+        let config = try Self.config(stream)
+        try stream.produce(Array(messages[..<1000]))
+        let daemon = try DaemonProcess(config: config, name: "lockedwrite")
+        try Harness.waitFor(stream.database, "SELECT count(*) FROM news_items", atLeast: 1000, timeout: 60)
+        try Self.terminateWhileLocked(daemon, database: stream.database) { try stream.produce(Array(messages[1000...])) }
+        let again = try DaemonProcess(config: config, name: "lockedwrite-2")
+        try Harness.waitFor(stream.database, "SELECT count(*) FROM news_items", atLeast: 2000, timeout: 120)
+        #expect(Self.terminate(again).status == 0)
+        let r = try Harness.exactlyOnceReport(stream.database, expected: 2000)
+        #expect(r.items == 2000 && r.distinctIDs == 2000 && r.predictions == 2000, "\(r)")
     }
 }

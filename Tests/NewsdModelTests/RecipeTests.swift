@@ -5,6 +5,19 @@ import Testing
 /// The training recipe's parts: smoothing, balancing, weights, the step schedule, keeping the best
 /// parameters, layer-wise decay and the label-noise pass.
 @Suite struct RecipeTests {
+    @Test func automaticDepthGrowsWithTheLabelCount() throws {
+        #expect(TrainableScope.automatic(labels: 0) == .top(4))
+        #expect(TrainableScope.automatic(labels: 4_999) == .top(4))
+        #expect(TrainableScope.automatic(labels: 5_000) == .top(2))
+        #expect(TrainableScope.automatic(labels: 1_000_000) == .top(2))
+        #expect(try TrainableScope(parsing: "auto", labels: 500) == .top(4))
+        #expect(TrainableScope.automatic(labels: 500, layers: 2) == .top(2))   // a smaller encoder: all of its layers
+        #expect(try TrainableScope(parsing: "all", labels: 500) == .all)
+        #expect(throws: ModelError.self) { try TrainableScope(parsing: "auto") }   // resolved only with a label count
+        let rising = TrainableScope.automaticDepth.map(\.minimumLabels)
+        #expect(rising == rising.sorted() && rising.first == 0)
+    }
+
     @Test func labelSmoothingAndClassBalanceShapeTargetsAndWeights() {
         // 6 neutral, 2 negative, 2 positive (one of them soft).
         var examples = (0..<6).map { _ in TrainingExample(ids: [2, 5, 3], target: [0, 1, 0]) }

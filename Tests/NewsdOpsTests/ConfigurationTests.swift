@@ -63,7 +63,7 @@ import Testing
         #expect(reason(["NEWSD_TEACHER_SELECTION": "best"]) == "teacher.selection = best: must be margin, entropy, top_k or random")
         #expect(reason(["NEWSD_TEACHER_LEASE_SECONDS": "30"]).contains("longer than teacher.timeout_seconds"))
         #expect(reason(["NEWSD_TEACHER_USE_N": "maybe"]) == "teacher.use_n = maybe: expected true or false")
-        #expect(reason(["NEWSD_TRAINER_TRAINABLE": "top:x"]) == "trainer.trainable = top:x: must be head, top:K or all")
+        #expect(reason(["NEWSD_TRAINER_TRAINABLE": "top:x"]) == "trainer.trainable = top:x: must be head, top:K, all or auto")
         #expect(reason(["NEWSD_TRAINER_MODE": "sometimes"]) == "trainer.mode = sometimes: must be daemon, separate or off")
         // Tools without a model (newsd label, teacher, models) load without model.dir.
         try "[teacher]\nbase_url = \"https://api.example.com/v1\"\n".write(to: file, atomically: true, encoding: .utf8)
