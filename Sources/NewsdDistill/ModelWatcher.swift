@@ -71,9 +71,9 @@ public final class ModelWatcher: Service, Sendable {
     public func requestStop() {
         stop.set()
         let canceller = canceller
-        canceller.withLock { _ = $0?.cancel() }
+        canceller.cancelInBackground()
         for delay in [1.0, 3.0] {
-            DispatchQueue.global().asyncAfter(deadline: .now() + delay) { canceller.withLock { _ = $0?.cancel() } }
+            DispatchQueue.global().asyncAfter(deadline: .now() + delay) { canceller.cancelInBackground() }
         }
     }
 

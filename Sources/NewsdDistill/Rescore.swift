@@ -22,12 +22,14 @@ public enum Rescorer {
     /// walked by id (a primary-key range), and which of them already have a prediction is asked
     /// by id list. An anti-join against `predictions` was the first design; right after a swap
     /// its statistics know no row of the new version, and the planner chose a plan quadratic in
-    /// the predictions rescored so far: a chunk took longer than the shutdown bound.
-    @discardableResult
+    /// the predictions rescored so far: a chunk took longer than the shutdown bound. Ids are read
+    /// 16 chunks at a time, so a walk over items that are all done costs two round trips per
+    /// 8,192 items.
     ///
     /// `encoderShare` below 1 paces it: after a chunk whose classification took t seconds it
     /// waits t·(1/share − 1), so a model that also serves ingest keeps the rest of its time
     /// for ingest (the encoder serialises its callers). The wait ends early on `cancel`.
+    @discardableResult
     public static func rescore(_ db: PostgresConnection, model: StudentModel, selection: Selection, chunk: Int = 512,
                                encoderShare: Double = 1, cancel: StopFlag? = nil, progress: (Int) -> Void = { _ in }) throws -> Int {
         var added = 0
@@ -42,14 +44,13 @@ public enum Rescorer {
                 window = try db.execute("""
                     SELECT id FROM news_items WHERE id > $1::bigint
                       AND coalesce(published_at, received_at) >= to_timestamp($2::double precision)
-                    ORDER BY id LIMIT \(chunk)
+                    ORDER BY id LIMIT \(chunk * 16)
                     """, [String(after), String(date.timeIntervalSince1970)]).typed.map { try $0.decode("id") }
             case .withoutTrainedPrediction:
-                window = try db.execute("SELECT id FROM news_items WHERE id > $1::bigint ORDER BY id LIMIT \(chunk)", [String(after)])
+                window = try db.execute("SELECT id FROM news_items WHERE id > $1::bigint ORDER BY id LIMIT \(chunk * 16)", [String(after)])
                     .typed.map { try $0.decode("id") }
             }
             guard let last = window.last else { return added }
-            after = last
             // Items of the window already done: by this model, or (for the cold-start backfill)
             // by any registered model. Registered versions are read per chunk: a promotion
             // meanwhile counts at once.
@@ -63,14 +64,17 @@ public enum Rescorer {
                 SELECT DISTINCT item_id FROM predictions WHERE item_id = ANY($1::bigint[]) AND model_version = ANY($2::text[])
                 """, [Self.arrayLiteral(window.map(String.init)), Self.arrayLiteral(versions.map(Self.quotedElement))])
                 .typed.map { (try $0.decode("item_id")) as Int64 })
-            let todo = window.filter { !done.contains($0) }
+            var todo = window.filter { !done.contains($0) }
+            if todo.count > chunk { todo = Array(todo.prefix(chunk)) }
+            // The next window starts after this chunk (the rest of this window is read again).
+            after = todo.count == chunk ? todo[chunk - 1] : last
             if todo.isEmpty { continue }
             let rows = try db.execute("SELECT id, text FROM news_items WHERE id = ANY($1::bigint[]) ORDER BY id",
                                       [Self.arrayLiteral(todo.map(String.init))]).typed
             let ids: [Int64] = try rows.map { try $0.decode("id") }, texts: [String] = try rows.map { try $0.decode("text") }
-            let classifyStart = Date()
+            let classifyStart = monotonicSeconds()
             let predictions = model.predict(texts, cached: false)
-            let classifySeconds = Date().timeIntervalSince(classifyStart)
+            let classifySeconds = monotonicSeconds() - classifyStart
             var copy = ""
             for (id, p) in zip(ids, predictions) {
                 let probabilities = p.probabilitiesJSON(labels: model.labels)
@@ -87,8 +91,8 @@ public enum Rescorer {
             }
             progress(added)
             if encoderShare < 1 {
-                let pause = Date().addingTimeInterval(classifySeconds * (1 / max(encoderShare, 0.01) - 1))
-                while Date() < pause, cancel?.isSet != true { Thread.sleep(forTimeInterval: min(0.1, max(0, pause.timeIntervalSinceNow))) }
+                let resume = monotonicSeconds() + classifySeconds * (1 / max(encoderShare, 0.01) - 1)
+                while monotonicSeconds() < resume, cancel?.isSet != true { Thread.sleep(forTimeInterval: min(0.1, max(0, resume - monotonicSeconds()))) }
             }
         }
     }

@@ -162,7 +162,8 @@ public final class IngestPipeline: Sendable {
         stopRequested.withLock { $0 = true }
         if first {
             let canceller = writeCanceller
-            DispatchQueue.global().asyncAfter(deadline: .now() + bound) { canceller.withLock { _ = $0?.cancel() } }
+            // Again a second later: a write that was reconnecting at the bound runs on the new connection.
+            for delay in [bound, bound + 1] { DispatchQueue.global().asyncAfter(deadline: .now() + delay) { canceller.cancelInBackground() } }
         }
     }
 

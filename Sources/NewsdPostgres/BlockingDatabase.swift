@@ -22,6 +22,8 @@ public final class BlockingDatabase: @unchecked Sendable {
     private let policy: RetryPolicy
     /// Cancels the statement in flight on `connection` (set on `queue`, used from any thread).
     private let canceller = LockedValue<PostgresCanceller?>(nil)
+    /// Set by a stop that cancels: no statement starts after it.
+    private let abandoned = StopFlag()
 
     /// A lazily connected database.
     public init(url: String, label: String, logger: Logger, policy: RetryPolicy = RetryPolicy(initialDelay: 0.2, maxDelay: 30)) {
@@ -34,9 +36,13 @@ public final class BlockingDatabase: @unchecked Sendable {
     /// Stops retrying (calls in progress fail at their next retry). `cancellingStatementInFlight`:
     /// also cancel the statement running now, for work that is safe to abandon (recomputed
     /// rollups, reads): it fails at once with SQLSTATE 57014 and its transaction rolls back.
+    /// Then no further statement starts either.
     public func stop(cancellingStatementInFlight: Bool = false) {
         stopped.set()
-        if cancellingStatementInFlight { canceller.withLock { _ = $0?.cancel() } }
+        if cancellingStatementInFlight {
+            abandoned.set()
+            canceller.cancelInBackground()
+        }
     }
 
     /// Runs `body` with the connection on the database queue, retrying retriable failures.
@@ -66,6 +72,7 @@ public final class BlockingDatabase: @unchecked Sendable {
                 connection = db
                 canceller.withLock { $0 = db.canceller() }
             }
+            if abandoned.isSet { throw PostgresError(sqlState: "57014", message: "database stopped: \(what) abandoned") }
             do { return try body(db) } catch let e as PostgresError where e.isRetriable {
                 connection = nil
                 throw e

@@ -75,6 +75,16 @@ public final class PostgresCanceller: @unchecked Sendable {
     }
 }
 
+extension LockedValue where Value == PostgresCanceller? {
+    /// Cancels the statement in flight of the connection whose canceller is held here, on a
+    /// global queue: `PQcancel` opens a connection to the server, and libpq 15 gives it no
+    /// timeout, so a stop path must not wait for it (nor hold this lock meanwhile).
+    public func cancelInBackground() {
+        guard let canceller = value else { return }
+        DispatchQueue.global().async { canceller.cancel() }
+    }
+}
+
 /// One libpq connection. Not thread-safe: one thread uses it at a time. Every call blocks, so
 /// callers keep it off Swift's cooperative thread pool (newsd uses dedicated threads).
 public final class PostgresConnection {

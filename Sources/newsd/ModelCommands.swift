@@ -50,6 +50,7 @@ struct TrainCommand: ParsableCommand {
         var cfg = TrainingConfiguration()
         cfg.epochs = epochs; cfg.learningRate = lr; cfg.headLearningRateMultiplier = headLrMultiplier; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
         cfg.validationFraction = validationFraction
+        _ = try TrainableScope(parsing: trainable, labels: 0)   // a bad --trainable fails before any loading
         cfg.steps = steps; cfg.labelSmoothing = labelSmoothing; cfg.classBalance = classBalance; cfg.layerDecay = layerDecay
         cfg.evaluationsPerEpoch = evaluationsPerEpoch; cfg.patience = patience; cfg.weightDecay = weightDecay; cfg.dropout = dropout
         cfg.noiseFolds = noiseFolds; cfg.suspectThreshold = suspectThreshold; cfg.suspectWeight = suspectWeight
