@@ -18,10 +18,13 @@ enum AnalystSeed {
             INSERT INTO companies (id, name) VALUES ('ACME', 'Acme Corp'), ('BETA', 'Beta plc'), ('GAMMA', 'Gamma AG'), ('DELTA', 'Delta Inc'), ('EPS', 'Epsilon SA');
             INSERT INTO models (version, seq, status, label_counts, training, metrics, checksum, activated_at) VALUES
               ('v-a', 1, 'active', '{}', '{}', '{}', 'x', now() - interval '50 days');
+            -- g = 0 (ACME, a minute from now) keeps "today" non-empty for ACME at any hour: from g = 1
+            -- its sentences are 2.4 h apart, and the documented "one company's day" query found
+            -- none in the first hours of a UTC day.
             INSERT INTO news_items (topic, partition, kafka_offset, text, published_at)
             SELECT 'seed', 0, g, 'Sentence ' || g || ' about ' || (ARRAY['ACME','BETA','GAMMA','DELTA','EPS'])[1 + g % 5] || ' and its quarter',
                    now() - (g / 50.0) * interval '1 day' + interval '1 minute'
-            FROM generate_series(1, 2000) g;
+            FROM generate_series(0, 1999) g;
             INSERT INTO predictions (item_id, model_version, label, probabilities, margin, entropy, predicted_at)
             SELECT id, 'v-a', l, jsonb_build_object('negative', CASE l WHEN 'negative' THEN 0.8 ELSE 0.1 END,
                                                     'neutral', CASE l WHEN 'neutral' THEN 0.8 ELSE 0.1 END,
