@@ -3,11 +3,12 @@
 # cut into K contiguous folds; for each, a student is trained on the others (soft self-consistency
 # votes, the defaults) and scored on the fold against the experts' labels with fp32, int8, and
 # each with early exit. Prints one row per fold and the mean, with the mean layers per sentence.
-# usage: scripts/experiment-precision.sh [--data CSV] [--folds K]
+# --keep-model DIR keeps fold 0's student there (e.g. for scripts/bench-model.sh --student DIR).
+# usage: scripts/experiment-precision.sh [--data CSV] [--folds K] [--keep-model DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=../shared/data/fpb-mixtral-train.csv; folds=5
-while [ $# -gt 0 ]; do case $1 in --data) data=$2; shift 2;; --folds) folds=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+data=../shared/data/fpb-mixtral-train.csv; folds=5; keep=
+while [ $# -gt 0 ]; do case $1 in --data) data=$2; shift 2;; --folds) folds=$2; shift 2;; --keep-model) keep=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 newsd=./.build/release/newsd
@@ -32,6 +33,7 @@ for f in $(seq 0 $((folds - 1))); do
     done
   done
 done
+if [ -n "$keep" ]; then rm -rf "$keep"; mkdir -p "$(dirname "$keep")"; cp -r "$work/model0" "$keep"; fi
 python3 - "$work" "$folds" <<'PY'
 import json, re, sys
 work, k = sys.argv[1], int(sys.argv[2])

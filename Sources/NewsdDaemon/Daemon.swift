@@ -21,11 +21,10 @@ public enum Daemon {
         var model = try Artifact.load(directory: URL(fileURLWithPath: config.model.dir),
                                       baseDirectory: config.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: config.model.baseDir),
                                       threads: config.model.threads, precision: precision, cacheCapacity: config.model.cacheEntries,
-                                      earlyExit: config.model.earlyExit)
+                                      earlyExit: config.model.earlyExit, servingOnly: true)
         logger.info("student loaded", metadata: ["version": "\(model.version)", "labels": "\(model.labels)", "dir": "\(config.model.dir)",
                                                  "precision": "\(model.runner.precision)", "cpu_features": "\(CPUFeatures.host)",
-                                                 "float_weights_mb": "\(model.runner.floatBytes / 1_048_576)",
-                                                 "int8_weights_mb": "\(model.runner.int8Bytes / 1_048_576)", "blas_core": "\(BLASCore.current)",
+                                                 "weights_mb": "\(model.runner.residentBytes / 1_048_576)", "blas_core": "\(BLASCore.current)",
                                                  "blas_core_replaced": "\(BLASCore.replaced ?? "no")",
                                                  "early_exit": "\(model.earlyExitSummary)"])
         let companies = config.portfolio.file.isEmpty ? [] : try PortfolioFile.load(config.portfolio.file)

@@ -54,12 +54,13 @@ public final class ModelWatcher: Service, Sendable {
     }
 
     /// Loads a registered version (materialise + verify). Throws if anything does not check out.
-    /// `serving`: the model will serve ingest, so it gets the prediction cache (`model.cache_entries`).
+    /// `serving`: the model will serve ingest, so it gets the prediction cache (`model.cache_entries`)
+    /// and is serving-only (int8 drops the float weights; it cannot be trained from).
     public static func load(_ db: PostgresConnection, version: String, configuration c: NewsdConfiguration, serving: Bool = false) throws -> StudentModel {
         let dir = try ModelRegistry.materialize(db, version: version, cache: cacheDirectory(c))
         let model = try Artifact.load(directory: dir, baseDirectory: c.model.baseDir.isEmpty ? nil : URL(fileURLWithPath: c.model.baseDir),
                                       threads: c.model.threads, precision: try precision(c), cacheCapacity: serving ? c.model.cacheEntries : 0,
-                                      earlyExit: c.model.earlyExit)
+                                      earlyExit: c.model.earlyExit, servingOnly: serving)
         guard model.version == version else { throw DistillError("model \(version): the stored artifact has version \(model.version)") }
         return model
     }

@@ -155,8 +155,11 @@ public enum Artifact {
     /// The encoder computes with `precision` (int8 quantises the loaded weights once, here).
     /// `cacheCapacity` > 0 gives the model a cache of that many predictions (serving hosts).
     /// `earlyExit: false` ignores the artifact's intermediate classifiers (every layer runs).
+    /// `servingOnly: true` (serving hosts) keeps only what an int8 encoder computes from, not the
+    /// float weights: a quarter of the memory, and the base checkpoint is released when nothing
+    /// else uses it (`CheckpointCache`). Such a model cannot train or be saved.
     public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int, precision: EncoderPrecision = .fp32,
-                            cacheCapacity: Int = 0, earlyExit useEarlyExit: Bool = true) throws -> StudentModel {
+                            cacheCapacity: Int = 0, earlyExit useEarlyExit: Bool = true, servingOnly: Bool = false) throws -> StudentModel {
         let fm = FileManager.default
         if !fm.fileExists(atPath: directory.appendingPathComponent("manifest.json").path) {
             guard fm.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) else {
@@ -164,7 +167,7 @@ public enum Artifact {
                                              underlying: "neither a newsd artifact (manifest.json) nor a base checkpoint (model.safetensors)")
             }
             return StudentModel(base: try CheckpointCache.shared.checkpoint(directory), threads: threads, precision: precision,
-                                cacheCapacity: cacheCapacity)
+                                cacheCapacity: cacheCapacity, keepingFloatWeights: !servingOnly)
         }
         let manifest = try verifiedManifest(directory: directory)
         let candidates = [baseDirectory?.path, manifest.base.path, ProcessInfo.processInfo.environment["NEWSD_BASE_MODEL_DIR"]].compactMap { $0 }
@@ -213,7 +216,8 @@ public enum Artifact {
         }
         return StudentModel(labels: manifest.labels, tokenizer: tokenizer, weights: weights, head: head,
                             temperature: manifest.temperature, threads: threads, manifest: manifest, baseChecksum: base.weightsChecksum,
-                            precision: precision, cacheCapacity: cacheCapacity, earlyExit: useEarlyExit ? earlyExit : nil)
+                            precision: precision, cacheCapacity: cacheCapacity, earlyExit: useEarlyExit ? earlyExit : nil,
+                            keepingFloatWeights: !servingOnly)
     }
 
     static func readFile(_ url: URL) throws -> Data {
@@ -230,24 +234,43 @@ public enum Artifact {
 }
 
 /// Loaded base checkpoints, by directory, size and modification time: a daemon swapping models
-/// loads and hashes its 90 MB base once, not at every swap.
+/// loads and hashes its 90 MB base once while something uses it, not at every swap.
+///
+/// The float weights are held weakly: they stay while a model built on them (its untrained
+/// layers are the base's buffers), a training run or a caller holds them, and go when none does.
+/// A serving-only int8 host therefore keeps no float copy at all; it reloads the base (about a
+/// second) only when the next model is promoted.
 public final class CheckpointCache: Sendable {
     /// The process-wide cache.
     public static let shared = CheckpointCache()
-    private struct Entry: Sendable { var stamp: String; var checkpoint: Checkpoint }
+    private struct Entry: Sendable {
+        var stamp: String
+        var directory: URL, config: BertConfig, tokenizer: WordPieceTokenizer, weightsChecksum: String
+        weak var weights: EncoderWeights?
+    }
     /// Held while a checkpoint loads, so two callers never load the same one twice.
     private let entries = LockedValue([String: Entry]())
 
-    /// The checkpoint in `directory`, loaded once while its weights file is unchanged.
+    /// The checkpoint in `directory`, loaded once while its weights file is unchanged and its
+    /// weights are in use.
     public func checkpoint(_ directory: URL) throws -> Checkpoint {
         let weights = directory.appendingPathComponent("model.safetensors").path
         let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
         let stamp = "\(attributes?[.size] ?? 0)-\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
         return try entries.withLock { entries in
-            if let e = entries[directory.standardizedFileURL.path], e.stamp == stamp { return e.checkpoint }
+            let key = directory.standardizedFileURL.path
+            if let e = entries[key], e.stamp == stamp, let w = e.weights {
+                return Checkpoint(directory: e.directory, config: e.config, weights: w, tokenizer: e.tokenizer, weightsChecksum: e.weightsChecksum)
+            }
             let c = try Checkpoint(directory: directory)
-            entries[directory.standardizedFileURL.path] = Entry(stamp: stamp, checkpoint: c)
+            entries[key] = Entry(stamp: stamp, directory: c.directory, config: c.config, tokenizer: c.tokenizer,
+                                 weightsChecksum: c.weightsChecksum, weights: c.weights)
             return c
         }
+    }
+
+    /// Whether the checkpoint of `directory` is loaded now (its weights in use).
+    public func isLoaded(_ directory: URL) -> Bool {
+        entries.withLock { $0[directory.standardizedFileURL.path]?.weights != nil }
     }
 }

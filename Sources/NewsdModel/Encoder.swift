@@ -144,11 +144,15 @@ public final class EncoderWeights: @unchecked Sendable {
     public let config: BertConfig
     let embeddings: FloatBuffer
     let layers: [FloatBuffer]
+    /// The weights these share buffers with (an artifact's untrained layers are its base's). Kept
+    /// so the base stays loaded, and found by `CheckpointCache`, while any model built on it lives.
+    let sharedBase: EncoderWeights?
 
-    init(config: BertConfig, embeddings: FloatBuffer, layers: [FloatBuffer]) {
+    init(config: BertConfig, embeddings: FloatBuffer, layers: [FloatBuffer], sharedBase: EncoderWeights? = nil) {
         self.config = config
         self.embeddings = embeddings
         self.layers = layers
+        self.sharedBase = sharedBase
     }
 
     /// Random weights (normal, std 0.02; LayerNorm gain 1), for tests and tiny experiments.
@@ -218,7 +222,7 @@ public final class EncoderWeights: @unchecked Sendable {
         if requireAll, tensors["encoder.layer.\(config.numLayers).attention.self.query.weight"] != nil {
             throw ModelError.invalidFile(path, reason: "has more layers than num_hidden_layers \(config.numLayers)")
         }
-        self.init(config: config, embeddings: emb, layers: layers)
+        self.init(config: config, embeddings: emb, layers: layers, sharedBase: base)
     }
 
     /// Named tensors (Hugging Face names) of the embeddings (when `embeddings`) and the given layers.
@@ -246,6 +250,15 @@ public struct Checkpoint: Sendable {
     public let tokenizer: WordPieceTokenizer
     /// SHA-256 of `model.safetensors`; artifacts record it to refuse a mismatched base.
     public let weightsChecksum: String
+
+    /// A checkpoint from its parts (`CheckpointCache` re-assembles one whose weights are alive).
+    init(directory: URL, config: BertConfig, weights: EncoderWeights, tokenizer: WordPieceTokenizer, weightsChecksum: String) {
+        self.directory = directory
+        self.config = config
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.weightsChecksum = weightsChecksum
+    }
 
     /// Loads and checks a checkpoint directory; errors name the file at fault.
     public init(directory: URL, tokenizerSettings: TokenizerSettings? = nil) throws {

@@ -17,8 +17,11 @@ final class InferenceWorkspace {
 /// `@unchecked Sendable`: the workspaces are the only mutable state; `lock` is held for a whole
 /// call, and inside it each worker thread uses only its own workspace.
 public final class EncoderRunner: @unchecked Sendable {
-    /// The weights served; never mutated.
-    public let weights: EncoderWeights
+    /// The architecture.
+    public let config: BertConfig
+    /// The float weights; never mutated. Nil for a serving-only int8 runner, which computes from
+    /// `quantized` alone (a quarter of the memory); fp32 always has them.
+    public let floatWeights: EncoderWeights?
     /// Worker threads per batch.
     public let threads: Int
     /// The vector-kernel build this runner uses (from the CPU's flags unless given).
@@ -31,38 +34,46 @@ public final class EncoderRunner: @unchecked Sendable {
     private let lock = NSLock()
 
     /// A runner over `weights` with `threads` worker threads (at least 1). An int8 precision
-    /// quantises the linear layers now; a path this CPU cannot run falls back to the portable one.
-    public init(weights: EncoderWeights, threads: Int, vector: VectorKernels = .detected, precision: EncoderPrecision = .fp32) {
+    /// quantises the encoder now; a path this CPU cannot run falls back to the portable one.
+    /// `keepingFloatWeights: false` lets an int8 runner drop its reference to the float weights
+    /// (serving hosts: nothing reads them again); fp32 keeps them whatever it says.
+    public init(weights: EncoderWeights, threads: Int, vector: VectorKernels = .detected, precision: EncoderPrecision = .fp32,
+                keepingFloatWeights: Bool = true) {
         _ = BLAS.configured
-        self.weights = weights
+        config = weights.config
         self.threads = max(1, threads)
         self.vector = vector
         switch precision {
         case .fp32:
             self.precision = .fp32
             quantized = nil
+            floatWeights = weights
         case .int8(let wanted):
             let path = wanted.runs(on: .host) ? wanted : .portable
             self.precision = .int8(path)
             quantized = QuantizedEncoder(weights, path: path)
+            floatWeights = keepingFloatWeights ? weights : nil
         }
         workspaces = (0..<max(1, threads)).map { _ in InferenceWorkspace() }
     }
 
-    /// Bytes of the float weights this runner holds (embeddings, matrices, biases, LayerNorm).
-    /// They stay resident with int8 too: the embeddings, biases and LayerNorm are read from them,
-    /// and the base checkpoint's blocks are shared with the loaded-checkpoint cache and training.
-    public var floatBytes: Int { 4 * (weights.embeddings.count + weights.layers.reduce(0) { $0 + $1.count }) }
+    /// Bytes of the float weights this runner holds (embeddings, matrices, biases, LayerNorm);
+    /// 0 for a serving-only int8 runner.
+    public var floatBytes: Int { floatWeights.map { 4 * ($0.embeddings.count + $0.layers.reduce(0) { $0 + $1.count }) } ?? 0 }
 
     /// Bytes of the int8 matrices (0 for fp32): a quarter of the float matrices'.
     public var int8Bytes: Int { quantized?.int8Bytes ?? 0 }
 
+    /// Bytes of every weight this runner holds: the float weights when kept, plus the quantised
+    /// encoder (int8 matrices and word embeddings, scales, float copies of the small tensors).
+    public var residentBytes: Int { floatBytes + (quantized?.residentBytes ?? 0) }
+
     /// Mean-pooled encoder outputs, one `[H]` vector per sequence, in input order.
     public func pooled(_ sequences: [[Int32]], batchSize: Int) -> [[Float]] {
-        let h = weights.config.hiddenSize
+        let h = config.hiddenSize
         var result = [[Float]](repeating: [], count: sequences.count)
         result.withUnsafeMutableBufferPointer { out in
-            run(sequences, layers: weights.config.numLayers, batchSize: batchSize) { index, shape, bi, hidden in
+            run(sequences, layers: config.numLayers, batchSize: batchSize) { index, shape, bi, hidden in
                 out[index] = Self.meanPool(hidden, shape: shape, bi: bi, h: h)
             }
         }
@@ -72,7 +83,7 @@ public final class EncoderRunner: @unchecked Sendable {
     /// Mean-pooled hidden states after each layer count in `layers` (1...L; L is the encoder's
     /// output): `result[k][i]` is sequence i's vector after `layers[k]` layers. One pass.
     public func pooled(_ sequences: [[Int32]], atLayers layers: [Int], batchSize: Int) -> [[[Float]]] {
-        let h = weights.config.hiddenSize, deepest = layers.max() ?? 0
+        let h = config.hiddenSize, deepest = layers.max() ?? 0
         let slot = Dictionary(layers.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let result = (0..<layers.count).map { _ in UnsafeMutableBufferPointer<[Float]>.allocate(capacity: sequences.count) }
         defer { result.forEach { $0.deallocate() } }
@@ -93,7 +104,7 @@ public final class EncoderRunner: @unchecked Sendable {
     /// calibrated); the others run every layer. A sequence's result never depends on the other
     /// sequences of its batch.
     public func classify(_ sequences: [[Int32]], batchSize: Int, head: ClassifierHead, exits: EarlyExit?) -> [EncoderOutput] {
-        let c = weights.config, h = c.hiddenSize
+        let c = config, h = c.hiddenSize
         var byDepth: [Int: ClassifierHead] = [:]
         for e in exits?.exits ?? [] where e.afterLayers < c.numLayers { byDepth[e.afterLayers] = e.head }
         let threshold = exits?.threshold ?? 2
@@ -125,7 +136,7 @@ public final class EncoderRunner: @unchecked Sendable {
 
     /// Hidden states after the first `layers` layers (0 = embeddings), `[length * H]` per sequence.
     func hiddenStates(_ sequences: [[Int32]], layers: Int, batchSize: Int) -> [[Float]] {
-        let h = weights.config.hiddenSize
+        let h = config.hiddenSize
         var result = [[Float]](repeating: [], count: sequences.count)
         result.withUnsafeMutableBufferPointer { out in
             run(sequences, layers: layers, batchSize: batchSize) { index, shape, bi, hidden in
@@ -176,7 +187,7 @@ public final class EncoderRunner: @unchecked Sendable {
     func forward(_ batch: [[Int32]], layers: Int, workspace ws: InferenceWorkspace,
                  exit: ((Int, Int, BatchShape, Int, ConstFloatPointer) -> Bool)? = nil,
                  body: (Int, BatchShape, Int, ConstFloatPointer) -> Void) {
-        let c = weights.config, h = c.hiddenSize
+        let c = config, h = c.hiddenSize
         var shape = BatchShape(lengths: batch.map { max(1, min($0.count, c.maxPositions)) }, heads: c.numHeads)
         var members = Array(batch.indices)
         var ids: [Int32] = []
@@ -184,9 +195,15 @@ public final class EncoderRunner: @unchecked Sendable {
         for (bi, seq) in batch.enumerated() { ids += seq.prefix(shape.lengths[bi]); if seq.isEmpty { ids.append(0) } }
         var x = ws.hiddenA.pointer(shape.n * h), y = ws.hiddenB.pointer(shape.n * h)
         var noDropout = Dropout(rate: 0, rng: SeededGenerator(seed: 0))
-        Transformer.embeddingsForward(c, weights.embeddings, ids: ids, shape: shape, out: x, saved: nil, dropout: &noDropout, vector: vector)
         let int8 = quantized.flatMap { q -> (QuantizedEncoder, Int8KernelPath)? in
             if case .int8(let path) = precision { return (q, path) } else { return nil }
+        }
+        // fp32 always has float weights (init), so exactly one of the two is set.
+        let float = int8 == nil ? floatWeights : nil
+        if let (q, _) = int8 {
+            q.embeddings.forward(c, ids: ids, shape: shape, out: x, vector: vector)
+        } else if let float {
+            Transformer.embeddingsForward(c, float.embeddings, ids: ids, shape: shape, out: x, saved: nil, dropout: &noDropout, vector: vector)
         }
         func prepare() {
             if let (_, path) = int8 { ws.rowsIn.quantize(path, x: x, n: shape.n, width: h) } else { ws.activations.prepare(c, shape, dropout: false) }
@@ -194,9 +211,9 @@ public final class EncoderRunner: @unchecked Sendable {
         if layers > 0 { prepare() }
         for l in 0..<layers {
             if let (q, path) = int8 {
-                Int8Transformer.layerForward(c, weights.layers[l], q.layers[l], path: path, x: x, xq: ws.rowsIn, out: y, shape: shape, ws: ws.int8)
-            } else {
-                Transformer.layerForward(c, weights.layers[l], x: x, out: y, a: ws.activations, shape: shape, dropout: &noDropout, vector: vector)
+                Int8Transformer.layerForward(c, q.layers[l], path: path, x: x, xq: ws.rowsIn, out: y, shape: shape, ws: ws.int8)
+            } else if let float {
+                Transformer.layerForward(c, float.layers[l], x: x, out: y, a: ws.activations, shape: shape, dropout: &noDropout, vector: vector)
             }
             swap(&x, &y)
             guard let exit, l + 1 < layers else { continue }

@@ -49,7 +49,14 @@ public enum FineTune {
             examples = LabelNoise.downWeighted(examples, suspects: report.suspects, weight: configuration.suspectWeight)
             noise = report
         }
-        let trainer = try Trainer(base: startModel?.runner.weights ?? base.weights, classes: labels.count, configuration: configuration, head: startModel?.head)
+        var startWeights = base.weights
+        if let startModel {
+            guard let w = startModel.runner.floatWeights else {
+                throw ModelError.invalidArgument("an incremental run needs its starting model's float weights (it was loaded serving-only)")
+            }
+            startWeights = w
+        }
+        let trainer = try Trainer(base: startWeights, classes: labels.count, configuration: configuration, head: startModel?.head)
         let losses = try trainer.train(examples, validation: validation, cancel: cancel, progress: progress)
         if cancel?.isSet == true { throw ModelError.cancelled("training") }
         let weights = trainer.weights
@@ -127,7 +134,8 @@ public enum FineTune {
         case .all: trainedLayers = Array(0..<base.config.numLayers)
         case let .top(k): trainedLayers = Array((base.config.numLayers - k)..<base.config.numLayers)
         }
-        try Artifact.write(directory: directory, base: base, weights: m.runner.weights, head: m.head, labels: m.labels,
+        guard let weights = m.runner.floatWeights else { throw ModelError.invalidArgument("a serving-only model cannot be saved") }
+        try Artifact.write(directory: directory, base: base, weights: weights, head: m.head, labels: m.labels,
                            trainedLayers: Array(Set(trainedLayers + result.inheritedLayers)).sorted(),
                            trainedEmbeddings: configuration.trainable == .all || result.inheritedEmbeddings,
                            training: configuration, trainingExamples: Int(result.metrics["train_examples"] ?? 0),

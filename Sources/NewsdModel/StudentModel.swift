@@ -115,15 +115,17 @@ public final class StudentModel: Sendable {
 
     /// Assembles a model from parts.
     /// `precision` is fp32 unless given (serving hosts pass their configured `model.precision`).
-    /// `earlyExit` is used by `predict` when given.
+    /// `earlyExit` is used by `predict` when given. `keepingFloatWeights: false` makes an int8
+    /// model serving-only: it drops the float weights (it cannot train, be saved or change
+    /// precision, and holds a quarter of the memory).
     public init(labels: [String], tokenizer: WordPieceTokenizer, weights: EncoderWeights, head: ClassifierHead,
                 temperature: Float, threads: Int, manifest: ArtifactManifest?, baseChecksum: String, precision: EncoderPrecision = .fp32,
-                cacheCapacity: Int = 0, earlyExit: EarlyExit? = nil) {
+                cacheCapacity: Int = 0, earlyExit: EarlyExit? = nil, keepingFloatWeights: Bool = true) {
         self.labels = labels
         self.earlyExit = earlyExit
         self.cache = PredictionCache(capacity: cacheCapacity)
         self.tokenizer = tokenizer
-        self.runner = EncoderRunner(weights: weights, threads: threads, precision: precision)
+        self.runner = EncoderRunner(weights: weights, threads: threads, precision: precision, keepingFloatWeights: keepingFloatWeights)
         self.head = head
         self.temperature = temperature
         self.manifest = manifest
@@ -132,24 +134,27 @@ public final class StudentModel: Sendable {
 
     /// A base checkpoint with an untrained (random, seeded) head: for benchmarks and cold start.
     public convenience init(base: Checkpoint, labels: [String] = ["negative", "neutral", "positive"], threads: Int, seed: UInt64 = 0,
-                            precision: EncoderPrecision = .fp32, cacheCapacity: Int = 0) {
+                            precision: EncoderPrecision = .fp32, cacheCapacity: Int = 0, keepingFloatWeights: Bool = true) {
         self.init(labels: labels, tokenizer: base.tokenizer, weights: base.weights,
                   head: ClassifierHead(classes: labels.count, hidden: base.config.hiddenSize, seed: seed),
                   temperature: 1, threads: threads, manifest: nil, baseChecksum: base.weightsChecksum, precision: precision,
-                  cacheCapacity: cacheCapacity)
+                  cacheCapacity: cacheCapacity, keepingFloatWeights: keepingFloatWeights)
     }
 
     /// The same model computing with another precision (the weights are shared; int8 quantises),
     /// with an empty cache of `cacheCapacity` entries, and without early exit unless `earlyExit`.
-    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0, earlyExit: Bool = true) -> StudentModel {
-        with(precision: precision, cacheCapacity: cacheCapacity, earlyExit: earlyExit ? self.earlyExit : nil)
+    /// `servingOnly`: an int8 copy drops its reference to the float weights (as serving hosts load).
+    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0, earlyExit: Bool = true, servingOnly: Bool = false) -> StudentModel {
+        with(precision: precision, cacheCapacity: cacheCapacity, earlyExit: earlyExit ? self.earlyExit : nil, servingOnly: servingOnly)
     }
 
     /// The same model with other early-exit classifiers or threshold (nil: every layer runs).
-    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0, earlyExit: EarlyExit?) -> StudentModel {
-        StudentModel(labels: labels, tokenizer: tokenizer, weights: runner.weights, head: head, temperature: temperature,
+    /// Needs the float weights: a serving-only model cannot re-quantise (a programming error).
+    public func with(precision: EncoderPrecision, cacheCapacity: Int = 0, earlyExit: EarlyExit?, servingOnly: Bool = false) -> StudentModel {
+        guard let weights = runner.floatWeights else { preconditionFailure("with(precision:) on a serving-only model (float weights dropped)") }
+        return StudentModel(labels: labels, tokenizer: tokenizer, weights: weights, head: head, temperature: temperature,
                      threads: runner.threads, manifest: manifest, baseChecksum: baseChecksum, precision: precision, cacheCapacity: cacheCapacity,
-                     earlyExit: earlyExit)
+                     earlyExit: earlyExit, keepingFloatWeights: !servingOnly)
     }
 
     /// For logs: `after layers [3, 4, 5] at 0.94`, or `off`.
@@ -189,7 +194,7 @@ public final class StudentModel: Sendable {
 
     /// Calibrated predictions with early exit when the model has it, and the layers each ran.
     public func classify(ids: [[Int32]], batchSize: Int = 32) -> [(prediction: Prediction, layers: Int)] {
-        let layers = runner.weights.config.numLayers
+        let layers = runner.config.numLayers
         let outputs = runner.classify(ids, batchSize: batchSize, head: head, exits: earlyExit)
         usage.record(sentences: outputs.count, layers: outputs.reduce(0) { $0 + $1.layers })
         return outputs.map { o in

@@ -54,13 +54,17 @@ struct BenchModel: ParsableCommand {
         if !json { print("CPU features: \(CPUFeatures.host); int8 kernel paths here: \(Int8KernelPath.runnable.map(\.description).joined(separator: ", "))") }
         for precision in chosen {
             // Each precision with every layer, then (for a model with exit classifiers) with early exit.
-            let full = fp32.with(precision: precision, earlyExit: false)
-            try measure(full, precision: precision, texts: texts, reference: reference)
-            if earlyExit, fp32.earlyExit != nil { try measure(fp32.with(precision: precision), precision: precision, texts: texts, reference: reference) }
+            // Serving-only, as `newsd run` loads it: int8 holds no float weights.
+            let full = fp32.with(precision: precision, earlyExit: false, servingOnly: true)
+            try measure(full, precision: precision, texts: texts, reference: reference, fp32Bytes: fp32.runner.floatBytes)
+            if earlyExit, fp32.earlyExit != nil {
+                try measure(fp32.with(precision: precision, servingOnly: true), precision: precision, texts: texts, reference: reference,
+                            fp32Bytes: fp32.runner.floatBytes)
+            }
         }
     }
 
-    private func measure(_ student: StudentModel, precision: EncoderPrecision, texts: [String], reference: [Int]) throws {
+    private func measure(_ student: StudentModel, precision: EncoderPrecision, texts: [String], reference: [Int], fp32Bytes: Int) throws {
         _ = student.predict(Array(texts.prefix(64)), batchSize: batch)          // warm-up
         var rates: [Double] = []
         var tokens = 0
@@ -96,12 +100,14 @@ struct BenchModel: ParsableCommand {
             batch1SentencesPerSecond: rounded(Double(latencies.count) / total1, 1),
             p50Ms: rounded(pct(0.5), 2), p99Ms: rounded(pct(0.99), 2), peakRssMb: peakResidentBytes() / 1_048_576,
             floatWeightsMb: rounded(Double(student.runner.floatBytes) / 1_048_576, 1),
-            int8WeightsMb: rounded(Double(student.runner.int8Bytes) / 1_048_576, 1), agreementWithFp32: rounded(agreement, 4),
+            int8WeightsMb: rounded(Double(student.runner.int8Bytes) / 1_048_576, 1),
+            servingWeightsMb: rounded(Double(student.runner.residentBytes) / 1_048_576, 1),
+            servingShareOfFp32: rounded(Double(student.runner.residentBytes) / Double(max(1, fp32Bytes)), 3), agreementWithFp32: rounded(agreement, 4),
             meanLayers: rounded(meanLayers, 2))
         if json { print(jsonLine(result)); return }
-        print(String(format: "newsd %@ threads=%d batch=%d: median %.1f sentences/s (min %.1f, max %.1f) over %d sentences, %.0f tokens/s; float weights %.1f MB, int8 matrices %.1f MB; same label as fp32 %.2f%%; %.2f layers per sentence",
+        print(String(format: "newsd %@ threads=%d batch=%d: median %.1f sentences/s (min %.1f, max %.1f) over %d sentences, %.0f tokens/s; serving weights %.1f MB (%.1f%% of fp32's; int8 matrices %.1f MB); same label as fp32 %.2f%%; %.2f layers per sentence",
                      name, threads, batch, batched, rates.first!, rates.last!, texts.count, batched * Double(tokens) / Double(texts.count),
-                     result.floatWeightsMb, result.int8WeightsMb, agreement * 100, meanLayers))
+                     result.servingWeightsMb, result.servingShareOfFp32 * 100, result.int8WeightsMb, agreement * 100, meanLayers))
         print(String(format: "  batch 1: %.1f sentences/s, p50 %.2f ms, p99 %.2f ms over %d sentences; peak RSS %d MB",
                      Double(latencies.count) / total1, pct(0.5), pct(0.99), latencies.count, peakResidentBytes() / 1_048_576))
     }
@@ -115,11 +121,12 @@ struct ModelBenchmark: Encodable {
     var engine: String, precision: String, cpuFeatures: String, modelVersion: String, threads: Int, batch: Int, n: Int
     var sentencesPerSecond: Double, min: Double, max: Double, tokensPerSecond: Double, meanTokens: Double
     var batch1SentencesPerSecond: Double, p50Ms: Double, p99Ms: Double, peakRssMb: Int
-    var floatWeightsMb: Double, int8WeightsMb: Double, agreementWithFp32: Double, meanLayers: Double
+    var floatWeightsMb: Double, int8WeightsMb: Double, servingWeightsMb: Double, servingShareOfFp32: Double, agreementWithFp32: Double, meanLayers: Double
     enum CodingKeys: String, CodingKey {
         case engine, precision, cpuFeatures = "cpu_features", modelVersion = "model_version", threads, batch, n
         case sentencesPerSecond = "sentences_per_second", min, max, floatWeightsMb = "float_weights_mb", int8WeightsMb = "int8_weights_mb"
         case agreementWithFp32 = "agreement_with_fp32", meanLayers = "mean_layers"
+        case servingWeightsMb = "serving_weights_mb", servingShareOfFp32 = "serving_share_of_fp32"
         case tokensPerSecond = "tokens_per_second", meanTokens = "mean_tokens", batch1SentencesPerSecond = "batch1_sentences_per_second"
         case p50Ms = "p50_ms", p99Ms = "p99_ms", peakRssMb = "peak_rss_mb"
     }

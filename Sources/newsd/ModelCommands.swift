@@ -160,7 +160,7 @@ struct EvalCommand: ParsableCommand {
         }
         print("model \(student.version) on \(data): n=\(m.n) (\(set.skipped.count) rows skipped)")
         print(String(format: "accuracy  %.4f\nmacro-F1  %.4f\nECE       %.4f\nlayers    %.2f of %d per sentence (early exit %@)\n", m.accuracy, m.macroF1,
-                     m.expectedCalibrationError, meanLayers, student.runner.weights.config.numLayers, student.earlyExit == nil ? "off" : "on"))
+                     m.expectedCalibrationError, meanLayers, student.runner.config.numLayers, student.earlyExit == nil ? "off" : "on"))
         var rows = [["class", "precision", "recall", "F1", "support"]]
         for l in m.labels { let c = m.perClass[l]!; rows.append([l, String(format: "%.4f", c.precision), String(format: "%.4f", c.recall), String(format: "%.4f", c.f1), "\(c.support)"]) }
         print(formatTable(rows) + "\n")

@@ -17,6 +17,31 @@ import Testing
         return (baseDir, out, loaded)
     }
 
+    /// The checkpoint cache holds a base only while something uses it: a model that shares its
+    /// layers (fp32, or int8 that keeps its float weights) keeps it loaded and found; a
+    /// serving-only int8 model lets it go, and predicts the same without it.
+    @Test func theCacheKeepsABaseOnlyWhileAModelUsesIt() throws {
+        let (baseDir, dir, _) = try makeArtifact()
+        let texts = ["profit rose", "sales fell w3 w4", ""]
+        #expect(!CheckpointCache.shared.isLoaded(baseDir))
+        let serving: StudentModel, expected: [Prediction]
+        do {
+            let kept = try Artifact.load(directory: dir, threads: 1, precision: .fastest)
+            #expect(CheckpointCache.shared.isLoaded(baseDir))
+            let first = try CheckpointCache.shared.checkpoint(baseDir).weights
+            #expect(try CheckpointCache.shared.checkpoint(baseDir).weights === first)
+            expected = kept.predict(texts)
+            serving = try Artifact.load(directory: dir, threads: 1, precision: .fastest, servingOnly: true)
+            #expect(serving.runner.floatWeights == nil)
+            #expect(serving.predict(texts) == expected)
+        }
+        // Only the serving-only model is left: nothing holds the base.
+        #expect(!CheckpointCache.shared.isLoaded(baseDir))
+        #expect(serving.predict(texts) == expected)
+        // The next load finds it again (reloaded from disk).
+        #expect(try Artifact.load(directory: dir, threads: 1, precision: .fastest).predict(texts) == expected)
+    }
+
     @Test(arguments: [TrainableScope.head, .top(1), .all])
     func roundTripGivesTheSamePredictions(scope: TrainableScope) throws {
         let (_, dir, loaded) = try makeArtifact(scope: scope)
@@ -45,7 +70,7 @@ import Testing
         #expect(try Artifact.load(directory: dir, threads: 1, earlyExit: false).earlyExit == nil)
         let base = try Checkpoint(directory: baseDir)
         let plain = Fixtures.temporaryDirectory().appendingPathComponent("plain")
-        try Artifact.write(directory: plain, base: base, weights: loaded.runner.weights, head: loaded.head, labels: loaded.labels,
+        try Artifact.write(directory: plain, base: base, weights: loaded.runner.floatWeights!, head: loaded.head, labels: loaded.labels,
                            trainedLayers: [1], trainedEmbeddings: false, training: TrainingConfiguration(), trainingExamples: 1,
                            metrics: [:], temperature: 1)
         #expect(!(try String(contentsOf: plain.appendingPathComponent("manifest.json"), encoding: .utf8)).contains("earlyExit"))
@@ -54,7 +79,7 @@ import Testing
         #expect(old.classify(ids: [base.tokenizer.encode("profit rose")]).map(\.layers) == [2])
         // An exit outside the encoder is refused by name.
         let bad = Fixtures.temporaryDirectory().appendingPathComponent("bad")
-        try Artifact.write(directory: bad, base: base, weights: loaded.runner.weights, head: loaded.head, labels: loaded.labels,
+        try Artifact.write(directory: bad, base: base, weights: loaded.runner.floatWeights!, head: loaded.head, labels: loaded.labels,
                            trainedLayers: [1], trainedEmbeddings: false, training: TrainingConfiguration(), trainingExamples: 1,
                            metrics: [:], temperature: 1, earlyExit: EarlyExit(exits: [EarlyExit.Exit(afterLayers: 2, head: loaded.head)], threshold: 0.9))
         expectRefused(bad, mentioning: "early exit after layers [2]", "exit after the last layer")

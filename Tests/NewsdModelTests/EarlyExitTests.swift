@@ -18,8 +18,8 @@ import NewsdSystem
     /// Random exit heads after layers 3, 4 and 5 of MiniLM, with a threshold that lets about half
     /// of the sentences stop at the first one.
     static func exits(_ runner: EncoderRunner, _ ids: [[Int32]]) -> EarlyExit {
-        let layers = EarlyExit.exitLayers(encoderLayers: runner.weights.config.numLayers)
-        let heads = layers.map { l in EarlyExit.Exit(afterLayers: l, head: ClassifierHead(classes: 3, hidden: runner.weights.config.hiddenSize, seed: UInt64(l))) }
+        let layers = EarlyExit.exitLayers(encoderLayers: runner.config.numLayers)
+        let heads = layers.map { l in EarlyExit.Exit(afterLayers: l, head: ClassifierHead(classes: 3, hidden: runner.config.hiddenSize, seed: UInt64(l))) }
         let first = runner.pooled(ids, atLayers: [layers[0]], batchSize: 8)[0].map { softmax(heads[0].head.logits($0)).max()! }.sorted()
         return EarlyExit(exits: heads, threshold: first[first.count / 2])
     }
@@ -62,7 +62,7 @@ import NewsdSystem
             let runner = EncoderRunner(weights: base.weights, threads: 2, precision: precision)
             let exits = Self.exits(runner, ids)
             let batched = runner.classify(ids, batchSize: 16, head: head, exits: exits)
-            let layers = runner.weights.config.numLayers
+            let layers = runner.config.numLayers
             #expect(batched.contains { $0.layers < layers } && batched.contains { $0.layers == layers }, "\(precision): \(batched.map(\.layers))")
             let pooled = runner.pooled(ids, atLayers: exits.exits.map(\.afterLayers) + [layers], batchSize: 16)
             let tolerance: Float = precision == .fp32 ? 1e-4 : 1e-5

@@ -237,6 +237,27 @@ import Testing
         #expect(int8.int8Bytes == matrices)
         #expect(fp32.int8Bytes == 0 && fp32.floatBytes == int8.floatBytes && fp32.floatBytes == 4 * c.parameterCount)
     }
+
+    /// A serving-only int8 runner (as `newsd run` loads one) holds no float weights: int8
+    /// matrices and word embeddings, float copies of the small tensors. On MiniLM-L6 that is at
+    /// most 27% of the fp32 runner's bytes (25.6% computed), and it computes exactly what an
+    /// int8 runner that keeps the float weights computes, on every path.
+    @Test func servingOnlyInt8HoldsAQuarterOfTheFloatWeights() throws {
+        let base = try Fixtures.base.get()
+        let fp32 = EncoderRunner(weights: base.weights, threads: 1)
+        let ids = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Sales fell.", "The shares will be listed in Helsinki."].map(base.tokenizer.encode)
+        for path in Int8KernelPath.runnable {
+            let kept = EncoderRunner(weights: base.weights, threads: 1, precision: .int8(path))
+            let serving = EncoderRunner(weights: base.weights, threads: 1, precision: .int8(path), keepingFloatWeights: false)
+            #expect(serving.floatWeights == nil && serving.floatBytes == 0 && kept.floatWeights != nil)
+            let share = Double(serving.residentBytes) / Double(fp32.floatBytes)
+            print("int8 \(path) serving-only weights: \(serving.residentBytes / 1_048_576) MB, \(String(format: "%.1f", share * 100))% of fp32's")
+            #expect(share <= 0.27, "path \(path): \(share)")
+            #expect(serving.pooled(ids, batchSize: 8) == kept.pooled(ids, batchSize: 8), "path \(path)")
+        }
+        // fp32 keeps its float weights whatever it is asked.
+        #expect(EncoderRunner(weights: base.weights, threads: 1, keepingFloatWeights: false).floatWeights != nil)
+    }
 }
 
 private extension Double { var float: Float { Float(self) } }
