@@ -147,8 +147,9 @@ public final class EncoderRunner: @unchecked Sendable {
     }
 
     /// Sorts by length and cuts the sequences into chunks of `batchSize / threads` (a batch is
-    /// shared by the threads); the threads take chunks from a shared counter, so no thread waits
-    /// for another between batches. Hands each sequence's output rows to
+    /// shared by the threads); the threads take chunks from a shared counter, longest first, so
+    /// no thread waits for another between batches and the last chunks (the shortest) even out
+    /// the end of a call. Hands each sequence's output rows to
     /// `emit(originalIndex, shape, rowInChunk, hidden)`, on worker threads, for distinct indices.
     /// `exit(originalIndex, layersDone, shape, row, hidden)`, when given, runs after every layer
     /// but the last for each sequence still running; `true` means the sequence is finished (the
@@ -167,7 +168,9 @@ public final class EncoderRunner: @unchecked Sendable {
             let emitBox = UnsafeSendable(emit), exitBox = UnsafeSendable(exit)
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 while let c = counter.next(below: chunks.count) {
-                    let members = chunks[c]
+                    // Longest chunks first: the last ones taken are the shortest, so the threads
+                    // end together (shortest first left one thread alone on the longest chunk).
+                    let members = chunks[chunks.count - 1 - c]
                     let memberExit: ((Int, Int, BatchShape, Int, ConstFloatPointer) -> Bool)? = exitBox.value.map { exit in
                         { member, depth, shape, bi, hidden in exit(members[member], depth, shape, bi, hidden) }
                     }
