@@ -6,9 +6,10 @@
 # --keep-model DIR keeps fold 0's student there (e.g. for scripts/bench-model.sh --student DIR).
 # usage: scripts/experiment-precision.sh [--data CSV] [--folds K] [--keep-model DIR]
 set -euo pipefail
+data=; folds=5; keep=
+while [ $# -gt 0 ]; do case $1 in --data) data=$(realpath "$2"); shift 2;; --folds) folds=$2; shift 2;; --keep-model) keep=$(realpath -m "$2"); shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
 cd "$(dirname "$0")/.."
-data=../shared/data/fpb-mixtral-train.csv; folds=5; keep=
-while [ $# -gt 0 ]; do case $1 in --data) data=$2; shift 2;; --folds) folds=$2; shift 2;; --keep-model) keep=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+data=${data:-../shared/data/fpb-mixtral-train.csv}
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 newsd=./.build/release/newsd

@@ -155,9 +155,10 @@ public enum Artifact {
     /// The encoder computes with `precision` (int8 quantises the loaded weights once, here).
     /// `cacheCapacity` > 0 gives the model a cache of that many predictions (serving hosts).
     /// `earlyExit: false` ignores the artifact's intermediate classifiers (every layer runs).
-    /// `servingOnly: true` (serving hosts) keeps only what an int8 encoder computes from, not the
-    /// float weights: a quarter of the memory, and the base checkpoint is released when nothing
-    /// else uses it (`CheckpointCache`). Such a model cannot train or be saved.
+    /// `servingOnly: true` (serving hosts) makes an int8 model keep only what its encoder computes
+    /// from, not the float weights: a quarter of the memory, and the base checkpoint is released
+    /// when nothing else uses it (`CheckpointCache`); such a model cannot train or be saved. With
+    /// fp32 it changes nothing (fp32 computes from the float weights).
     public static func load(directory: URL, baseDirectory: URL? = nil, threads: Int, precision: EncoderPrecision = .fp32,
                             cacheCapacity: Int = 0, earlyExit useEarlyExit: Bool = true, servingOnly: Bool = false) throws -> StudentModel {
         let fm = FileManager.default
@@ -233,8 +234,9 @@ public enum Artifact {
     }
 }
 
-/// Loaded base checkpoints, by directory, size and modification time: a daemon swapping models
-/// loads and hashes its 90 MB base once while something uses it, not at every swap.
+/// Loaded base checkpoints, by directory, size and modification time: a base is loaded and
+/// hashed once for everything that uses it at the same time (models sharing its layers, a
+/// training run), not once per user.
 ///
 /// The float weights are held weakly: they stay while a model built on them (its untrained
 /// layers are the base's buffers), a training run or a caller holds them, and go when none does.

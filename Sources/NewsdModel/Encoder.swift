@@ -222,7 +222,9 @@ public final class EncoderWeights: @unchecked Sendable {
         if requireAll, tensors["encoder.layer.\(config.numLayers).attention.self.query.weight"] != nil {
             throw ModelError.invalidFile(path, reason: "has more layers than num_hidden_layers \(config.numLayers)")
         }
-        self.init(config: config, embeddings: emb, layers: layers, sharedBase: base)
+        // Keep the base only when a buffer is shared with it (a fully trained artifact copies all).
+        let shares = base.map { b in emb === b.embeddings || layers.contains { l in b.layers.contains { $0 === l } } } ?? false
+        self.init(config: config, embeddings: emb, layers: layers, sharedBase: shares ? base : nil)
     }
 
     /// Named tensors (Hugging Face names) of the embeddings (when `embeddings`) and the given layers.

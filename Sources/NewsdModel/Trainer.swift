@@ -340,7 +340,9 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// The encoder as trained so far (frozen layers shared with the base).
-    public var weights: EncoderWeights { EncoderWeights(config: config, embeddings: embeddings, layers: layers) }
+    public var weights: EncoderWeights {
+        EncoderWeights(config: config, embeddings: embeddings, layers: layers, sharedBase: base.sharedBase ?? base)
+    }
     /// The head as trained so far.
     public var trainedHead: ClassifierHead { head }
     /// Indices of the layers that training changes.
