@@ -248,7 +248,19 @@ struct DistillationTests {
         try stream.produce(Array(messages[0..<200]))
         #expect(try Harness.waitUntil(180) { try promotions() >= 1 }, "v1: \(daemon.logText.suffix(2500))")
         try stream.produce(Array(messages[200..<500]))
-        #expect(try Harness.waitUntil(240) { try promotions() >= 2 }, "v2: \(daemon.logText.suffix(2500))")
+        // On failure, what the loop had: the queue by status, labels since the last model, models.
+        func loopState() -> String {
+            let sql = """
+                SELECT (SELECT string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM teacher_queue GROUP BY status) q)
+                       || '; labels ' || (SELECT count(*) FROM teacher_labels)
+                       || ', labelled since the last model ' || (SELECT count(*) FROM teacher_labels WHERE status = 'labelled'
+                            AND labelled_at > coalesce((SELECT max(created_at) FROM models), '-infinity'))
+                       || '; items ' || (SELECT count(*) FROM news_items)
+                       || '; models ' || (SELECT string_agg(version || ' ' || status, ', ') FROM models)
+                """
+            return (try? PostgresConnection(stream.database).execute(sql).rows.first?.first??.description) ?? "(state unavailable)"
+        }
+        #expect(try Harness.waitUntil(240) { try promotions() >= 2 }, "v2: \(loopState())\n\(daemon.logText.suffix(2500))")
         try Harness.waitFor(stream.database, "SELECT count(*) FROM news_items", atLeast: 500, timeout: 60)
         try await Task.sleep(for: .seconds(3))   // the last wave comes well after the swap
         try stream.produce(Array(messages[500..<600]))
