@@ -247,6 +247,13 @@ struct DistillationTests {
         func promotions() throws -> Int { (try? Harness.count(stream.database, "SELECT count(*) FROM models WHERE activated_at IS NOT NULL")) ?? 0 }
         try stream.produce(Array(messages[0..<200]))
         #expect(try Harness.waitUntil(180) { try promotions() >= 1 }, "v1: \(daemon.logText.suffix(2500))")
+        // The next wave only once v1 serves (its backfill predictions appear right after the swap).
+        // Sent between the promotion and the swap, a batch classified by the untrained base takes
+        // only the cold-start items still missing and nothing else (the selector's cold-start
+        // rule), and the wave could then bring fewer new labels than the 80 that start v2.
+        #expect(try Harness.waitUntil(60) {
+            try Harness.count(stream.database, "SELECT count(*) FROM predictions p JOIN models m ON m.version = p.model_version WHERE m.activated_at IS NOT NULL") > 0
+        }, "v1 serving: \(daemon.logText.suffix(1500))")
         try stream.produce(Array(messages[200..<500]))
         // On failure, what the loop had: the queue by status, labels since the last model, models.
         func loopState() -> String {
