@@ -2,7 +2,8 @@
 # Held-out accuracy of the serving choices, cross-validated: the shared teacher-labelled data is
 # cut into K contiguous folds; for each, a student is trained on the others (soft self-consistency
 # votes, the defaults) and scored on the fold against the experts' labels with fp32, int8, and
-# each with early exit. Prints one row per fold and the mean, with the mean layers per sentence.
+# each with early exit; on a host with AVX-512 VNNI also int8 on the AVX2 path (7-bit activations,
+# what an AVX2-only host serves). Prints one row per fold and the mean, with the mean layers per sentence.
 # --keep-model DIR keeps fold 0's student there (e.g. for scripts/bench-model.sh --student DIR).
 # usage: scripts/experiment-precision.sh [--data CSV] [--folds K] [--keep-model DIR]
 set -euo pipefail
@@ -13,6 +14,8 @@ data=${data:-../shared/data/fpb-mixtral-train.csv}
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 newsd=./.build/release/newsd
+precisions="fp32 int8"
+if grep -qw avx512_vnni /proc/cpuinfo; then precisions="$precisions int8-avx2"; fi
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 python3 - "$data" "$work" "$folds" <<'PY'
 import csv, sys
@@ -28,17 +31,17 @@ PY
 for f in $(seq 0 $((folds - 1))); do
   $newsd train --data "$work/train$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
     --out "$work/model$f" > "$work/train$f.txt" 2> "$work/train$f.log"
-  for p in fp32 int8; do
+  for p in $precisions; do
     for exit in no-early-exit early-exit; do
       $newsd eval --model "$work/model$f" --data "$work/test$f.csv" --label-column label_experts --precision $p --$exit --json > "$work/eval$f-$p-$exit.json"
     done
   done
 done
 if [ -n "$keep" ]; then rm -rf "$keep"; mkdir -p "$(dirname "$keep")"; cp -r "$work/model0" "$keep"; fi
-python3 - "$work" "$folds" <<'PY'
+python3 - "$work" "$folds" $precisions <<'PY'
 import json, re, sys
 work, k = sys.argv[1], int(sys.argv[2])
-variants = [(p, e) for p in ('fp32', 'int8') for e in ('no-early-exit', 'early-exit')]
+variants = [(p, e) for p in sys.argv[3:] for e in ('no-early-exit', 'early-exit')]
 def name(p, e): return p + (' + exit' if e == 'early-exit' else '')
 print(f"{'fold':<6}{'n':>5}  " + "  ".join(f"{name(p, e):>24}" for p, e in variants) + "  threshold")
 sums = {v: [0.0, 0.0, 0.0] for v in variants}

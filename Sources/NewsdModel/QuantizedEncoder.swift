@@ -41,7 +41,7 @@ final class QuantizedLinear: @unchecked Sendable {
     /// y[n, out] = epilogue(dequantised (a W^T) + bias), `a` quantised by `QuantizedRows`.
     func forward(_ path: Int8KernelPath, a: QuantizedRows, n: Int, epilogue: newsd_int8_epilogue,
                  residual: ConstFloatPointer? = nil, y: FloatPointer) {
-        newsd_int8_gemm(path.rawValue, a.bytes, a.scales, a.zeroPoints, Int32(n), Int32(inDim),
+        newsd_int8_gemm(path.rawValue, a.bytes, a.activationMax, a.scales, a.zeroPoints, Int32(n), Int32(inDim),
                         packed.assumingMemoryBound(to: Int8.self), scales, colsums, bias, Int32(outDim),
                         Int32(epilogue.rawValue), residual, y)
     }
@@ -161,6 +161,8 @@ final class QuantizedRows {
     private(set) var scales: UnsafeMutablePointer<Float> = .allocate(capacity: 16)
     private(set) var zeroPoints: UnsafeMutablePointer<Int32> = .allocate(capacity: 16)
     private var byteCapacity = 64, rowCapacity = 16
+    /// The largest value the rows were quantised to (the kernels' `amax`).
+    private(set) var activationMax: Int32 = 255
 
     deinit { bytes.deallocate(); scales.deallocate(); zeroPoints.deallocate() }
 
@@ -180,10 +182,19 @@ final class QuantizedRows {
         }
     }
 
-    /// Quantises x[n, width].
+    /// Quantises x[n, width] to `path`'s activation range.
     func quantize(_ path: Int8KernelPath, x: ConstFloatPointer, n: Int, width: Int) {
         reserve(rows: n, width: width)
-        newsd_int8_quantize_rows(path.rawValue, x, Int32(n), Int32(width), Int32(width), path.activationMax, bytes, scales, zeroPoints)
+        activationMax = path.activationMax
+        newsd_int8_quantize_rows(path.rawValue, x, Int32(n), Int32(width), Int32(width), activationMax, bytes, scales, zeroPoints)
+    }
+
+    /// y[n, width] = LayerNorm(x) * g + b, and y quantised into these rows like `quantize`.
+    func layerNorm(_ path: Int8KernelPath, x: ConstFloatPointer, n: Int, width: Int, gain: ConstFloatPointer, bias: ConstFloatPointer,
+                   eps: Float, y: FloatPointer) {
+        reserve(rows: n, width: width)
+        activationMax = path.activationMax
+        newsd_layernorm_quantize(path.rawValue, x, Int32(n), Int32(width), gain, bias, eps, y, activationMax, bytes, scales, zeroPoints)
     }
 }
 
@@ -216,17 +227,13 @@ enum Int8Transformer {
         ws.rows.quantize(path, x: ctx, n: n, width: h)
         let res = ws.res.pointer(n * h), x1 = ws.x1.pointer(n * h)
         q.output.forward(path, a: ws.rows, n: n, epilogue: NEWSD_EPILOGUE_BIAS_RESIDUAL, residual: x, y: res)
-        ws.rows.reserve(rows: n, width: h)
-        newsd_layernorm_quantize(path.rawValue, res, Int32(n), Int32(h), q.ln1g, q.ln1b, c.layerNormEps, x1,
-                                 path.activationMax, ws.rows.bytes, ws.rows.scales, ws.rows.zeroPoints)
+        ws.rows.layerNorm(path, x: res, n: n, width: h, gain: q.ln1g, bias: q.ln1b, eps: c.layerNormEps, y: x1)
         // hidden[N, F] = gelu(x1 W1^T + b1) (GELU in the epilogue), quantised.
         let hidden = ws.hidden.pointer(n * f)
         q.intermediate.forward(path, a: ws.rows, n: n, epilogue: NEWSD_EPILOGUE_BIAS_GELU, y: hidden)
         ws.wide.quantize(path, x: hidden, n: n, width: f)
         // res2 = x1 + hidden W2^T + b2; out = LayerNorm(res2), quantised for the next layer.
         q.down.forward(path, a: ws.wide, n: n, epilogue: NEWSD_EPILOGUE_BIAS_RESIDUAL, residual: x1, y: res)
-        xq.reserve(rows: n, width: h)
-        newsd_layernorm_quantize(path.rawValue, res, Int32(n), Int32(h), q.ln2g, q.ln2b, c.layerNormEps, out,
-                                 path.activationMax, xq.bytes, xq.scales, xq.zeroPoints)
+        xq.layerNorm(path, x: res, n: n, width: h, gain: q.ln2g, bias: q.ln2b, eps: c.layerNormEps, y: out)
     }
 }

@@ -56,11 +56,11 @@ import Testing
         return (w, bytes, scales, colsums, quantised)
     }
 
-    /// Random activations x[n][in] and their quantisation on `path`.
-    static func quantised(_ x: [Float], n: Int, inDim: Int, path: Int8KernelPath) -> (q: [UInt8], scales: [Float], zps: [Int32]) {
+    /// Random activations x[n][in] and their quantisation on `path` (to its range unless `max`).
+    static func quantised(_ x: [Float], n: Int, inDim: Int, path: Int8KernelPath, max: Int32? = nil) -> (q: [UInt8], scales: [Float], zps: [Int32]) {
         let rows = Int(newsd_int8_padded_rows(Int32(n))), rb = Int(newsd_int8_row_bytes(Int32(inDim)))
         var q = [UInt8](repeating: 0, count: rows * rb), s = [Float](repeating: 0, count: rows), z = [Int32](repeating: 0, count: rows)
-        newsd_int8_quantize_rows(path.rawValue, x, Int32(n), Int32(inDim), Int32(inDim), path.activationMax, &q, &s, &z)
+        newsd_int8_quantize_rows(path.rawValue, x, Int32(n), Int32(inDim), Int32(inDim), max ?? path.activationMax, &q, &s, &z)
         return (q, s, z)
     }
 
@@ -71,12 +71,15 @@ import Testing
 
     /// Odd sizes exercise every padding: rows not a multiple of the tile, inputs not of 4, outputs
     /// not of 64. Each path packs its own weight range; the reference is computed here from the
-    /// quantised weights.
+    /// quantised weights. Activations in the path's own range and in the full 8 bits (AVX2's
+    /// other kernel: every path computes any u8 activations exactly).
     @Test(arguments: [(n: 13, inDim: 37, out: 70), (n: 31, inDim: 384, out: 1152), (n: 1, inDim: 8, out: 3)])
     func integerProductsAreExactOnEveryPath(n: Int, inDim: Int, out: Int) {
-        let a = Self.quantised(Self.gaussian(n * inDim, seed: 12), n: n, inDim: inDim, path: .portable)
         let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
-        for path in Int8KernelPath.runnable {
+        let cases = Int8KernelPath.runnable.flatMap { path in Set([path.activationMax, 255]).sorted().map { (path, $0) } }
+        for (path, amax) in cases {
+            let a = Self.quantised(Self.gaussian(n * inDim, seed: 12), n: n, inDim: inDim, path: path, max: amax)
+            #expect(a.q.allSatisfy { Int32($0) <= amax } && a.q.contains { Int32($0) == amax })
             let p = Self.packed(out: out, inDim: inDim, seed: 11, path: path)
             defer { p.bytes.deallocate() }
             for (o, sum) in p.colsums.enumerated() { #expect(sum == p.quantised[(o * inDim)..<((o + 1) * inDim)].reduce(0, +)) }
@@ -90,17 +93,21 @@ import Testing
                 }
             }
             var acc = [Int32](repeating: -1, count: n * out)
-            newsd_int8_gemm_raw(path.rawValue, a.q, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
-            #expect(acc == expected, "path \(path)")
+            newsd_int8_gemm_raw(path.rawValue, a.q, amax, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
+            #expect(acc == expected, "path \(path), activations up to \(amax)")
         }
     }
 
-    /// Activations of 255 against weights of the path's largest magnitude, both signs: where
-    /// AVX2's vpmaddubsw would saturate with 8-bit weights, every path stays exact.
-    @Test func extremeOperandsAreExactOnEveryPath() {
-        let n = 7, inDim = 96, out = 64
-        let q = [UInt8](repeating: 255, count: Int(newsd_int8_padded_rows(Int32(n))) * inDim)
+    /// The path's largest activations against weights of its largest magnitude, both signs:
+    /// where AVX2's 16-bit sums (vpmaddubsw pairs, then two groups added) would saturate with
+    /// 8-bit weights or activations, every path stays exact. An odd number of 4-input groups (25)
+    /// runs AVX2's single-group tail too.
+    @Test(arguments: [96, 100])
+    func extremeOperandsAreExactOnEveryPath(inDim: Int) {
+        let n = 7, out = 64
         for path in Int8KernelPath.runnable {
+            let top = path.activationMax
+            let q = [UInt8](repeating: UInt8(top), count: Int(newsd_int8_padded_rows(Int32(n))) * inDim)
             // Rows of +-1 quantise to +-weightMax.
             let w = (0..<(out * inDim)).map { i in (i / inDim) % 2 == 0 ? Float(1) : (i % 3 == 0 ? -1 : 1) }
             let bytes = UnsafeMutableRawPointer.allocate(byteCount: newsd_int8_packed_size(Int32(out), Int32(inDim)), alignment: 64)
@@ -108,8 +115,8 @@ import Testing
             var scales = [Float](repeating: 0, count: out), colsums = [Int32](repeating: 0, count: out)
             newsd_int8_pack_weights(w, Int32(out), Int32(inDim), path.weightMax, bytes.assumingMemoryBound(to: Int8.self), &scales, &colsums)
             var acc = [Int32](repeating: 0, count: n * out)
-            newsd_int8_gemm_raw(path.rawValue, q, Int32(n), Int32(inDim), bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
-            for r in 0..<n { for o in 0..<out { #expect(acc[r * out + o] == 255 * colsums[o], "path \(path) [\(r), \(o)]") } }
+            newsd_int8_gemm_raw(path.rawValue, q, top, Int32(n), Int32(inDim), bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
+            for r in 0..<n { for o in 0..<out { #expect(acc[r * out + o] == top * colsums[o], "path \(path) [\(r), \(o)]") } }
             #expect(colsums[0] == Int32(inDim) * path.weightMax)
         }
     }
@@ -138,15 +145,16 @@ import Testing
     @Test func epiloguesAgreeAcrossPaths() {
         let n = 9, inDim = 40, out = 72
         let x = Self.gaussian(n * inDim, seed: 32), bias = Self.gaussian(out, seed: 33), residual = Self.gaussian(n * out, seed: 34)
-        let a = Self.quantised(x, n: n, inDim: inDim, path: .portable)
         let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
         for path in Int8KernelPath.runnable {
+            // The path's own activation range; the portable kernels compute any u8 operands.
+            let a = Self.quantised(x, n: n, inDim: inDim, path: path)
             let p = Self.packed(out: out, inDim: inDim, seed: 31, path: path)
             defer { p.bytes.deallocate() }
             for epilogue in [NEWSD_EPILOGUE_BIAS, NEWSD_EPILOGUE_BIAS_GELU, NEWSD_EPILOGUE_BIAS_RESIDUAL] {
                 func run(_ kernels: Int8KernelPath) -> [Float] {
                     var y = [Float](repeating: 0, count: n * out)
-                    newsd_int8_gemm(kernels.rawValue, a.q, a.scales, a.zps, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self),
+                    newsd_int8_gemm(kernels.rawValue, a.q, path.activationMax, a.scales, a.zps, Int32(n), Int32(inDim), p.bytes.assumingMemoryBound(to: Int8.self),
                                     p.scales, p.colsums, bias, Int32(out), Int32(epilogue.rawValue), residual, &y)
                     return y
                 }
@@ -197,8 +205,10 @@ import Testing
     // MARK: The int8 encoder against the fp32 encoder
 
     /// Per-layer relative error of the int8 encoder's hidden states against fp32 on the real
-    /// checkpoint, and the pooled vectors' cosine similarity. Bounds: 4% relative error after
-    /// the first layer, 8% after any (measured 3.1% and 6.7%, the same on every path), cosine >= 0.99.
+    /// checkpoint, and the pooled vectors' cosine similarity. Bounds with 8-bit activations: 4%
+    /// relative error after the first layer, 8% after any (measured 3.2% and 6.8%); with AVX2's
+    /// 7-bit activations 5% and 11% (measured 3.9% and 9.8%: held-out accuracy and macro-F1 stay
+    /// within 0.1 points of fp32's, `scripts/experiment-precision.sh`); cosine >= 0.99.
     @Test func int8EncoderTracksFp32LayerByLayer() throws {
         let base = try Fixtures.base.get()
         let texts = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007.",
@@ -218,8 +228,9 @@ import Testing
                 errors.append((diff / norm).squareRoot())
             }
             print("int8 \(path) relative error by layer: \(errors.map { String(format: "%.4f", $0) }.joined(separator: " "))")
-            #expect(errors[0] <= 0.04, "path \(path)")
-            #expect(errors.allSatisfy { $0 <= 0.08 }, "path \(path): \(errors)")
+            let (first, any): (Float, Float) = path.activationMax < 255 ? (0.05, 0.11) : (0.04, 0.08)
+            #expect(errors[0] <= first, "path \(path)")
+            #expect(errors.allSatisfy { $0 <= any }, "path \(path): \(errors)")
             let pa = fp32.pooled(ids, batchSize: 8), pb = int8.pooled(ids, batchSize: 8)
             for (x, y) in zip(pa, pb) {
                 let dot = zip(x, y).reduce(Float(0)) { $0 + $1.0 * $1.1 }

@@ -4,13 +4,17 @@
 // activations, int32 accumulation, a float epilogue (dequantise + bias, then GELU or + residual).
 // Each kernel exists for three paths, chosen at run time from the CPU's feature flags (never from
 // a model-number table): AVX-512 VNNI (vpdpbusd), AVX2 (vpmaddubsw + vpmaddwd) and portable C.
-// Every path computes the same exact int32 products of the packed weights and the quantised
-// activations, so hosts with different CPUs serve one model alike (the float parts, epilogue,
-// attention and LayerNorm, differ only in rounding: fused multiply-adds). Weights are
-// kept within +-64 (`newsd_int8_weight_max`) on every path so that AVX2's vpmaddubsw, whose
-// pairwise 16-bit sums saturate, stays exact (2 x 255 x 64 < 32767). Measured on the held-out
-// shared sentences: the same accuracy as fp32 and 0.3 points less macro-F1 than +-127 weights,
-// which would need 16-bit operands on AVX2 (30% slower).
+// Every path computes exact int32 products of the packed weights and the quantised activations
+// (the float parts, epilogue, attention and LayerNorm, differ only in rounding: fused
+// multiply-adds). Weights are kept within +-64 (`newsd_int8_weight_max`) on every path, so a model
+// packs alike everywhere; measured on the held-out shared sentences, the same accuracy as fp32 and
+// 0.3 points less macro-F1 than +-127 weights. Activations are 8-bit (0..255) on the VNNI and
+// portable paths and 7-bit (0..127, `newsd_int8_activation_max`) on AVX2: vpmaddubsw adds pairs of
+// u8 x s8 products into 16 bits with saturation, and with 7-bit activations the pairs of two
+// groups of four inputs still add in 16 bits exactly (2 x 2 x 127 x 64 < 32767), which saves a
+// quarter of the multiply-port instructions, the port that bounds that path. The price: a
+// student gave fp32's label on 99.78 % of the shared sentences on AVX2 against 99.89 % on VNNI
+// (scripts/bench-model.sh and scripts/experiment-precision.sh measure each path against fp32).
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,7 +31,7 @@ enum newsd_cpu_feature {
 /// The feature bits of this CPU (CPUID, with the OS's register-state support checked).
 unsigned newsd_cpu_features(void);
 
-/// The largest quantised activation value on `path` (255 on every path today).
+/// The largest quantised activation value on `path`: 255, or 127 on AVX2 (see above).
 int newsd_int8_activation_max(int path);
 /// The largest absolute quantised weight (64 on every path; see above).
 int newsd_int8_weight_max(int path);
@@ -55,12 +59,14 @@ void newsd_int8_quantize_rows(int path, const float *x, int n, int in, int ldx, 
 enum newsd_int8_epilogue { NEWSD_EPILOGUE_BIAS = 0, NEWSD_EPILOGUE_BIAS_GELU = 1, NEWSD_EPILOGUE_BIAS_RESIDUAL = 2 };
 
 /// y[n][out] = epilogue((q - zp) W_q^T * scale_a * scale_w + bias), row-major with stride `out`.
-void newsd_int8_gemm(int path, const uint8_t *q, const float *ascale, const int32_t *azp, int n, int in,
+/// `amax` is the qmax q was quantised with (at most 255): AVX2 runs its faster kernel when it is
+/// at most 127; the other paths ignore it.
+void newsd_int8_gemm(int path, const uint8_t *q, int amax, const float *ascale, const int32_t *azp, int n, int in,
                      const int8_t *packed, const float *wscale, const int32_t *colsum, const float *bias, int out,
                      int epilogue, const float *residual, float *y);
 
 /// The integer part alone, for tests: acc[n][out] = sum_k q[r][k] * w_q[o][k] (no zero point).
-void newsd_int8_gemm_raw(int path, const uint8_t *q, int n, int in, const int8_t *packed, int out, int32_t *acc);
+void newsd_int8_gemm_raw(int path, const uint8_t *q, int amax, int n, int in, const int8_t *packed, int out, int32_t *acc);
 
 /// Self-attention of one sequence, all heads: qkv[T][3H] (query, key, value thirds, each head's
 /// `d` columns together), ctx[T][H] = softmax(Q K^T * scale) V per head. `scratch` holds
