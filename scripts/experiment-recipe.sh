@@ -16,7 +16,16 @@
 # the student trained on the N labelled rows then classifies the fold's other training rows, the
 # ones with margin >= M join as soft targets (self-training, as trainer.pseudo_label_min_margin
 # does in the loop), and a second student trained on both is the one scored.
+# With --train-rows N, --select STRATEGY (margin, entropy or random; not a flag of `newsd train`)
+# simulates the loop's choice of what to send to the teacher instead of taking the first N rows:
+# a cold-start student is trained on the first third of N, it classifies the rest of the fold's
+# training rows (the pool), the N - N/3 rows the strategy ranks first (smallest margin, largest
+# entropy, or at random) are "sent to the teacher" (their teacher labels revealed), and the
+# student trained on the cold-start rows plus those is the one scored. One round of pool-based
+# selection: the live loop selects in many small rounds as the stream arrives
+# (scripts/experiment-distill.sh measures that, on one split).
 # usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--train-rows N] [--fresh] [NAME=FLAGS ...]
+#   (FLAGS may include --self-train M or --select margin|entropy|random with --train-rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0; rows=0
@@ -46,15 +55,21 @@ for f in range(k):
     train = [r for i, r in enumerate(body) if i % k != f]
     if n > 0:
         csv.writer(open(f"{sys.argv[2]}/unlabelled{f}.csv", 'w', newline='')).writerows([head] + train[n:])
+        csv.writer(open(f"{sys.argv[2]}/all{f}.csv", 'w', newline='')).writerows([head] + train)
         train = train[:n]
     csv.writer(open(f"{sys.argv[2]}/train{f}.csv", 'w', newline='')).writerows([head] + train)
     csv.writer(open(f"{sys.argv[2]}/test{f}.csv", 'w', newline='')).writerows([head] + test)
 PY
 for recipe in "${recipes[@]}"; do
-  name=${recipe%%=*}; flags=${recipe#*=}; self_train=
+  name=${recipe%%=*}; flags=${recipe#*=}; self_train=; select=
   if [[ " $flags " == *" --self-train "* ]]; then
     self_train=$(sed -E 's/.*--self-train ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--self-train [^ ]+ ?//' <<< "$flags")
     [ "$rows" -gt 0 ] || { echo "--self-train needs --train-rows" >&2; exit 2; }
+  fi
+  if [[ " $flags " == *" --select "* ]]; then
+    select=$(sed -E 's/.*--select ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select [^ ]+ ?//' <<< "$flags")
+    [ "$rows" -gt 0 ] || { echo "--select needs --train-rows" >&2; exit 2; }
+    case $select in margin|entropy|random) ;; *) echo "--select: margin, entropy or random, not $select" >&2; exit 2;; esac
   fi
   dir=$work/$name; mkdir -p "$dir"
   # A recipe whose flags changed since its results were stored starts again.
@@ -64,9 +79,39 @@ for recipe in "${recipes[@]}"; do
     [ -f "$dir/pred$f.csv" ] && continue
     echo "== $name fold $f: newsd train $flags" >&2
     start=$(date +%s.%N)
+    trainset=$work/folds/train$f.csv; : > "$dir/train$f.txt"; : > "$dir/train$f.log"
+    if [ -n "$select" ]; then
+      python3 - "$work/folds/all$f.csv" "$rows" "$dir/cold$f.csv" "$dir/pool$f.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], newline=''))); head, body, n = rows[0], rows[1:], int(sys.argv[2])
+cold = n // 3
+csv.writer(open(sys.argv[3], 'w', newline='')).writerows([head] + body[:cold])
+csv.writer(open(sys.argv[4], 'w', newline='')).writerows([head] + body[cold:])
+PY
+      # shellcheck disable=SC2086 # the recipe's flags are words
+      "$newsd" train --data "$dir/cold$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
+        --no-early-exit $flags --out "$dir/cold$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
+      python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$dir/pool$f.csv" \
+        | "$newsd" classify --model "$dir/cold$f" > "$dir/poolpred$f.jsonl"
+      python3 - "$dir/cold$f.csv" "$dir/pool$f.csv" "$dir/poolpred$f.jsonl" "$rows" "$select" "$f" "$dir/selected$f.csv" <<'PY'
+import csv, json, math, random, sys
+cold = list(csv.reader(open(sys.argv[1], newline=''))); pool = list(csv.reader(open(sys.argv[2], newline='')))
+preds = [json.loads(l) for l in open(sys.argv[3])]
+head, pool = pool[0], pool[1:]
+assert len(preds) == len(pool), (len(preds), len(pool))
+want, strategy = int(sys.argv[4]) - (len(cold) - 1), sys.argv[5]
+if strategy == 'margin': order = sorted(range(len(pool)), key=lambda i: preds[i]['margin'])
+elif strategy == 'entropy': order = sorted(range(len(pool)), key=lambda i: sum(p * math.log(p) for p in preds[i]['probabilities'].values() if p > 0))
+else: order = list(range(len(pool))); random.Random(int(sys.argv[6])).shuffle(order)
+chosen = [pool[i] for i in order[:want]]
+csv.writer(open(sys.argv[7], 'w', newline='')).writerows(cold + chosen)
+print(f"--select {strategy}: {len(cold) - 1} cold-start rows + {len(chosen)} chosen of {len(pool)}", file=sys.stderr)
+PY
+      rm -rf "$dir/cold$f"; trainset=$dir/selected$f.csv
+    fi
     # shellcheck disable=SC2086 # the recipe's flags are words
-    "$newsd" train --data "$work/folds/train$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
-      --no-early-exit $flags --out "$dir/model$f" > "$dir/train$f.txt" 2> "$dir/train$f.log"
+    "$newsd" train --data "$trainset" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
+      --no-early-exit $flags --out "$dir/model$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
     if [ -n "$self_train" ]; then
       python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$work/folds/unlabelled$f.csv" \
         | "$newsd" classify --model "$dir/model$f" > "$dir/pseudo$f.jsonl"
