@@ -64,9 +64,12 @@ for i, a in enumerate(newsd[0]):
                  "rounds " + " / ".join(f"{x:.1f}" for x in rates) + (" (" + " ".join(f"{x:.2f}x" for x in rs) + ")" if rs else "") + "; "
                  f"serving weights {a['serving_weights_mb']:.1f} MB ({100 * a['serving_share_of_fp32']:.1f}% of fp32's); same label as fp32 {100 * a['agreement_with_fp32']:.2f}%; "
                  f"{a['mean_layers']:.2f} layers per sentence; batch 1 p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms"))
-for i, o in enumerate(ort[0] if ort and ort[0] else []):
-    rates = [rnd[i]['sentences_per_second'] for rnd in ort]
-    rows.append((f"{o['engine']} {variant(o)}", statistics.mean(rates), ratio_cell(ratios(rates)), "rounds " + " / ".join(f"{x:.1f}" for x in rates)))
+complete = [rnd for rnd in ort if rnd]   # a round whose peer failed has no rows
+for i, o in enumerate(complete[0] if complete else []):
+    rates = [rnd[i]['sentences_per_second'] if len(rnd) > i else None for rnd in ort]
+    rs = [x / b for x, b in zip(rates, best) if x is not None and b]
+    rows.append((f"{o['engine']} {variant(o)}", statistics.mean(x for x in rates if x is not None), ratio_cell(rs),
+                 "rounds " + " / ".join(f"{x:.1f}" if x is not None else "-" for x in rates)))
 n = newsd[0][0]
 print(f"CPU features: {n['cpu_features']}" + (" (AVX-512, VNNI and AMX hidden from both engines by CPUID faulting: as on an AVX2-only host)" if sys.argv[2] == '1' else ""))
 print(f"threads={n['threads']} batch={n['batch']} sentences={n['n']} mean tokens={n['mean_tokens']} rounds={rounds}")

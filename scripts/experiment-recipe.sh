@@ -72,9 +72,10 @@ for recipe in "${recipes[@]}"; do
     case $select in margin|entropy|random) ;; *) echo "--select: margin, entropy or random, not $select" >&2; exit 2;; esac
   fi
   dir=$work/$name; mkdir -p "$dir"
-  # A recipe whose flags changed since its results were stored starts again.
-  if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "$flags" ]; then rm -f "$dir"/*; fi
-  echo "$flags" > "$dir/flags"
+  # A recipe whose flags (--self-train and --select included) changed since its results were
+  # stored starts again.
+  if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "${recipe#*=}" ]; then rm -f "$dir"/*; fi
+  echo "${recipe#*=}" > "$dir/flags"
   for f in $(seq 0 $((folds - 1))); do
     [ -f "$dir/pred$f.csv" ] && continue
     echo "== $name fold $f: newsd train $flags" >&2
