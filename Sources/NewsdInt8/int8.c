@@ -319,12 +319,13 @@ TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, i
 
 // AVX2: vpmaddubsw multiplies u8 activations by s8 weights and adds adjacent pairs into 16 bits
 // with saturation. With 7-bit activations (at most 127, `newsd_int8_activation_max`) and weights
-// within +-64, so a pair is at most 2 x 127 x 64 = 16256 and the pairs of two groups
-// of 4 inputs, added in 16 bits (vpaddw), at most 32512: nothing saturates and the sums are
-// exact. vpmaddwd with ones then widens into the int32 lanes once per two groups (8 inputs of one
-// output per lane, 8 outputs per ymm): 1.5 multiply-port instructions per 32 products instead
-// of 2, the port that bounds this loop. Per pass, 3 rows x 16 outputs (4 rows would need more
-// than the 16 ymm registers); four passes for a tile's 64.
+// within +-64, a pair is at most 2 x 127 x 64 = 16256, and the pairs of two groups of 4 inputs,
+// added in 16 bits (vpaddw), at most 32512: nothing saturates and the sums are exact. vpmaddwd
+// with ones then widens into the int32 lanes once per two groups (8 inputs of one output per
+// lane, 8 outputs per ymm), and vpaddd accumulates: per 32 products 1.5 multiplies and 2.5 vector
+// instructions in all, against 2 and 3 when every pair is widened at once; the vector ports bound
+// this loop. Per pass, 3 rows x 16 outputs (4 rows would need more than the 16 ymm registers);
+// four passes for a tile's 64.
 #define AVX2_STEP(C, A, B) C = _mm256_add_epi32(C, _mm256_madd_epi16(_mm256_maddubs_epi16(A, B), ones))
 #define AVX2_PAIR(C, A, B, A2, B2) \
     C = _mm256_add_epi32(C, _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(A, B), _mm256_maddubs_epi16(A2, B2)), ones))
