@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side student throughput: newsd's Swift encoder and the ONNX Runtime peer
 # (../shared/bench/ort-peer: fp32, fused and int8 variants) on the same sentences, the same thread
-# count and batch size, in one run: newsd fp32 and int8 on every kernel path this CPU runs. Prints
+# count and batch size, in rounds that alternate the engines: newsd fp32 and int8 on every kernel
+# path this CPU runs. Prints
 # each one's sentences/s and its ratio to ORT's best variant, and the CPU features. With a trained
 # student (--student DIR, an artifact that carries early-exit classifiers), newsd's rows come from
 # it, each precision also with early exit ("+exit"), while the peer runs the base checkpoint (the
@@ -17,6 +18,7 @@ model=.models/all-MiniLM-L6-v2; precisions=fp32,int8; student=; hide=0; rounds=3
 while [ $# -gt 0 ]; do case $1 in
   --data) data=$2; shift 2;; --threads) threads=$2; shift 2;; --batch) batch=$2; shift 2;;
   --model) model=$2; shift 2;; --student) student=$2; shift 2;; --repeat) repeat=$2; shift 2;; --precisions) precisions=$2; shift 2;; --hide-avx512) hide=1; shift;; --rounds) rounds=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;; esac; done
+[ "$rounds" -ge 1 ] 2>/dev/null || { echo "--rounds must be at least 1, not $rounds" >&2; exit 2; }
 ./scripts/setup.sh
 swift build -c release --product newsd >&2
 peer=../shared/bench/ort-peer

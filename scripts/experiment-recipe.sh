@@ -23,7 +23,8 @@
 # entropy, or at random) are "sent to the teacher" (their teacher labels revealed), and the
 # student trained on the cold-start rows plus those is the one scored. One round of pool-based
 # selection: the live loop selects in many small rounds as the stream arrives
-# (scripts/experiment-distill.sh measures that, on one split).
+# (scripts/experiment-distill.sh measures that, on one split). Its "train s" includes the
+# cold-start student and its pass over the pool.
 # usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--train-rows N] [--fresh] [NAME=FLAGS ...]
 #   (FLAGS may include --self-train M or --select margin|entropy|random with --train-rows)
 set -euo pipefail
@@ -70,11 +71,12 @@ for recipe in "${recipes[@]}"; do
     select=$(sed -E 's/.*--select ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select [^ ]+ ?//' <<< "$flags")
     [ "$rows" -gt 0 ] || { echo "--select needs --train-rows" >&2; exit 2; }
     case $select in margin|entropy|random) ;; *) echo "--select: margin, entropy or random, not $select" >&2; exit 2;; esac
+    [ -z "$self_train" ] || { echo "$name: --select and --self-train do not combine" >&2; exit 2; }
   fi
   dir=$work/$name; mkdir -p "$dir"
   # A recipe whose flags (--self-train and --select included) changed since its results were
   # stored starts again.
-  if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "${recipe#*=}" ]; then rm -f "$dir"/*; fi
+  if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "${recipe#*=}" ]; then rm -rf "${dir:?}"/*; fi
   echo "${recipe#*=}" > "$dir/flags"
   for f in $(seq 0 $((folds - 1))); do
     [ -f "$dir/pred$f.csv" ] && continue
@@ -95,14 +97,16 @@ PY
       python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$dir/pool$f.csv" \
         | "$newsd" classify --model "$dir/cold$f" > "$dir/poolpred$f.jsonl"
       python3 - "$dir/cold$f.csv" "$dir/pool$f.csv" "$dir/poolpred$f.jsonl" "$rows" "$select" "$f" "$dir/selected$f.csv" <<'PY'
-import csv, json, math, random, sys
+import csv, json, random, sys
 cold = list(csv.reader(open(sys.argv[1], newline=''))); pool = list(csv.reader(open(sys.argv[2], newline='')))
 preds = [json.loads(l) for l in open(sys.argv[3])]
 head, pool = pool[0], pool[1:]
 assert len(preds) == len(pool), (len(preds), len(pool))
+assert all(p['text'] == r[head.index('text')] for p, r in zip(preds, pool)), 'classify output out of step with the pool'
+
 want, strategy = int(sys.argv[4]) - (len(cold) - 1), sys.argv[5]
 if strategy == 'margin': order = sorted(range(len(pool)), key=lambda i: preds[i]['margin'])
-elif strategy == 'entropy': order = sorted(range(len(pool)), key=lambda i: sum(p * math.log(p) for p in preds[i]['probabilities'].values() if p > 0))
+elif strategy == 'entropy': order = sorted(range(len(pool)), key=lambda i: -preds[i]['entropy'])
 else: order = list(range(len(pool))); random.Random(int(sys.argv[6])).shuffle(order)
 chosen = [pool[i] for i in order[:want]]
 csv.writer(open(sys.argv[7], 'w', newline='')).writerows(cold + chosen)

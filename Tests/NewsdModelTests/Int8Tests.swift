@@ -72,8 +72,9 @@ import Testing
     /// Odd sizes exercise every padding: rows not a multiple of the tile, inputs not of 4, outputs
     /// not of 64. Each path packs its own weight range; the reference is computed here from the
     /// quantised weights. Activations in the path's own range and in the full 8 bits (AVX2's
-    /// other kernel: every path computes any u8 activations exactly).
-    @Test(arguments: [(n: 13, inDim: 37, out: 70), (n: 31, inDim: 384, out: 1152), (n: 1, inDim: 8, out: 3)])
+    /// other kernel: every path computes any u8 activations exactly). 41 inputs make an odd
+    /// number of 4-input groups (AVX2's one-group tail) and 14 rows a last tile of 2 rows.
+    @Test(arguments: [(n: 13, inDim: 37, out: 70), (n: 14, inDim: 41, out: 70), (n: 31, inDim: 384, out: 1152), (n: 1, inDim: 8, out: 3)])
     func integerProductsAreExactOnEveryPath(n: Int, inDim: Int, out: Int) {
         let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
         let cases = Int8KernelPath.runnable.flatMap { path in Set([path.activationMax, 255]).sorted().map { (path, $0) } }
@@ -98,26 +99,29 @@ import Testing
         }
     }
 
-    /// The path's largest activations against weights of its largest magnitude, both signs:
-    /// where AVX2's 16-bit sums (vpmaddubsw pairs, then two groups added) would saturate with
-    /// 8-bit weights or activations, every path stays exact. An odd number of 4-input groups (25)
-    /// runs AVX2's single-group tail too.
+    /// The largest activations (the path's own range, and 255) against weights of the largest
+    /// magnitude, all positive, all negative and mixed: where AVX2's 16-bit sums (vpmaddubsw
+    /// pairs, then two groups added for 7-bit activations) would saturate with 8-bit weights or
+    /// activations, every path stays exact. An odd number of 4-input groups (25) runs AVX2's
+    /// single-group tail too.
     @Test(arguments: [96, 100])
     func extremeOperandsAreExactOnEveryPath(inDim: Int) {
         let n = 7, out = 64
-        for path in Int8KernelPath.runnable {
-            let top = path.activationMax
+        let cases = Int8KernelPath.runnable.flatMap { path in Set([path.activationMax, 255]).sorted().map { (path, $0) } }
+        for (path, top) in cases {
             let q = [UInt8](repeating: UInt8(top), count: Int(newsd_int8_padded_rows(Int32(n))) * inDim)
-            // Rows of +-1 quantise to +-weightMax.
-            let w = (0..<(out * inDim)).map { i in (i / inDim) % 2 == 0 ? Float(1) : (i % 3 == 0 ? -1 : 1) }
+            // Rows of +-1 quantise to +-weightMax: row 0 mod 4 all +1, 1 mod 4 all -1, the rest mixed.
+            let w = (0..<(out * inDim)).map { i -> Float in
+                switch (i / inDim) % 4 { case 0: 1; case 1: -1; default: i % 3 == 0 ? -1 : 1 }
+            }
             let bytes = UnsafeMutableRawPointer.allocate(byteCount: newsd_int8_packed_size(Int32(out), Int32(inDim)), alignment: 64)
             defer { bytes.deallocate() }
             var scales = [Float](repeating: 0, count: out), colsums = [Int32](repeating: 0, count: out)
             newsd_int8_pack_weights(w, Int32(out), Int32(inDim), path.weightMax, bytes.assumingMemoryBound(to: Int8.self), &scales, &colsums)
             var acc = [Int32](repeating: 0, count: n * out)
             newsd_int8_gemm_raw(path.rawValue, q, top, Int32(n), Int32(inDim), bytes.assumingMemoryBound(to: Int8.self), Int32(out), &acc)
-            for r in 0..<n { for o in 0..<out { #expect(acc[r * out + o] == top * colsums[o], "path \(path) [\(r), \(o)]") } }
-            #expect(colsums[0] == Int32(inDim) * path.weightMax)
+            for r in 0..<n { for o in 0..<out { #expect(acc[r * out + o] == top * colsums[o], "path \(path) up to \(top) [\(r), \(o)]") } }
+            #expect(colsums[0] == Int32(inDim) * path.weightMax && colsums[1] == -Int32(inDim) * path.weightMax)
         }
     }
 
