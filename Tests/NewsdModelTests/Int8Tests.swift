@@ -64,6 +64,11 @@ import Testing
         return (q, s, z)
     }
 
+    /// Every runnable path with each activation range its kernels take: its own, and full 8 bits.
+    static var activationRanges: [(Int8KernelPath, Int32)] {
+        Int8KernelPath.runnable.flatMap { path in Set([path.activationMax, 255]).sorted().map { (path, $0) } }
+    }
+
     static func gaussian(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
         var rng = SeededGenerator(seed: seed)
         return (0..<count).map { _ in scale * rng.nextGaussian() }
@@ -77,8 +82,7 @@ import Testing
     @Test(arguments: [(n: 13, inDim: 37, out: 70), (n: 14, inDim: 41, out: 70), (n: 31, inDim: 384, out: 1152), (n: 1, inDim: 8, out: 3)])
     func integerProductsAreExactOnEveryPath(n: Int, inDim: Int, out: Int) {
         let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
-        let cases = Int8KernelPath.runnable.flatMap { path in Set([path.activationMax, 255]).sorted().map { (path, $0) } }
-        for (path, amax) in cases {
+        for (path, amax) in Self.activationRanges {
             let a = Self.quantised(Self.gaussian(n * inDim, seed: 12), n: n, inDim: inDim, path: path, max: amax)
             #expect(a.q.allSatisfy { Int32($0) <= amax } && a.q.contains { Int32($0) == amax })
             let p = Self.packed(out: out, inDim: inDim, seed: 11, path: path)
@@ -107,8 +111,7 @@ import Testing
     @Test(arguments: [96, 100])
     func extremeOperandsAreExactOnEveryPath(inDim: Int) {
         let n = 7, out = 64
-        let cases = Int8KernelPath.runnable.flatMap { path in Set([path.activationMax, 255]).sorted().map { (path, $0) } }
-        for (path, top) in cases {
+        for (path, top) in Self.activationRanges {
             let q = [UInt8](repeating: UInt8(top), count: Int(newsd_int8_padded_rows(Int32(n))) * inDim)
             // Rows of +-1 quantise to +-weightMax: row 0 mod 4 all +1, 1 mod 4 all -1, the rest mixed.
             let w = (0..<(out * inDim)).map { i -> Float in
