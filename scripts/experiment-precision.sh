@@ -2,7 +2,7 @@
 # Held-out accuracy of the serving choices, cross-validated: the shared teacher-labelled data is
 # cut into K contiguous folds; for each, a student is trained on the others (soft self-consistency
 # votes, the defaults) and scored on the fold against the experts' labels with fp32, int8, and
-# each with early exit; on a host with AVX-512 VNNI also int8 on the AVX2 path (7-bit activations,
+# each with early exit; on a host with AVX-512 VNNI also int8 on the AVX2 path (6-bit activations,
 # what an AVX2-only host serves). Prints one row per fold and the mean, with the mean layers per sentence.
 # --keep-model DIR keeps fold 0's student there (e.g. for scripts/bench-model.sh --student DIR).
 # usage: scripts/experiment-precision.sh [--data CSV] [--folds K] [--keep-model DIR]

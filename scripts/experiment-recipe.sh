@@ -21,12 +21,15 @@
 # a cold-start student is trained on the first third of N, it classifies the rest of the fold's
 # training rows (the pool), the N - N/3 rows the strategy ranks first (smallest margin, largest
 # entropy, or at random) are "sent to the teacher" (their teacher labels revealed), and the
-# student trained on the cold-start rows plus those is the one scored. One round of pool-based
-# selection: the live loop selects in many small rounds as the stream arrives
-# (scripts/experiment-distill.sh measures that, on one split). Its "train s" includes the
-# cold-start student and its pass over the pool.
+# student trained on the cold-start rows plus those is the one scored. --select-rounds R (default
+# 1) spends the N - N/3 in R equal rounds, each ranked by a student trained on every label so
+# far, as the live loop selects in many small rounds while the stream arrives
+# (scripts/experiment-distill.sh measures the loop itself, on one split). With --self-train as
+# well, the pool left after the last round is what self-training pseudo-labels. Its "train s"
+# includes the selecting students and their passes over the pool.
 # usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--train-rows N] [--fresh] [NAME=FLAGS ...]
-#   (FLAGS may include --self-train M or --select margin|entropy|random with --train-rows)
+#   (FLAGS may include --self-train M, --select margin|entropy|random and --select-rounds R with
+#   --train-rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0; rows=0
@@ -62,7 +65,7 @@ for f in range(k):
     csv.writer(open(f"{sys.argv[2]}/test{f}.csv", 'w', newline='')).writerows([head] + test)
 PY
 for recipe in "${recipes[@]}"; do
-  name=${recipe%%=*}; flags=${recipe#*=}; self_train=; select=
+  name=${recipe%%=*}; flags=${recipe#*=}; self_train=; select=; select_rounds=1
   if [[ " $flags " == *" --self-train "* ]]; then
     self_train=$(sed -E 's/.*--self-train ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--self-train [^ ]+ ?//' <<< "$flags")
     [ "$rows" -gt 0 ] || { echo "--self-train needs --train-rows" >&2; exit 2; }
@@ -71,7 +74,11 @@ for recipe in "${recipes[@]}"; do
     select=$(sed -E 's/.*--select ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select [^ ]+ ?//' <<< "$flags")
     [ "$rows" -gt 0 ] || { echo "--select needs --train-rows" >&2; exit 2; }
     case $select in margin|entropy|random) ;; *) echo "--select: margin, entropy or random, not $select" >&2; exit 2;; esac
-    [ -z "$self_train" ] || { echo "$name: --select and --self-train do not combine" >&2; exit 2; }
+  fi
+  if [[ " $flags " == *" --select-rounds "* ]]; then
+    select_rounds=$(sed -E 's/.*--select-rounds ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select-rounds [^ ]+ ?//' <<< "$flags")
+    [ -n "$select" ] || { echo "$name: --select-rounds needs --select" >&2; exit 2; }
+    [[ $select_rounds =~ ^[1-9][0-9]*$ ]] || { echo "$name: --select-rounds: a positive whole number, not $select_rounds" >&2; exit 2; }
   fi
   dir=$work/$name; mkdir -p "$dir"
   # A recipe whose flags (--self-train and --select included) changed since its results were
@@ -83,44 +90,49 @@ for recipe in "${recipes[@]}"; do
     echo "== $name fold $f: newsd train $flags" >&2
     start=$(date +%s.%N)
     trainset=$work/folds/train$f.csv; : > "$dir/train$f.txt"; : > "$dir/train$f.log"
+    unlabelled=$work/folds/unlabelled$f.csv
     if [ -n "$select" ]; then
-      python3 - "$work/folds/all$f.csv" "$rows" "$dir/cold$f.csv" "$dir/pool$f.csv" <<'PY'
+      python3 - "$work/folds/all$f.csv" "$rows" "$dir/selected$f.csv" "$dir/pool$f.csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1], newline=''))); head, body, n = rows[0], rows[1:], int(sys.argv[2])
 cold = n // 3
 csv.writer(open(sys.argv[3], 'w', newline='')).writerows([head] + body[:cold])
 csv.writer(open(sys.argv[4], 'w', newline='')).writerows([head] + body[cold:])
 PY
-      # shellcheck disable=SC2086 # the recipe's flags are words
-      "$newsd" train --data "$dir/cold$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
-        --no-early-exit $flags --out "$dir/cold$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
-      python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$dir/pool$f.csv" \
-        | "$newsd" classify --model "$dir/cold$f" > "$dir/poolpred$f.jsonl"
-      python3 - "$dir/cold$f.csv" "$dir/pool$f.csv" "$dir/poolpred$f.jsonl" "$rows" "$select" "$f" "$dir/selected$f.csv" <<'PY'
+      for round in $(seq 1 "$select_rounds"); do
+        # shellcheck disable=SC2086 # the recipe's flags are words
+        "$newsd" train --data "$dir/selected$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
+          --no-early-exit $flags --out "$dir/cold$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
+        python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$dir/pool$f.csv" \
+          | "$newsd" classify --model "$dir/cold$f" > "$dir/poolpred$f.jsonl"
+        python3 - "$dir/selected$f.csv" "$dir/pool$f.csv" "$dir/poolpred$f.jsonl" "$rows" "$select" "$f" "$round" "$select_rounds" <<'PY'
 import csv, json, random, sys
-cold = list(csv.reader(open(sys.argv[1], newline=''))); pool = list(csv.reader(open(sys.argv[2], newline='')))
+labelled = list(csv.reader(open(sys.argv[1], newline=''))); pool = list(csv.reader(open(sys.argv[2], newline='')))
 preds = [json.loads(l) for l in open(sys.argv[3])]
 head, pool = pool[0], pool[1:]
 assert len(preds) == len(pool), (len(preds), len(pool))
 assert all(p['text'] == r[head.index('text')] for p, r in zip(preds, pool)), 'classify output out of step with the pool'
-
-want, strategy = int(sys.argv[4]) - (len(cold) - 1), sys.argv[5]
+n, strategy, fold, rnd, rounds = int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+want = (n - (len(labelled) - 1)) // (rounds - rnd + 1)   # the budget left, shared by the rounds left
 if strategy == 'margin': order = sorted(range(len(pool)), key=lambda i: preds[i]['margin'])
 elif strategy == 'entropy': order = sorted(range(len(pool)), key=lambda i: -preds[i]['entropy'])
-else: order = list(range(len(pool))); random.Random(int(sys.argv[6])).shuffle(order)
-chosen = [pool[i] for i in order[:want]]
-csv.writer(open(sys.argv[7], 'w', newline='')).writerows(cold + chosen)
-print(f"--select {strategy}: {len(cold) - 1} cold-start rows + {len(chosen)} chosen of {len(pool)}", file=sys.stderr)
+else: order = list(range(len(pool))); random.Random(fold + 1000 * (rnd - 1)).shuffle(order)
+chosen = set(order[:want])
+csv.writer(open(sys.argv[1], 'w', newline='')).writerows(labelled + [pool[i] for i in order[:want]])
+csv.writer(open(sys.argv[2], 'w', newline='')).writerows([head] + [r for i, r in enumerate(pool) if i not in chosen])
+print(f"--select {strategy} round {rnd}/{rounds}: {len(labelled) - 1} labelled + {len(chosen)} chosen of {len(pool)}", file=sys.stderr)
 PY
-      rm -rf "$dir/cold$f"; trainset=$dir/selected$f.csv
+        rm -rf "$dir/cold$f"
+      done
+      trainset=$dir/selected$f.csv; unlabelled=$dir/pool$f.csv
     fi
     # shellcheck disable=SC2086 # the recipe's flags are words
     "$newsd" train --data "$trainset" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
       --no-early-exit $flags --out "$dir/model$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
     if [ -n "$self_train" ]; then
-      python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$work/folds/unlabelled$f.csv" \
+      python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$unlabelled" \
         | "$newsd" classify --model "$dir/model$f" > "$dir/pseudo$f.jsonl"
-      python3 - "$work/folds/train$f.csv" "$dir/pseudo$f.jsonl" "$self_train" "$dir/selftrain$f.csv" <<'PY'
+      python3 - "$trainset" "$dir/pseudo$f.jsonl" "$self_train" "$dir/selftrain$f.csv" <<'PY'
 import csv, json, sys
 labels = ['negative', 'neutral', 'positive']
 out = csv.writer(open(sys.argv[4], 'w', newline='')); out.writerow(['text', 'label'] + labels)

@@ -268,7 +268,7 @@ public enum Distiller {
     /// stands for all of them).
     static func trainingConfiguration(_ t: NewsdConfiguration.Trainer, examples: Int, labels: Int, layers: Int, incremental: Bool = false) throws -> TrainingConfiguration {
         var cfg = TrainingConfiguration()
-        cfg.epochs = incremental ? t.epochs : min(20, max(t.epochs, (t.minSteps * cfg.batchSize + examples - 1) / max(examples, 1)))
+        cfg.epochs = incremental ? t.epochs : TrainingConfiguration.epochs(t.epochs, minSteps: t.minSteps, examples: examples, batchSize: cfg.batchSize)
         cfg.learningRate = Float(t.learningRate)
         cfg.threads = t.threads
         cfg.trainable = try TrainableScope(parsing: t.trainable, labels: labels, layers: layers)

@@ -52,7 +52,7 @@ unsigned newsd_cpu_features(void) {
     return f;
 }
 
-int newsd_int8_activation_max(int path) { return path == NEWSD_PATH_AVX2 ? 127 : 255; }
+int newsd_int8_activation_max(int path) { return path == NEWSD_PATH_AVX2 ? 63 : 255; }
 int newsd_int8_weight_max(int path) { (void)path; return 64; }
 
 #define MR 6          // rows per GEMM tile
@@ -318,57 +318,62 @@ TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, i
 }
 
 // AVX2: vpmaddubsw multiplies u8 activations by s8 weights and adds adjacent pairs into 16 bits
-// with saturation. With 7-bit activations (at most 127, `newsd_int8_activation_max`) and weights
-// within +-64, a pair is at most 2 x 127 x 64 = 16256, and the pairs of two groups of 4 inputs,
-// added in 16 bits (vpaddw), at most 32512: nothing saturates and the sums are exact. vpmaddwd
-// with ones then widens into the int32 lanes once per two groups (8 inputs of one output per
-// lane, 8 outputs per ymm), and vpaddd accumulates: per 32 products 1.5 multiplies and 2.5 vector
-// instructions in all, against 2 and 3 when every pair is widened at once; the vector ports bound
-// this loop. Per pass, 3 rows x 16 outputs (4 rows would need more than the 16 ymm registers);
-// four passes for a tile's 64.
-#define AVX2_STEP(C, A, B) C = _mm256_add_epi32(C, _mm256_madd_epi16(_mm256_maddubs_epi16(A, B), ones))
-#define AVX2_PAIR(C, A, B, A2, B2) \
-    C = _mm256_add_epi32(C, _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(A, B), _mm256_maddubs_epi16(A2, B2)), ones))
-TARGET_AVX2 static void tile_avx2_u7(const uint8_t *q, int rb, int rows, const int8_t *w, int k4, int32_t *acc) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int r0 = 0; r0 < rows; r0 += 3) {
-        const uint8_t *q0 = q + (size_t)r0 * rb, *q1 = q0 + rb, *q2 = q1 + rb;
+// with saturation. With 6-bit activations (at most 63, the path's own range,
+// `newsd_int8_activation_max`) and weights within +-64, a pair is at most 2 x 63 x 64 = 8064, and
+// the pairs of four groups of 4 inputs, added in 16 bits (vpaddw), at most 32256: nothing
+// saturates and the sums are exact. vpmaddwd with ones then widens into the int32 lanes once
+// per four groups (16 inputs of one output per lane, 8 outputs per ymm), and vpaddd accumulates:
+// per 32 products 1.25 multiplies and 2.25 vector instructions in all, against 2 and 3 when
+// every pair is widened at once (`tile_avx2_u8`) and 1.5 and 2.5 with 7-bit activations and two
+// groups (the kernel this one replaced: +15 % on the whole encoder); the vector ports bound this
+// loop. Per pass, 2 rows x 16 outputs (the 8 weight vectors of four groups, 4 accumulators and 4
+// partial sums fill the 16 ymm registers); four passes for a tile's 64.
+/// One group of 4 inputs (J of the four) for both rows, added into the 16-bit partial sums.
+#define U6_GROUP(J)                                                                                      \
+    {                                                                                                    \
+        const int8_t *wj = wg + (J) * 256;                                                               \
+        __m256i b0 = _mm256_load_si256((const __m256i *)wj), b1 = _mm256_load_si256((const __m256i *)(wj + 32)); \
+        int32_t f0, f1;                                                                                  \
+        memcpy(&f0, q0 + (g + (J)) * 4, 4); memcpy(&f1, q1 + (g + (J)) * 4, 4);                          \
+        __m256i a0 = _mm256_set1_epi32(f0), a1 = _mm256_set1_epi32(f1);                                  \
+        s00 = _mm256_add_epi16(s00, _mm256_maddubs_epi16(a0, b0)); s01 = _mm256_add_epi16(s01, _mm256_maddubs_epi16(a0, b1)); \
+        s10 = _mm256_add_epi16(s10, _mm256_maddubs_epi16(a1, b0)); s11 = _mm256_add_epi16(s11, _mm256_maddubs_epi16(a1, b1)); \
+    }
+/// Widens the four 16-bit partial sums into the int32 accumulators.
+#define U6_WIDEN()                                                                                       \
+    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(s00, ones)); c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(s01, ones)); \
+    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(s10, ones)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(s11, ones));
+TARGET_AVX2 static void tile_avx2_u6(const uint8_t *q, int rb, int rows, const int8_t *w, int k4, int32_t *acc) {
+    const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
+    for (int r0 = 0; r0 < rows; r0 += 2) {
+        const uint8_t *q0 = q + (size_t)r0 * rb, *q1 = q0 + rb;
         for (int ob = 0; ob < NB / 16; ob++) {
             const int8_t *blk = w + ob * 64;
-            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m256i c00 = zero, c01 = zero, c10 = zero, c11 = zero;
             int g = 0;
-            for (; g + 2 <= k4; g += 2) {
+            for (; g + 4 <= k4; g += 4) {
                 const int8_t *wg = blk + (size_t)g * 256;
-                __m256i b0 = _mm256_load_si256((const __m256i *)wg), b1 = _mm256_load_si256((const __m256i *)(wg + 32));
-                __m256i d0 = _mm256_load_si256((const __m256i *)(wg + 256)), d1 = _mm256_load_si256((const __m256i *)(wg + 288));
-                int32_t f[6];
-                memcpy(f, q0 + g * 4, 8); memcpy(f + 2, q1 + g * 4, 8); memcpy(f + 4, q2 + g * 4, 8);
-                __m256i a = _mm256_set1_epi32(f[0]), e = _mm256_set1_epi32(f[1]);
-                AVX2_PAIR(c00, a, b0, e, d0); AVX2_PAIR(c01, a, b1, e, d1);
-                a = _mm256_set1_epi32(f[2]); e = _mm256_set1_epi32(f[3]);
-                AVX2_PAIR(c10, a, b0, e, d0); AVX2_PAIR(c11, a, b1, e, d1);
-                a = _mm256_set1_epi32(f[4]); e = _mm256_set1_epi32(f[5]);
-                AVX2_PAIR(c20, a, b0, e, d0); AVX2_PAIR(c21, a, b1, e, d1);
+                __m256i s00 = zero, s01 = zero, s10 = zero, s11 = zero;
+                U6_GROUP(0) U6_GROUP(1) U6_GROUP(2) U6_GROUP(3)
+                U6_WIDEN()
             }
-            if (g < k4) {   // an odd number of groups: the last one alone
+            if (g < k4) {   // the last one to three groups
                 const int8_t *wg = blk + (size_t)g * 256;
-                __m256i b0 = _mm256_load_si256((const __m256i *)wg), b1 = _mm256_load_si256((const __m256i *)(wg + 32));
-                int32_t f0, f1, f2;
-                memcpy(&f0, q0 + g * 4, 4); memcpy(&f1, q1 + g * 4, 4); memcpy(&f2, q2 + g * 4, 4);
-                __m256i a0 = _mm256_set1_epi32(f0), a1 = _mm256_set1_epi32(f1), a2 = _mm256_set1_epi32(f2);
-                AVX2_STEP(c00, a0, b0); AVX2_STEP(c01, a0, b1); AVX2_STEP(c10, a1, b0);
-                AVX2_STEP(c11, a1, b1); AVX2_STEP(c20, a2, b0); AVX2_STEP(c21, a2, b1);
+                __m256i s00 = zero, s01 = zero, s10 = zero, s11 = zero;
+                U6_GROUP(0)
+                if (g + 1 < k4) U6_GROUP(1)
+                if (g + 2 < k4) U6_GROUP(2)
+                U6_WIDEN()
             }
             int32_t *o = acc + r0 * NB + ob * 16;
             _mm256_storeu_si256((__m256i *)o, c00); _mm256_storeu_si256((__m256i *)(o + 8), c01);
             _mm256_storeu_si256((__m256i *)(o + NB), c10); _mm256_storeu_si256((__m256i *)(o + NB + 8), c11);
-            _mm256_storeu_si256((__m256i *)(o + 2 * NB), c20); _mm256_storeu_si256((__m256i *)(o + 2 * NB + 8), c21);
         }
     }
 }
 
-// 8-bit activations (up to 255): one group at a time, each vpmaddubsw pair widened at once
-// (2 x 255 x 64 < 32767). Per pass, 4 rows x 16 outputs.
+// Wider activations (any up to 255, for callers other than the encoder): one group at a time,
+// each vpmaddubsw pair widened at once (2 x 255 x 64 < 32767). Per pass, 4 rows x 16 outputs.
 TARGET_AVX2 static void tile_avx2_u8(const uint8_t *q, int rb, int rows, const int8_t *w, int k4, int32_t *acc) {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int r0 = 0; r0 < rows; r0 += 4) {
@@ -430,9 +435,9 @@ static void raw_portable(const uint8_t *q, int n, int in, const int8_t *packed, 
     GEMM_LOOP(tile_portable(qt, rb, rows, w, k4, acc), FINISH_RAW)
 }
 #if defined(__x86_64__)
-// Rows are padded to ROW_TILE (12), a multiple of both kernels' row counts.
+// Rows are padded to ROW_TILE (12), a multiple of both kernels' row counts (2 and 4).
 #define AVX2_TILE                                                                    \
-    if (amax <= 127) tile_avx2_u7(qt, rb, (rows + 2) / 3 * 3, w, k4, acc);          \
+    if (amax <= 63) tile_avx2_u6(qt, rb, (rows + 1) & ~1, w, k4, acc);               \
     else tile_avx2_u8(qt, rb, (rows + 3) & ~3, w, k4, acc)
 TARGET_AVX2 static void gemm_avx2(const uint8_t *q, int amax, const float *ascale, const int32_t *azp, int n, int in, const int8_t *packed,
                                   const float *wscale, const int32_t *colsum, const float *bias, int out, int epilogue,

@@ -51,7 +51,7 @@ public struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
 public enum Int8KernelPath: Int32, Sendable, CaseIterable, CustomStringConvertible {
     /// Plain C: runs anywhere, and is the reference the vector paths are tested against.
     case portable = 0
-    /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd`, 7-bit activations and weights within ±64, so two
+    /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd`, 6-bit activations and weights within ±64, so four
     /// groups of products add in 16 bits without saturating (see `newsd_int8.h`).
     case avx2 = 1
     /// AVX-512 with VNNI: `vpdpbusd`, 8-bit activations.
@@ -77,7 +77,7 @@ public enum Int8KernelPath: Int32, Sendable, CaseIterable, CustomStringConvertib
     /// The paths this CPU runs.
     public static var runnable: [Int8KernelPath] { allCases.filter { $0.runs(on: .host) } }
 
-    /// Largest quantised activation value: 255 (8-bit activations), 127 on the AVX2 path.
+    /// Largest quantised activation value: 255 (8-bit activations), 63 on the AVX2 path.
     public var activationMax: Int32 { newsd_int8_activation_max(rawValue) }
     /// Largest absolute quantised weight (64 on every path, so a model packs alike everywhere).
     public var weightMax: Int32 { newsd_int8_weight_max(rawValue) }

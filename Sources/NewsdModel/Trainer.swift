@@ -141,6 +141,14 @@ public struct TrainingConfiguration: Codable, Sendable, Equatable {
         guard (0...1).contains(suspectWeight) else { throw ModelError.invalidArgument("suspect weight \(suspectWeight) must be in [0, 1]") }
     }
 
+    /// The passes over `examples` examples that make at least `minSteps` optimiser steps of
+    /// `batchSize`: a few hundred labels need more passes than thousands. Never fewer than
+    /// `epochs`, and no more than 20 to reach `minSteps`. The trainer (`trainer.min_steps`) and
+    /// `newsd train` (`--min-steps`) both count passes this way.
+    public static func epochs(_ epochs: Int, minSteps: Int, examples: Int, batchSize: Int) -> Int {
+        max(epochs, min(20, (minSteps * batchSize + examples - 1) / max(examples, 1)))
+    }
+
     /// Total optimiser steps for `examples` examples.
     public func totalSteps(examples: Int) -> Int {
         steps > 0 ? steps : (examples + batchSize - 1) / batchSize * epochs

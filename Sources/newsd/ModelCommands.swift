@@ -32,6 +32,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Output artifact directory.") var out: String
     @Option(help: "Precision the model will serve with (validation figures and temperature): int8, int8-<path> or fp32.") var precision = "int8"
     @Option(help: "Optimiser steps in all (0: --epochs passes).") var steps = TrainingConfiguration().steps
+    @Option(help: "With --steps 0, at least this many optimiser steps: more passes (up to 20) for a small set, as the trainer's min_steps.")
+    var minSteps = NewsdConfiguration.Trainer().minSteps
     @Option(help: "Label smoothing ε in [0, 1).") var labelSmoothing = TrainingConfiguration().labelSmoothing
     @Option(help: "Class-balance exponent α (0 off, 1 fully balanced).") var classBalance = TrainingConfiguration().classBalance
     @Option(help: "Layer-wise learning-rate decay in (0, 1] (1 off).") var layerDecay = TrainingConfiguration().layerDecay
@@ -51,6 +53,7 @@ struct TrainCommand: ParsableCommand {
         cfg.epochs = epochs; cfg.learningRate = lr; cfg.headLearningRateMultiplier = headLrMultiplier; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
         cfg.validationFraction = validationFraction
         _ = try TrainableScope(parsing: trainable, labels: 0)   // a bad --trainable fails before any loading
+        guard minSteps >= 0 else { throw ValidationError("--min-steps \(minSteps): must be >= 0") }
         cfg.steps = steps; cfg.labelSmoothing = labelSmoothing; cfg.classBalance = classBalance; cfg.layerDecay = layerDecay
         cfg.evaluationsPerEpoch = evaluationsPerEpoch; cfg.patience = patience; cfg.weightDecay = weightDecay; cfg.dropout = dropout
         cfg.noiseFolds = noiseFolds; cfg.suspectThreshold = suspectThreshold; cfg.suspectWeight = suspectWeight
@@ -66,6 +69,7 @@ struct TrainCommand: ParsableCommand {
         for s in all.skipped.prefix(5) { note("  skipped row \(s.row): \(s.reason)") }
         let tok = checkpoint.tokenizer
         let examples = zip(train.texts, train.targets).map { TrainingExample(ids: tok.encode($0), target: $1) }
+        cfg.epochs = TrainingConfiguration.epochs(epochs, minSteps: minSteps, examples: examples.count, batchSize: batch)
         let validation = zip(valid.texts, valid.truth).map { (ids: tok.encode($0), label: $1) }
         let bar = ProgressReporter()
         guard let serving = EncoderPrecision(configuration: precision) else {

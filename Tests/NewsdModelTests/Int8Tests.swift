@@ -64,7 +64,8 @@ import Testing
         return (q, s, z)
     }
 
-    /// Every runnable path with each activation range its kernels take: its own, and full 8 bits.
+    /// Every runnable path with each activation range its kernels take: its own, and full 8 bits
+    /// (AVX2's other kernel: every path computes any u8 activations exactly).
     static var activationRanges: [(Int8KernelPath, Int32)] {
         Int8KernelPath.runnable.flatMap { path in Set([path.activationMax, 255]).sorted().map { (path, $0) } }
     }
@@ -77,8 +78,8 @@ import Testing
     /// Odd sizes exercise every padding: rows not a multiple of the tile, inputs not of 4, outputs
     /// not of 64. Each path packs its own weight range; the reference is computed here from the
     /// quantised weights. Activations in the path's own range and in the full 8 bits (AVX2's
-    /// other kernel: every path computes any u8 activations exactly). 41 inputs make an odd
-    /// number of 4-input groups (AVX2's one-group tail) and 14 rows a last tile of 2 rows.
+    /// other kernel). 8, 37 and 41 inputs leave 2, 2 and 3 groups of 4 inputs after the last
+    /// whole block of four groups (AVX2's tail), and 14 rows make a last tile of 2 rows.
     @Test(arguments: [(n: 13, inDim: 37, out: 70), (n: 14, inDim: 41, out: 70), (n: 31, inDim: 384, out: 1152), (n: 1, inDim: 8, out: 3)])
     func integerProductsAreExactOnEveryPath(n: Int, inDim: Int, out: Int) {
         let rb = Int(newsd_int8_row_bytes(Int32(inDim)))
@@ -105,10 +106,10 @@ import Testing
 
     /// The largest activations (the path's own range, and 255) against weights of the largest
     /// magnitude, all positive, all negative and mixed: where AVX2's 16-bit sums (vpmaddubsw
-    /// pairs, then two groups added for 7-bit activations) would saturate with 8-bit weights or
-    /// activations, every path stays exact. An odd number of 4-input groups (25) runs AVX2's
-    /// single-group tail too.
-    @Test(arguments: [96, 100])
+    /// pairs, then four groups added for 6-bit activations) would saturate with 8-bit weights or
+    /// wider activations, every path stays exact. 25 and 27 groups of 4 inputs run AVX2's tail
+    /// too (one group, and three).
+    @Test(arguments: [96, 100, 108])
     func extremeOperandsAreExactOnEveryPath(inDim: Int) {
         let n = 7, out = 64
         for (path, top) in Self.activationRanges {
@@ -213,9 +214,10 @@ import Testing
 
     /// Per-layer relative error of the int8 encoder's hidden states against fp32 on the real
     /// checkpoint, and the pooled vectors' cosine similarity. Bounds with 8-bit activations: 4%
-    /// relative error after the first layer, 8% after any (measured 3.2% and 6.8%); with AVX2's
-    /// 7-bit activations 5% and 11% (measured 3.9% and 9.8%: held-out accuracy and macro-F1 stay
-    /// within 0.1 points of fp32's, `scripts/experiment-precision.sh`); cosine >= 0.99.
+    /// relative error after the first layer, 8% after any (measured 3.2% and 6.8%), cosine >=
+    /// 0.99; with AVX2's 6-bit activations 7% and 17% (measured 5.9% and 15.1%), cosine >= 0.98
+    /// (measured 0.987 at worst): larger, yet held-out accuracy and macro-F1 stay within 0.1
+    /// points of fp32's and the labels agree on 99.8% (`scripts/experiment-precision.sh`).
     @Test func int8EncoderTracksFp32LayerByLayer() throws {
         let base = try Fixtures.base.get()
         let texts = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007.",
@@ -235,14 +237,14 @@ import Testing
                 errors.append((diff / norm).squareRoot())
             }
             print("int8 \(path) relative error by layer: \(errors.map { String(format: "%.4f", $0) }.joined(separator: " "))")
-            let (first, any): (Float, Float) = path.activationMax < 255 ? (0.05, 0.11) : (0.04, 0.08)
+            let (first, any, leastCosine): (Float, Float, Float) = path.activationMax < 255 ? (0.07, 0.17, 0.98) : (0.04, 0.08, 0.99)
             #expect(errors[0] <= first, "path \(path)")
             #expect(errors.allSatisfy { $0 <= any }, "path \(path): \(errors)")
             let pa = fp32.pooled(ids, batchSize: 8), pb = int8.pooled(ids, batchSize: 8)
             for (x, y) in zip(pa, pb) {
                 let dot = zip(x, y).reduce(Float(0)) { $0 + $1.0 * $1.1 }
                 let cosine = dot / (x.reduce(0) { $0 + $1 * $1 }.squareRoot() * y.reduce(0) { $0 + $1 * $1 }.squareRoot())
-                #expect(cosine >= 0.99, "path \(path): cosine \(cosine)")
+                #expect(cosine >= leastCosine, "path \(path): cosine \(cosine)")
             }
         }
     }

@@ -18,6 +18,17 @@ import Testing
         #expect(rising == rising.sorted() && rising.first == 0)
     }
 
+    /// A small set gets passes enough for the minimum steps (at most 20), a large one its epochs.
+    @Test func minimumStepsGiveSmallSetsMorePasses() {
+        // 250 steps of 16 are 4,000 examples: 10 passes over 434.
+        #expect(TrainingConfiguration.epochs(4, minSteps: 250, examples: 434, batchSize: 16) == 10)
+        #expect(TrainingConfiguration.epochs(4, minSteps: 250, examples: 1_300, batchSize: 16) == 4)
+        #expect(TrainingConfiguration.epochs(4, minSteps: 250, examples: 20, batchSize: 16) == 20)
+        #expect(TrainingConfiguration.epochs(30, minSteps: 250, examples: 20, batchSize: 16) == 30)
+        #expect(TrainingConfiguration.epochs(4, minSteps: 0, examples: 100, batchSize: 16) == 4)
+        #expect(TrainingConfiguration.epochs(4, minSteps: 250, examples: 0, batchSize: 16) == 20)
+    }
+
     @Test func labelSmoothingAndClassBalanceShapeTargetsAndWeights() {
         // 6 neutral, 2 negative, 2 positive (one of them soft).
         var examples = (0..<6).map { _ in TrainingExample(ids: [2, 5, 3], target: [0, 1, 0]) }

@@ -9,13 +9,15 @@
 // multiply-adds). Weights are kept within +-64 (`newsd_int8_weight_max`) on every path, so a model
 // packs alike everywhere; measured on the held-out shared sentences, the same accuracy as fp32 and
 // 0.3 points less macro-F1 than +-127 weights. Activations are 8-bit (0..255) on the VNNI and
-// portable paths and 7-bit (0..127, `newsd_int8_activation_max`) on AVX2: vpmaddubsw adds pairs of
-// u8 x s8 products into 16 bits with saturation, and with 7-bit activations the pairs of two
-// groups of four inputs still add in 16 bits exactly (2 x 2 x 127 x 64 < 32767) and are widened
-// to 32 bits once per two groups: a sixth fewer vector instructions and a quarter fewer
-// multiplies, on the ports that bound that path. The price: a
-// student gave fp32's label on 99.78 % of the shared sentences on AVX2 against 99.89 % on VNNI
-// (scripts/bench-model.sh and scripts/experiment-precision.sh measure each path against fp32).
+// portable paths and 6-bit (0..63, `newsd_int8_activation_max`) on AVX2: vpmaddubsw adds pairs of
+// u8 x s8 products into 16 bits with saturation, and with 6-bit activations the pairs of four
+// groups of four inputs still add in 16 bits exactly (4 x 2 x 63 x 64 < 32767) and are widened
+// to 32 bits once per four groups: a quarter fewer vector instructions and three eighths fewer
+// multiplies than widening every pair, on the ports that bound that path (+15 % on the whole
+// encoder against 7-bit activations and two groups). The price: larger hidden-state error (15 %
+// after the last layer against 7 % with 8 bits), yet a student gave fp32's label on 99.83 % of
+// the shared sentences on AVX2 against 99.89 % on VNNI (scripts/bench-model.sh and
+// scripts/experiment-precision.sh measure each path against fp32).
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,7 +34,7 @@ enum newsd_cpu_feature {
 /// The feature bits of this CPU (CPUID, with the OS's register-state support checked).
 unsigned newsd_cpu_features(void);
 
-/// The largest quantised activation value on `path`: 255, or 127 on AVX2 (see above).
+/// The largest quantised activation value on `path`: 255, or 63 on AVX2 (see above).
 int newsd_int8_activation_max(int path);
 /// The largest absolute quantised weight (64 on every path; see above).
 int newsd_int8_weight_max(int path);
@@ -60,8 +62,8 @@ void newsd_int8_quantize_rows(int path, const float *x, int n, int in, int ldx, 
 enum newsd_int8_epilogue { NEWSD_EPILOGUE_BIAS = 0, NEWSD_EPILOGUE_BIAS_GELU = 1, NEWSD_EPILOGUE_BIAS_RESIDUAL = 2 };
 
 /// y[n][out] = epilogue((q - zp) W_q^T * scale_a * scale_w + bias), row-major with stride `out`.
-/// `amax` is the qmax q was quantised with (at most 255): AVX2 runs its faster kernel when it is
-/// at most 127; the other paths ignore it.
+/// `amax` is the qmax q was quantised with (at most 255): AVX2 runs its fastest kernel when it is
+/// at most 63, its next when at most 127; the other paths ignore it.
 void newsd_int8_gemm(int path, const uint8_t *q, int amax, const float *ascale, const int32_t *azp, int n, int in,
                      const int8_t *packed, const float *wscale, const int32_t *colsum, const float *bias, int out,
                      int epilogue, const float *residual, float *y);
