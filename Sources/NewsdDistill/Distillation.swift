@@ -262,7 +262,7 @@ public enum Distiller {
     }
 
     /// The trainer's settings: a fixed minimum of optimizer steps (a few hundred labels need more
-    /// passes than thousands), at most 20 epochs. An incremental run starts from a trained model
+    /// passes than thousands; up to 20 epochs to reach it, `TrainingConfiguration.epochs`). An incremental run starts from a trained model
     /// and only needs `epochs` passes. `trainable = "auto"` chooses the depth by `labels`, every
     /// teacher label in store (an incremental run trains on a part of them, but its model
     /// stands for all of them).

@@ -326,9 +326,11 @@ TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, i
 // per 32 products 1.25 multiplies and 2.25 vector instructions in all, against 2 and 3 when
 // every pair is widened at once (`tile_avx2_u8`) and 1.5 and 2.5 with 7-bit activations and two
 // groups (the kernel this one replaced: +15 % on the whole encoder); the vector ports bound this
-// loop. Per pass, 2 rows x 16 outputs (the 8 weight vectors of four groups, 4 accumulators and 4
-// partial sums fill the 16 ymm registers); four passes for a tile's 64.
-/// One group of 4 inputs (J of the four) for both rows, added into the 16-bit partial sums.
+// loop. Per pass, 2 rows x 16 outputs: 4 int32 accumulators and 4 16-bit partial sums live
+// across the groups, beside `ones`, two broadcast activations and two weight vectors; four
+// passes for a tile's 64.
+// One group of 4 inputs (J of the four) for both rows, added into the 16-bit partial sums (uses
+// the kernel's locals: wg, g, q0, q1, s00..s11).
 #define U6_GROUP(J)                                                                                      \
     {                                                                                                    \
         const int8_t *wj = wg + (J) * 256;                                                               \
@@ -339,7 +341,7 @@ TARGET_AVX512 static void tile_vnni(const uint8_t *q, int rb, const int8_t *w, i
         s00 = _mm256_add_epi16(s00, _mm256_maddubs_epi16(a0, b0)); s01 = _mm256_add_epi16(s01, _mm256_maddubs_epi16(a0, b1)); \
         s10 = _mm256_add_epi16(s10, _mm256_maddubs_epi16(a1, b0)); s11 = _mm256_add_epi16(s11, _mm256_maddubs_epi16(a1, b1)); \
     }
-/// Widens the four 16-bit partial sums into the int32 accumulators.
+// Widens the four 16-bit partial sums into the int32 accumulators.
 #define U6_WIDEN()                                                                                       \
     c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(s00, ones)); c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(s01, ones)); \
     c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(s10, ones)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(s11, ones));
@@ -371,6 +373,8 @@ TARGET_AVX2 static void tile_avx2_u6(const uint8_t *q, int rb, int rows, const i
         }
     }
 }
+#undef U6_GROUP
+#undef U6_WIDEN
 
 // Wider activations (any up to 255, for callers other than the encoder): one group at a time,
 // each vpmaddubsw pair widened at once (2 x 255 x 64 < 32767). Per pass, 4 rows x 16 outputs.

@@ -52,7 +52,7 @@ extension NewsdConfiguration {
         try checkSeconds("trainer.check_seconds", tr.checkSeconds, 0.1...86_400)
         if !(1...64).contains(tr.threads) { throw bad("trainer.threads", tr.threads, "must be between 1 and 64") }
         if !(1...100).contains(tr.epochs) { throw bad("trainer.epochs", tr.epochs, "must be between 1 and 100") }
-        if tr.minSteps < 0 { throw bad("trainer.min_steps", tr.minSteps, "must be >= 0") }
+        if !(0...1_000_000).contains(tr.minSteps) { throw bad("trainer.min_steps", tr.minSteps, "must be in 0...1000000") }
         if !(0...1).contains(tr.pseudoLabelMinMargin) { throw bad("trainer.pseudo_label_min_margin", tr.pseudoLabelMinMargin, "must be between 0 and 1 (0 disables)") }
         if tr.pseudoLabelItems < 0 { throw bad("trainer.pseudo_label_items", tr.pseudoLabelItems, "must be >= 0") }
         if !(tr.trainable == "head" || tr.trainable == "all" || tr.trainable == "auto" || (tr.trainable.hasPrefix("top:") && Int(tr.trainable.dropFirst(4)).map { $0 > 0 } == true)) {

@@ -21,7 +21,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Comma-separated columns for soft labels: one label per column (votes) or one probability per column named after its label.")
     var softLabelColumns: String?
     @Option(help: "Trainable parameters: head, top:K, all, or auto (by the training rows: top:4 below 5,000, top:2 from 5,000).") var trainable = "auto"
-    @Option(help: "Epochs.") var epochs = 4
+    @Option(help: "Epochs (at least: see --min-steps).") var epochs = 4
     @Option(help: "Peak learning rate.") var lr: Float = 1e-4
     @Option(help: "Batch size.") var batch = 16
     @Option(help: "Learning-rate multiplier of the (randomly initialised) head.") var headLrMultiplier: Float = 10
@@ -53,7 +53,7 @@ struct TrainCommand: ParsableCommand {
         cfg.epochs = epochs; cfg.learningRate = lr; cfg.headLearningRateMultiplier = headLrMultiplier; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
         cfg.validationFraction = validationFraction
         _ = try TrainableScope(parsing: trainable, labels: 0)   // a bad --trainable fails before any loading
-        guard minSteps >= 0 else { throw ValidationError("--min-steps \(minSteps): must be >= 0") }
+        guard (0...1_000_000).contains(minSteps) else { throw ValidationError("--min-steps \(minSteps): must be in 0...1000000") }
         cfg.steps = steps; cfg.labelSmoothing = labelSmoothing; cfg.classBalance = classBalance; cfg.layerDecay = layerDecay
         cfg.evaluationsPerEpoch = evaluationsPerEpoch; cfg.patience = patience; cfg.weightDecay = weightDecay; cfg.dropout = dropout
         cfg.noiseFolds = noiseFolds; cfg.suspectThreshold = suspectThreshold; cfg.suspectWeight = suspectWeight

@@ -14,8 +14,8 @@
 // groups of four inputs still add in 16 bits exactly (4 x 2 x 63 x 64 < 32767) and are widened
 // to 32 bits once per four groups: a quarter fewer vector instructions and three eighths fewer
 // multiplies than widening every pair, on the ports that bound that path (+15 % on the whole
-// encoder against 7-bit activations and two groups). The price: larger hidden-state error (15 %
-// after the last layer against 7 % with 8 bits), yet a student gave fp32's label on 99.83 % of
+// encoder against 7-bit activations and two groups). The price: larger hidden-state error (at
+// most 15 % after any layer against 7 % with 8 bits), yet a student gave fp32's label on 99.83 % of
 // the shared sentences on AVX2 against 99.89 % on VNNI (scripts/bench-model.sh and
 // scripts/experiment-precision.sh measure each path against fp32).
 #include <stddef.h>
@@ -62,8 +62,8 @@ void newsd_int8_quantize_rows(int path, const float *x, int n, int in, int ldx, 
 enum newsd_int8_epilogue { NEWSD_EPILOGUE_BIAS = 0, NEWSD_EPILOGUE_BIAS_GELU = 1, NEWSD_EPILOGUE_BIAS_RESIDUAL = 2 };
 
 /// y[n][out] = epilogue((q - zp) W_q^T * scale_a * scale_w + bias), row-major with stride `out`.
-/// `amax` is the qmax q was quantised with (at most 255): AVX2 runs its fastest kernel when it is
-/// at most 63, its next when at most 127; the other paths ignore it.
+/// `amax` is the qmax q was quantised with (at most 255): AVX2 runs its fast kernel when it is at
+/// most 63 (its own range), else its 8-bit one; the other paths ignore it.
 void newsd_int8_gemm(int path, const uint8_t *q, int amax, const float *ascale, const int32_t *azp, int n, int in,
                      const int8_t *packed, const float *wscale, const int32_t *colsum, const float *bias, int out,
                      int epilogue, const float *residual, float *y);
