@@ -33,6 +33,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0; rows=0
+# Stored results are kept per recipe and this: bump it when a default of `newsd train` changes
+# (2: --min-steps 250).
+defaults=2
 while [ $# -gt 0 ]; do
   case $1 in
     --data) data=$2; shift 2;;
@@ -81,10 +84,11 @@ for recipe in "${recipes[@]}"; do
     [[ $select_rounds =~ ^[1-9][0-9]*$ ]] || { echo "$name: --select-rounds: a positive whole number, not $select_rounds" >&2; exit 2; }
   fi
   dir=$work/$name; mkdir -p "$dir"
-  # A recipe whose flags (--self-train and --select included) changed since its results were
-  # stored starts again.
-  if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "${recipe#*=}" ]; then rm -rf "${dir:?}"/*; fi
-  echo "${recipe#*=}" > "$dir/flags"
+  # A recipe whose flags (--self-train, --select and --select-rounds included) or whose
+  # `newsd train` defaults changed since its results were stored starts again.
+  key="${recipe#*=} (newsd train defaults $defaults)"
+  if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "$key" ]; then rm -rf "${dir:?}"/*; fi
+  echo "$key" > "$dir/flags"
   for f in $(seq 0 $((folds - 1))); do
     [ -f "$dir/pred$f.csv" ] && continue
     echo "== $name fold $f: newsd train $flags" >&2

@@ -14,7 +14,7 @@
 // groups of four inputs still add in 16 bits exactly (4 x 2 x 63 x 64 < 32767) and are widened
 // to 32 bits once per four groups: a quarter fewer vector instructions and three eighths fewer
 // multiplies than widening every pair, on the ports that bound that path (+15 % on the whole
-// encoder against 7-bit activations and two groups). The price: larger hidden-state error (at
+// encoder against 7-bit activations and two groups: docs/operations.md). The price: larger hidden-state error (at
 // most 15 % after any layer against 7 % with 8 bits), yet a student gave fp32's label on 99.83 % of
 // the shared sentences on AVX2 against 99.89 % on VNNI (scripts/bench-model.sh and
 // scripts/experiment-precision.sh measure each path against fp32).
