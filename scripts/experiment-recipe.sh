@@ -53,6 +53,8 @@ swift build -c release --product newsd >&2
 newsd=$PWD/.build/release/newsd
 work=$PWD/.run/experiment-recipe; [ "$rows" -gt 0 ] && work=$work-n$rows; [ $fresh = 1 ] && rm -rf "$work"; mkdir -p "$work/folds"
 export NEWSD_BASE_MODEL_DIR=$PWD/.models/all-MiniLM-L6-v2
+# The text column of a CSV, a line each (what `newsd classify` reads).
+texts() { python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$1"; }
 python3 - "$data" "$work/folds" "$folds" "$rows" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1], newline='')))
@@ -107,7 +109,7 @@ PY
         # shellcheck disable=SC2086 # the recipe's flags are words
         "$newsd" train --data "$dir/selected$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
           --no-early-exit $flags --out "$dir/cold$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
-        python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$dir/pool$f.csv" \
+        texts "$dir/pool$f.csv" \
           | "$newsd" classify --model "$dir/cold$f" > "$dir/poolpred$f.jsonl"
         python3 - "$dir/selected$f.csv" "$dir/pool$f.csv" "$dir/poolpred$f.jsonl" "$rows" "$select" "$f" "$round" "$select_rounds" <<'PY'
 import csv, json, random, sys
@@ -134,7 +136,7 @@ PY
     "$newsd" train --data "$trainset" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
       --no-early-exit $flags --out "$dir/model$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
     if [ -n "$self_train" ]; then
-      python3 -c "import csv,sys; [print(r['text']) for r in csv.DictReader(open(sys.argv[1], newline=''))]" "$unlabelled" \
+      texts "$unlabelled" \
         | "$newsd" classify --model "$dir/model$f" > "$dir/pseudo$f.jsonl"
       python3 - "$trainset" "$dir/pseudo$f.jsonl" "$self_train" "$dir/selftrain$f.csv" <<'PY'
 import csv, json, sys
