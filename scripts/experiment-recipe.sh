@@ -18,18 +18,18 @@
 # does in the loop), and a second student trained on both is the one scored.
 # With --train-rows N, --select STRATEGY (margin, entropy or random; not a flag of `newsd train`)
 # simulates the loop's choice of what to send to the teacher instead of taking the first N rows:
-# a cold-start student is trained on the first third of N, it classifies the rest of the fold's
-# training rows (the pool), the N - N/3 rows the strategy ranks first (smallest margin, largest
-# entropy, or at random) are "sent to the teacher" (their teacher labels revealed), and the
-# student trained on the cold-start rows plus those is the one scored. --select-rounds R (default
-# 1) spends the N - N/3 in R equal rounds, each ranked by a student trained on every label so
-# far, as the live loop selects in many small rounds while the stream arrives
-# (scripts/experiment-distill.sh measures the loop itself, on one split). With --self-train as
+# a cold-start student is trained on the first C rows (--cold C, default N/3), it classifies the
+# rest of the fold's training rows (the pool), the N - C rows the strategy ranks first (smallest
+# margin, largest entropy, or at random) are "sent to the teacher" (their teacher labels
+# revealed), and the student trained on the cold-start rows plus those is the one scored.
+# --select-rounds R (default 1) spends the N - C in R equal rounds, each ranked by a student
+# trained on every label so far, as the live loop selects in many small rounds while the stream
+# arrives (scripts/experiment-distill.sh measures the loop itself, on one split). With --self-train as
 # well, the pool left after the last round is what self-training pseudo-labels. Its "train s"
 # includes the selecting students and their passes over the pool.
 # usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--train-rows N] [--fresh] [NAME=FLAGS ...]
-#   (FLAGS may include --self-train M, --select margin|entropy|random and --select-rounds R with
-#   --train-rows)
+#   (FLAGS may include --self-train M, --select margin|entropy|random, --select-rounds R and
+#   --cold C with --train-rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0; rows=0
@@ -70,7 +70,7 @@ for f in range(k):
     csv.writer(open(f"{sys.argv[2]}/test{f}.csv", 'w', newline='')).writerows([head] + test)
 PY
 for recipe in "${recipes[@]}"; do
-  name=${recipe%%=*}; flags=${recipe#*=}; self_train=; select=; select_rounds=1
+  name=${recipe%%=*}; flags=${recipe#*=}; self_train=; select=; select_rounds=1; cold=$((rows / 3))
   if [[ " $flags " == *" --self-train "* ]]; then
     self_train=$(sed -E 's/.*--self-train ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--self-train [^ ]+ ?//' <<< "$flags")
     [ "$rows" -gt 0 ] || { echo "--self-train needs --train-rows" >&2; exit 2; }
@@ -80,13 +80,18 @@ for recipe in "${recipes[@]}"; do
     [ "$rows" -gt 0 ] || { echo "--select needs --train-rows" >&2; exit 2; }
     case $select in margin|entropy|random) ;; *) echo "--select: margin, entropy or random, not $select" >&2; exit 2;; esac
   fi
+  if [[ " $flags " == *" --cold "* ]]; then
+    cold=$(sed -E 's/.*--cold ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--cold [^ ]+ ?//' <<< "$flags")
+    [ -n "$select" ] || { echo "$name: --cold needs --select" >&2; exit 2; }
+    [[ $cold =~ ^[1-9][0-9]*$ ]] && [ "$cold" -lt "$rows" ] || { echo "$name: --cold: a whole number from 1 to $((rows - 1)), not $cold" >&2; exit 2; }
+  fi
   if [[ " $flags " == *" --select-rounds "* ]]; then
     select_rounds=$(sed -E 's/.*--select-rounds ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select-rounds [^ ]+ ?//' <<< "$flags")
     [ -n "$select" ] || { echo "$name: --select-rounds needs --select" >&2; exit 2; }
     [[ $select_rounds =~ ^[1-9][0-9]*$ ]] || { echo "$name: --select-rounds: a positive whole number, not $select_rounds" >&2; exit 2; }
   fi
   dir=$work/$name; mkdir -p "$dir"
-  # A recipe whose flags (--self-train, --select and --select-rounds included) or whose
+  # A recipe whose flags (--self-train, --select, --select-rounds and --cold included) or whose
   # `newsd train` defaults changed since its results were stored starts again.
   key="${recipe#*=} (newsd train defaults $defaults)"
   if [ -f "$dir/flags" ] && [ "$(cat "$dir/flags")" != "$key" ]; then rm -rf "${dir:?}"/*; fi
@@ -98,10 +103,9 @@ for recipe in "${recipes[@]}"; do
     trainset=$work/folds/train$f.csv; : > "$dir/train$f.txt"; : > "$dir/train$f.log"
     unlabelled=$work/folds/unlabelled$f.csv
     if [ -n "$select" ]; then
-      python3 - "$work/folds/all$f.csv" "$rows" "$dir/selected$f.csv" "$dir/pool$f.csv" <<'PY'
+      python3 - "$work/folds/all$f.csv" "$cold" "$dir/selected$f.csv" "$dir/pool$f.csv" <<'PY'
 import csv, sys
-rows = list(csv.reader(open(sys.argv[1], newline=''))); head, body, n = rows[0], rows[1:], int(sys.argv[2])
-cold = n // 3
+rows = list(csv.reader(open(sys.argv[1], newline=''))); head, body, cold = rows[0], rows[1:], int(sys.argv[2])
 csv.writer(open(sys.argv[3], 'w', newline='')).writerows([head] + body[:cold])
 csv.writer(open(sys.argv[4], 'w', newline='')).writerows([head] + body[cold:])
 PY

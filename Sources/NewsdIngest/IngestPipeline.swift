@@ -33,6 +33,10 @@ public struct IngestStatistics: Sendable {
     public var mentionsDropped = 0
     /// Partitions whose offsets went back (a new incarnation was started).
     public var offsetRestarts = 0
+    /// Offsets past a stored or read one that were never delivered: deleted by retention before
+    /// this group read them, compacted away, or a transactional producer's markers and aborted
+    /// messages. On a plain news topic, news lost before newsd could read it.
+    public var offsetsSkipped = 0
     /// Monotonic seconds when the first message arrived and when the last batch was committed.
     public var firstMessageAt: Double?, lastCommitAt: Double?
 
@@ -304,13 +308,27 @@ public final class IngestPipeline: Sendable {
         // replays of the stored ones. Detected per record, so a batch may span the restart.
         var keys: [TopicPartition] = []
         keys.reserveCapacity(records.count)
-        var restarts = 0
+        var restarts = 0, skipped = 0
         for r in records {
             let tp = r.topicPartition
+            if let last = positions[tp], r.offset > last + 1 {
+                // 1c. Offsets that jump ahead: the broker no longer had the ones between (retention
+                // ran while the group lagged or was down), or never delivers them (compaction,
+                // transaction markers: a gap of one per transaction, not logged).
+                let gap = Int(r.offset - last - 1)
+                skipped += gap
+                metrics.increment("newsd_offsets_skipped_total", [("topic", tp.topic)], by: gap)
+                if gap > 1 {
+                    logger.warning("partition offsets skipped ahead: the broker no longer has them (retention while the group lagged, or compaction); those messages were never read",
+                                   metadata: ["topic": "\(tp.topic)", "partition": "\(tp.partition)", "last_offset": "\(last)",
+                                              "offset": "\(r.offset)", "skipped": "\(gap)"])
+                }
+            }
             if let last = positions[tp], r.offset <= last {
                 try writer.drain()   // the store is the writer's while it writes
                 let n = try store.startIncarnation(tp, reason: "offset went back from \(last) to \(r.offset)", until: { [self] in stopDeadline })
                 restarts += 1
+                metrics.increment("newsd_partition_offset_restarts_total")
                 logger.error("partition offsets went back: topic recreated or broker data lost; its new messages are stored apart",
                              metadata: ["topic": "\(tp.topic)", "partition": "\(tp.partition)", "last_offset": "\(last)",
                                         "offset": "\(r.offset)", "incarnation": "\(n)", "stored_as": "\(store.storageKey(tp).topic)"])
@@ -389,6 +407,7 @@ public final class IngestPipeline: Sendable {
                 s.queuedForTeacher += result.queued
                 s.unknownCompaniesDropped += unknownDropped
                 s.offsetRestarts += restarts
+                s.offsetsSkipped += skipped
                 s.mentionsDropped += mentionsDropped
                 s.batches += 1
                 s.parseSeconds += t1 - t0
@@ -399,6 +418,8 @@ public final class IngestPipeline: Sendable {
                 s.lastCommitAt = t3
                 if s.batchLatencies.count > 10_000 { s.batchLatencies.removeFirst(s.batchLatencies.count - 10_000) }
             }
+            metrics.increment("newsd_unknown_companies_total", by: unknownDropped)
+            metrics.increment("newsd_mentions_dropped_total", by: mentionsDropped)
             log.debug("batch written", metadata: ["messages": "\(records.count)", "stored": "\(result.inserted)",
                                                   "rejected": "\(result.rejected)", "model": "\(student.version)"])
             beat()

@@ -44,4 +44,33 @@ struct TopicRestartTests {
         #expect(try Harness.count(database, "SELECT count(*) FROM topic_incarnations") == 1)
         #expect(try Harness.count(database, "SELECT count(*) FROM rejected_messages") == 0)
     }
+
+    /// Before: when the broker had deleted offsets the group had not read yet (retention while it
+    /// lagged or was down), librdkafka's offset reset moved past them silently: no log, no metric.
+    @Test("offsets deleted before they were read are counted and logged, and every offset is accounted for")
+    func offsetsDeletedByRetentionAreCounted() throws {
+        let database = try Harness.freshDatabase()
+        let topic = "retention"
+        let cluster = try MockCluster(brokers: 1)
+        try cluster.createTopic(topic, partitions: 1)
+        try Harness.produce(Harness.goodMessages(100, prefix: "before"), brokers: cluster.bootstrapServers, topic: topic)
+        let first = try RunningPipeline(Harness.configuration(brokers: cluster.bootstrapServers, database: database, topic: topic))
+        #expect(try Harness.waitFor(database, "SELECT count(*) FROM news_items", atLeast: 100, timeout: 60) == 100)
+        #expect(first.stop())
+        // While the group is away, 8.1 MB arrive: more than librdkafka's mock partition keeps
+        // (5 MB), so the oldest, stored next offset 100 among them, are deleted. The filler is
+        // over `ingest.max_text_bytes` (rejected unread by the student); the last 100 are good news.
+        let filler = (0..<900).map { "filler \($0) " + String(repeating: "x", count: 9_000) }
+        try Harness.produce(filler + Harness.goodMessages(100, prefix: "after", seed: 2), brokers: cluster.bootstrapServers, topic: topic)
+        let second = try RunningPipeline(Harness.configuration(brokers: cluster.bootstrapServers, database: database, topic: topic))
+        #expect(try Harness.waitFor(database, "SELECT count(*) FROM news_items", atLeast: 200, timeout: 60) == 200)
+        #expect(second.stop())
+        let stats = second.pipeline.statistics
+        #expect(stats.offsetsSkipped > 0)
+        // Every offset after the stored one was either read or counted as skipped.
+        #expect(stats.consumed + stats.offsetsSkipped == 1_000)
+        #expect(stats.offsetRestarts == 0)
+        let text = String(decoding: second.pipeline.metrics.render(), as: UTF8.self)
+        #expect(text.contains("newsd_offsets_skipped_total{topic=\"retention\"} \(stats.offsetsSkipped)"), "\(text.split(separator: "\n").filter { $0.contains("skipped") })")
+    }
 }

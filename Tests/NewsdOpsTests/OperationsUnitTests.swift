@@ -59,6 +59,23 @@ struct OperationsUnitTests {
         #expect(SecretScrubber.scrub(text) == "url postgresql://newsd:***@db and ***, key ***, ***, ***, abc")
     }
 
+    /// Before: three catalogued counters (offset restarts, unknown companies, dropped mentions)
+    /// were exported but never incremented, so the alerts an operator builds on them never fire.
+    @Test("every catalogued metric is emitted by some source file, not only declared")
+    func everyCatalogMetricIsEmitted() throws {
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources")
+        let files = try #require(FileManager.default.enumerator(at: sources, includingPropertiesForKeys: nil))
+        var code = ""
+        for case let url as URL in files where url.pathExtension == "swift" && url.lastPathComponent != "Telemetry.swift" {
+            code += try String(contentsOf: url, encoding: .utf8)
+        }
+        #expect(code.count > 100_000, "Sources not found at \(sources.path)")
+        for entry in MetricCatalog.entries {
+            #expect(code.contains("\"\(entry.name)\""), "\(entry.name) is catalogued but no source emits it")
+        }
+    }
+
     @Test("the registry renders catalogued families with HELP and TYPE; histograms have buckets; removed series are gone")
     func registry() {
         let m = NewsdMetrics()
