@@ -55,7 +55,7 @@ public enum MetricCatalog {
         Entry("newsd_student_encoder_layers_total", .counter, "Encoder layers run for them; divided by newsd_student_encoded_total, the mean depth (below the layer count with early exit)."),
         Entry("newsd_low_confidence_share", .gauge, "Share of the last 1,000 predictions under teacher.margin_threshold."),
         Entry("newsd_partition_offset_restarts_total", .counter, "Partitions whose offsets went back (topic recreated or broker data lost)."),
-        Entry("newsd_offsets_skipped_total", .counter, "Offsets never delivered past a stored or read one: deleted by retention before this group read them, compacted away, or transaction markers. On a plain news topic, news lost before newsd could read it.", labels: ["topic"]),
+        Entry("newsd_offsets_skipped_total", .counter, "Offsets never read past a stored or read one: deleted by retention before this group read them, compacted away, transaction markers and aborted transactions, or passed over by auto_offset_reset = latest. On a plain news topic, news lost before newsd could read it.", labels: ["topic"]),
         Entry("newsd_unknown_companies_total", .counter, "Company ids named by messages but not in the portfolio, dropped."),
         Entry("newsd_mentions_dropped_total", .counter, "Mentions past ingest.max_mentions, dropped."),
         Entry("newsd_teacher_items_queued_total", .counter, "Items this host put on the teacher queue."),

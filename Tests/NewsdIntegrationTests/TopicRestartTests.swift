@@ -46,7 +46,8 @@ struct TopicRestartTests {
     }
 
     /// Before: when the broker had deleted offsets the group had not read yet (retention while it
-    /// lagged or was down), librdkafka's offset reset moved past them silently: no log, no metric.
+    /// lagged or was down), librdkafka's offset reset moved past them with no newsd log and no
+    /// metric (only librdkafka's own line on stderr).
     @Test("offsets deleted before they were read are counted and logged, and every offset is accounted for")
     func offsetsDeletedByRetentionAreCounted() throws {
         let database = try Harness.freshDatabase()
