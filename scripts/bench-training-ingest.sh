@@ -21,9 +21,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-[ -d "$model" ] || { echo "--model: no directory $model" >&2; exit 1; }
 [ -f "$data" ] || { echo "needs $data" >&2; exit 1; }
-./scripts/setup.sh >&2
+./scripts/setup.sh >&2   # installs the default model: check the directory after it
+[ -d "$model" ] || { echo "--model: no directory $model" >&2; exit 1; }
 swift build -c release --product newsd >&2
 newsd=$PWD/.build/release/newsd
 work=$PWD/.run/bench-training; rm -rf "$work"; mkdir -p "$work"
