@@ -6,7 +6,8 @@
 # run on the same folds. Prints, per recipe, the mean over folds and the pooled out-of-fold
 # accuracy and macro-F1 with 95 % bootstrap intervals (2,000 resamples of the pooled items), the
 # mean training time, and the paired difference to the first recipe (bootstrap over the same
-# items, so fold-to-fold noise cancels).
+# items, so fold-to-fold noise cancels): scripts/recipe_report.py, which can also be run alone to
+# pair recipes kept in different folders (a --train-rows arm against an every-label one).
 #
 # A recipe is NAME=FLAGS (flags of `newsd train`). Results are kept under .run/experiment-recipe
 # per recipe and fold, so an interrupted run resumes and a new recipe reuses the others.
@@ -22,13 +23,15 @@
 # rest of the fold's training rows (the pool), the N - C rows the strategy ranks first (smallest
 # margin, largest entropy, or at random) are "sent to the teacher" (their teacher labels
 # revealed), and the student trained on the cold-start rows plus those is the one scored.
+# entropy-balanced lets the predicted classes take turns, each giving its most uncertain row;
+# entropy-diverse passes over a row whose words mostly repeat a row already labelled or chosen.
 # --select-rounds R (default 1) spends the N - C in R equal rounds, each ranked by a student
 # trained on every label so far, as the live loop selects in many small rounds while the stream
 # arrives (scripts/experiment-distill.sh measures the loop itself, on one split). With --self-train as
 # well, the pool left after the last round is what self-training pseudo-labels. Its "train s"
 # includes the selecting students and their passes over the pool.
 # usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--train-rows N] [--fresh] [NAME=FLAGS ...]
-#   (FLAGS may include --self-train M, --select margin|entropy|random, --select-rounds R and
+#   (FLAGS may include --self-train M, --select margin|entropy|entropy-balanced|entropy-diverse|random, --select-rounds R and
 #   --cold C with --train-rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +81,7 @@ for recipe in "${recipes[@]}"; do
   if [[ " $flags " == *" --select "* ]]; then
     select=$(sed -E 's/.*--select ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select [^ ]+ ?//' <<< "$flags")
     [ "$rows" -gt 0 ] || { echo "--select needs --train-rows" >&2; exit 2; }
-    case $select in margin|entropy|random) ;; *) echo "--select: margin, entropy or random, not $select" >&2; exit 2;; esac
+    case $select in margin|entropy|entropy-balanced|entropy-diverse|random) ;; *) echo "--select: margin, entropy, entropy-balanced, entropy-diverse or random, not $select" >&2; exit 2;; esac
   fi
   if [[ " $flags " == *" --cold "* ]]; then
     cold=$(sed -E 's/.*--cold ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--cold [^ ]+ ?//' <<< "$flags")
@@ -116,7 +119,7 @@ PY
         texts "$dir/pool$f.csv" \
           | "$newsd" classify --model "$dir/cold$f" > "$dir/poolpred$f.jsonl"
         python3 - "$dir/selected$f.csv" "$dir/pool$f.csv" "$dir/poolpred$f.jsonl" "$rows" "$select" "$f" "$round" "$select_rounds" <<'PY'
-import csv, json, random, sys
+import csv, json, random, re, sys
 labelled = list(csv.reader(open(sys.argv[1], newline=''))); pool = list(csv.reader(open(sys.argv[2], newline='')))
 preds = [json.loads(l) for l in open(sys.argv[3])]
 head, pool = pool[0], pool[1:]
@@ -124,8 +127,26 @@ assert len(preds) == len(pool), (len(preds), len(pool))
 assert all(p['text'] == r[head.index('text')] for p, r in zip(preds, pool)), 'classify output out of step with the pool'
 n, strategy, fold, rnd, rounds = int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 want = (n - (len(labelled) - 1)) // (rounds - rnd + 1)   # the budget left, shared by the rounds left
+by_entropy = sorted(range(len(pool)), key=lambda i: -preds[i]['entropy'])
 if strategy == 'margin': order = sorted(range(len(pool)), key=lambda i: preds[i]['margin'])
-elif strategy == 'entropy': order = sorted(range(len(pool)), key=lambda i: -preds[i]['entropy'])
+elif strategy == 'entropy': order = by_entropy
+elif strategy == 'entropy-balanced':
+    # The predicted classes take turns, each giving its most uncertain item: macro-F1 weighs the
+    # classes alike, and plain entropy spends most of the budget on the neutral/positive border.
+    queues = {}
+    for i in by_entropy: queues.setdefault(preds[i]['label'], []).append(i)
+    queues = [q[::-1] for _, q in sorted(queues.items())]; order = []
+    while any(queues): order += [q.pop() for q in queues if q]
+elif strategy == 'entropy-diverse':
+    # Most entropy first, passing over a sentence whose words mostly repeat one already labelled
+    # or chosen (Jaccard > 0.6): the news repeats templates, and one label teaches the template.
+    words = lambda t: frozenset(re.findall(r'[a-z]+', t.lower()))
+    text = head.index('text'); seen = [words(r[text]) for r in labelled[1:]]; order = []; passed = []
+    for i in by_entropy:
+        w = words(pool[i][text])
+        if any(len(w & s) > 0.6 * len(w | s) for s in seen): passed.append(i)
+        else: order.append(i); seen.append(w)
+    order += passed
 else: order = list(range(len(pool))); random.Random(fold + 1000 * (rnd - 1)).shuffle(order)
 chosen = set(order[:want])
 csv.writer(open(sys.argv[1], 'w', newline='')).writerows(labelled + [pool[i] for i in order[:want]])
@@ -170,38 +191,4 @@ PY
     rm -rf "$dir/model$f"
   done
 done
-python3 - "$work" "$folds" "${recipes[@]}" <<'PY'
-import csv, random, sys
-work, k, recipes = sys.argv[1], int(sys.argv[2]), [r.split('=', 1)[0] for r in sys.argv[3:]]
-def macro_f1(pairs):
-    labels = sorted({t for t, _ in pairs} | {p for _, p in pairs}); f1s = []
-    for l in labels:
-        tp = sum(1 for t, p in pairs if t == l and p == l); fp = sum(1 for t, p in pairs if t != l and p == l)
-        fn = sum(1 for t, p in pairs if t == l and p != l)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(f1s) / len(f1s)
-def accuracy(pairs): return sum(t == p for t, p in pairs) / len(pairs)
-results = {}
-for name in recipes:
-    folds = [[(r['truth'], r['predicted']) for r in csv.DictReader(open(f"{work}/{name}/pred{f}.csv"))] for f in range(k)]
-    secs = [float(open(f"{work}/{name}/seconds{f}").read()) for f in range(k)]
-    results[name] = (folds, secs)
-rng = random.Random(7)
-n = sum(len(f) for f in results[recipes[0]][0])
-samples = [[rng.randrange(n) for _ in range(n)] for _ in range(2000)]
-def interval(values):
-    v = sorted(values); return v[int(0.025 * len(v))], v[int(0.975 * len(v)) - 1]
-base = [p for f in results[recipes[0]][0] for p in f]
-print(f"{k}-fold cross-validation, n={n} (expert labels; trained on teacher labels only); 95% bootstrap intervals")
-print(f"{'recipe':<22}{'acc (fold mean)':>16}{'F1 (fold mean)':>16}{'accuracy pooled [95% CI]':>28}{'macro-F1 pooled [95% CI]':>28}{'ΔF1 vs ' + recipes[0] + ' [95% CI]':>34}{'train s':>9}")
-for name in recipes:
-    folds, secs = results[name]
-    pooled = [p for f in folds for p in f]
-    acc = accuracy(pooled); f1 = macro_f1(pooled)
-    accs = [accuracy([pooled[i] for i in s]) for s in samples]; f1s = [macro_f1([pooled[i] for i in s]) for s in samples]
-    deltas = [macro_f1([pooled[i] for i in s]) - macro_f1([base[i] for i in s]) for s in samples[:500]]
-    (al, ah), (fl, fh), (dl, dh) = interval(accs), interval(f1s), interval(deltas)
-    fa = sum(accuracy(f) for f in folds) / k; ff = sum(macro_f1(f) for f in folds) / k
-    print(f"{name:<22}{fa:>16.4f}{ff:>16.4f}{f'{acc:.4f} [{al:.4f}, {ah:.4f}]':>28}{f'{f1:.4f} [{fl:.4f}, {fh:.4f}]':>28}"
-          f"{f'{f1 - macro_f1(base):+.4f} [{dl:+.4f}, {dh:+.4f}]':>34}{sum(secs) / k:>9.1f}")
-PY
+python3 scripts/recipe_report.py "$work" "$folds" "${recipes[@]%%=*}"

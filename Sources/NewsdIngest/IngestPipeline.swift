@@ -303,34 +303,37 @@ public final class IngestPipeline: Sendable {
     /// write to `writer`.
     private func process(_ records: [KafkaRecord], store: IngestStore, consumer: KafkaConsumer, startedAt: Double,
                          writer: WriteBehind, teacher: TeacherSamplingBox, positions: inout [TopicPartition: Int64]) throws {
-        // 1b. Offsets that go back (topic recreated, broker data lost): the partition starts a new
-        // incarnation and its messages are stored under a new key instead of being dropped as
-        // replays of the stored ones. Detected per record, so a batch may span the restart.
+        // 1b. Each record's offset against the last one read from its partition (or the stored
+        // next offset right after an assignment), one lookup per record.
         var keys: [TopicPartition] = []
         keys.reserveCapacity(records.count)
         var restarts = 0, skipped: [String: Int] = [:]
         for r in records {
             let tp = r.topicPartition
-            if let last = positions[tp], r.offset > last + 1 {
-                // 1c. Offsets that jump ahead: the broker no longer had the ones between (retention
-                // ran while the group lagged or was down), or never delivers them (compaction,
-                // transaction markers: a gap of one per transaction, not logged).
-                let gap = Int(r.offset - last - 1)
-                skipped[tp.topic, default: 0] += gap
-                if gap > 1 {
-                    logger.warning("partition offsets skipped ahead: newsd never read those messages (deleted by retention while the group lagged or was down, compacted away, aborted transactions, or auto_offset_reset = latest)",
-                                   metadata: ["topic": "\(tp.topic)", "partition": "\(tp.partition)", "last_offset": "\(last)",
-                                              "offset": "\(r.offset)", "skipped": "\(gap)"])
+            if let last = positions[tp], r.offset != last + 1 {
+                if r.offset > last + 1 {
+                    // Ahead: the broker no longer had the ones between (retention ran while the group
+                    // lagged or was down), or never delivers them (compaction, transaction markers: a
+                    // gap of one per transaction, not logged).
+                    let gap = Int(r.offset - last - 1)
+                    skipped[tp.topic, default: 0] += gap
+                    if gap > 1 {
+                        logger.warning("partition offsets skipped ahead: newsd never read those messages (deleted by retention while the group lagged or was down, compacted away, aborted transactions, or auto_offset_reset = latest)",
+                                       metadata: ["topic": "\(tp.topic)", "partition": "\(tp.partition)", "last_offset": "\(last)",
+                                                  "offset": "\(r.offset)", "skipped": "\(gap)"])
+                    }
+                } else {
+                    // Back (topic recreated, broker data lost): the partition starts a new incarnation
+                    // and its messages are stored under a new key instead of being dropped as replays
+                    // of the stored ones. Detected per record, so a batch may span the restart.
+                    try writer.drain()   // the store is the writer's while it writes
+                    let n = try store.startIncarnation(tp, reason: "offset went back from \(last) to \(r.offset)", until: { [self] in stopDeadline })
+                    restarts += 1
+                    metrics.increment("newsd_partition_offset_restarts_total")
+                    logger.error("partition offsets went back: topic recreated or broker data lost; its new messages are stored apart",
+                                 metadata: ["topic": "\(tp.topic)", "partition": "\(tp.partition)", "last_offset": "\(last)",
+                                            "offset": "\(r.offset)", "incarnation": "\(n)", "stored_as": "\(store.storageKey(tp).topic)"])
                 }
-            }
-            if let last = positions[tp], r.offset <= last {
-                try writer.drain()   // the store is the writer's while it writes
-                let n = try store.startIncarnation(tp, reason: "offset went back from \(last) to \(r.offset)", until: { [self] in stopDeadline })
-                restarts += 1
-                metrics.increment("newsd_partition_offset_restarts_total")
-                logger.error("partition offsets went back: topic recreated or broker data lost; its new messages are stored apart",
-                             metadata: ["topic": "\(tp.topic)", "partition": "\(tp.partition)", "last_offset": "\(last)",
-                                        "offset": "\(r.offset)", "incarnation": "\(n)", "stored_as": "\(store.storageKey(tp).topic)"])
             }
             positions[tp] = r.offset
             keys.append(store.storageKey(tp))
