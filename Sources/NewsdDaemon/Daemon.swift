@@ -27,6 +27,7 @@ public enum Daemon {
                                                  "weights_mb": "\(model.runner.residentBytes / 1_048_576)", "blas_core": "\(BLASCore.current)",
                                                  "blas_core_replaced": "\(BLASCore.replaced ?? "no")",
                                                  "early_exit": "\(model.earlyExitSummary)"])
+        if let warning = BLASCore.weakerKernelsWarning { logger.warning("\(warning)") }
         let companies = config.portfolio.file.isEmpty ? [] : try PortfolioFile.load(config.portfolio.file)
         try withDatabase(config) { db in
             let applied = try Schema.migrate(db)

@@ -156,6 +156,23 @@ public enum BLASCore {
         return wanted
     }
 
+    /// Why OpenBLAS runs weaker kernels than this CPU's flags allow, for a start-up warning; nil
+    /// when its kernels are the ones the flags call for. newsd respects an `OPENBLAS_CORETYPE`
+    /// set in its environment (an operator's or a host image's choice), so that is the usual
+    /// cause: measured on an AMD Zen 5 whose image set `Haswell`, the fp32 path ran at 61 % of
+    /// its `SkylakeX` speed, and training is fp32.
+    public static var weakerKernelsWarning: String? {
+        weakerKernelsWarning(current: current, features: .host, coreTypeSetting: getenv("OPENBLAS_CORETYPE").map { String(cString: $0) })
+    }
+
+    /// `weakerKernelsWarning` for OpenBLAS's kernels `current`, a CPU with `features`, and the
+    /// environment's `OPENBLAS_CORETYPE` (nil: not set).
+    static func weakerKernelsWarning(current: String, features: CPUFeatures, coreTypeSetting: String?) -> String? {
+        guard let wanted = override(current: current, features: features) else { return nil }
+        let cause = coreTypeSetting.map { "OPENBLAS_CORETYPE=\($0) is set in the environment" } ?? "re-executing with OPENBLAS_CORETYPE=\(wanted) failed"
+        return "OpenBLAS runs \(current) kernels where this CPU can run \(wanted) (\(cause)): training and the fp32 path are slower; unset OPENBLAS_CORETYPE or set it to \(wanted)"
+    }
+
     /// The core OpenBLAS had chosen before this process re-executed itself (nil: not replaced).
     public static var replaced: String? { replacedCore.withLock { $0 } }
     private static let replacedCore = LockedValue<String?>(nil)

@@ -124,6 +124,7 @@ struct TrainerCommand: AsyncParsableCommand {
     func run() async throws {
         let cfg = try loadConfiguration(config)
         let logger = bootstrapLogging(cfg.log, secretsOf: cfg)
+        if let warning = BLASCore.weakerKernelsWarning { logger.warning("\(warning)") }
         try Daemon.withDatabase(cfg) { _ = try Schema.migrate($0) }
         if once || force || shuffleLabels {
             switch try Distiller.runOnce(cfg, logger: logger, force: force, shuffleLabels: shuffleLabels) {

@@ -40,6 +40,19 @@ import Testing
         #expect(!BLASCore.current.isEmpty)
     }
 
+    /// newsd keeps an `OPENBLAS_CORETYPE` set in its environment, but says so when it holds the
+    /// fp32 path below what the flags allow (a host image set `Haswell` on an AVX-512 CPU).
+    @Test func weakerKernelsForcedByTheEnvironmentAreReported() throws {
+        let avx512: CPUFeatures = [.avx2, .fma, .avx512f, .avx512bw, .avx512vl, .avx512dq]
+        let forced = try #require(BLASCore.weakerKernelsWarning(current: "Haswell", features: avx512, coreTypeSetting: "Haswell"))
+        #expect(forced.contains("OpenBLAS runs Haswell kernels where this CPU can run SkylakeX"))
+        #expect(forced.contains("OPENBLAS_CORETYPE=Haswell is set in the environment"))
+        let failed = try #require(BLASCore.weakerKernelsWarning(current: "Prescott", features: [.avx2, .fma], coreTypeSetting: nil))
+        #expect(failed.contains("re-executing with OPENBLAS_CORETYPE=Haswell failed"))
+        #expect(BLASCore.weakerKernelsWarning(current: "SkylakeX", features: avx512, coreTypeSetting: "SkylakeX") == nil)
+        #expect(BLASCore.weakerKernelsWarning(current: "Haswell", features: [.avx2, .fma], coreTypeSetting: "Haswell") == nil)
+    }
+
     // MARK: Kernels against the portable reference
 
     /// Random weights W[out][in], packed for `path`; returns the packed bytes, scales, sums and
