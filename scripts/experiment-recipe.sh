@@ -5,7 +5,7 @@
 # self-consistency votes) and scored on the fold against the EXPERTS' labels. Every recipe is
 # run on the same folds. Prints, per recipe, the mean over folds and the pooled out-of-fold
 # accuracy and macro-F1 with 95 % bootstrap intervals (2,000 resamples of the pooled items), the
-# mean training time, and the paired difference to the first recipe (bootstrap over the same
+# mean training time, and the paired difference to the first recipe (1,000 bootstraps over the same
 # items, so fold-to-fold noise cancels): scripts/recipe_report.py, which can also be run alone to
 # pair recipes kept in different folders (a --train-rows arm against an every-label one).
 #

@@ -4,7 +4,8 @@
 Reads each recipe's out-of-fold predictions (DIR/pred<f>.csv: truth, predicted) and training
 times (DIR/seconds<f>), and prints the mean over folds, the pooled accuracy and macro-F1 with 95 %
 bootstrap intervals (2,000 resamples of the pooled items) and the paired difference in macro-F1 to
-the first recipe (the same resampled items for both, so fold-to-fold noise cancels).
+the first recipe (1,000 of the same resamples for both, so fold-to-fold noise cancels; tables
+before this script used 500, so their paired intervals differ slightly when rerun).
 
 A recipe is a directory under WORK, or any path to one: the every-label reference lives in
 .run/experiment-recipe and the 30 % arms in .run/experiment-recipe-n434, and both were scored on

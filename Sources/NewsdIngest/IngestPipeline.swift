@@ -303,8 +303,8 @@ public final class IngestPipeline: Sendable {
     /// write to `writer`.
     private func process(_ records: [KafkaRecord], store: IngestStore, consumer: KafkaConsumer, startedAt: Double,
                          writer: WriteBehind, teacher: TeacherSamplingBox, positions: inout [TopicPartition: Int64]) throws {
-        // 1b. Each record's offset against the last one read from its partition (or the stored
-        // next offset right after an assignment), one lookup per record.
+        // 1b. Each record's offset against the last one read from its partition (right after an
+        // assignment, the stored next offset - 1), one lookup per record.
         var keys: [TopicPartition] = []
         keys.reserveCapacity(records.count)
         var restarts = 0, skipped: [String: Int] = [:]

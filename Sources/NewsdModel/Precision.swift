@@ -166,11 +166,19 @@ public enum BLASCore {
     }
 
     /// `weakerKernelsWarning` for OpenBLAS's kernels `current`, a CPU with `features`, and the
-    /// environment's `OPENBLAS_CORETYPE` (nil: not set).
+    /// environment's `OPENBLAS_CORETYPE` (nil: not set). Three causes, each with its own remedy:
+    /// a weaker setting (unset it), a setting OpenBLAS did not honour (this OpenBLAS build lacks
+    /// those kernels: newsd's own re-execution sets it too), or a failed re-execution.
     static func weakerKernelsWarning(current: String, features: CPUFeatures, coreTypeSetting: String?) -> String? {
         guard let wanted = override(current: current, features: features) else { return nil }
-        let cause = coreTypeSetting.map { "OPENBLAS_CORETYPE=\($0) is set in the environment" } ?? "re-executing with OPENBLAS_CORETYPE=\(wanted) failed"
-        return "OpenBLAS runs \(current) kernels where this CPU can run \(wanted) (\(cause)): training and the fp32 path are slower; unset OPENBLAS_CORETYPE or set it to \(wanted)"
+        let what = "OpenBLAS runs \(current) kernels where this CPU can run \(wanted)"
+        guard let setting = coreTypeSetting else {
+            return "\(what) (re-executing with OPENBLAS_CORETYPE=\(wanted) failed): training and the fp32 path are slower"
+        }
+        if rank(setting) >= rank(wanted) {
+            return "\(what) (OpenBLAS did not honour OPENBLAS_CORETYPE=\(setting): this build lacks those kernels): training and the fp32 path are slower; install an OpenBLAS built with DYNAMIC_ARCH"
+        }
+        return "\(what) (OPENBLAS_CORETYPE=\(setting) is set in the environment): training and the fp32 path are slower; unset OPENBLAS_CORETYPE or set it to \(wanted)"
     }
 
     /// The core OpenBLAS had chosen before this process re-executed itself (nil: not replaced).
