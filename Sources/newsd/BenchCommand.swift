@@ -52,7 +52,7 @@ struct BenchModel: ParsableCommand {
         let ids = fp32.encode(texts)
         let reference = fp32.logits(ids: ids, batchSize: batch).map(argmax)   // every layer
         if !json { print("CPU features: \(CPUFeatures.host); int8 kernel paths here: \(Int8KernelPath.runnable.map(\.description).joined(separator: ", ")); OpenBLAS kernels (fp32): \(BLASCore.current)") }
-        if let warning = BLASCore.weakerKernelsWarning { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+        if let warning = BLASCore.weakerKernelsWarning { note("warning: \(warning)") }
         for precision in chosen {
             // Each precision with every layer, then (for a model with exit classifiers) with early exit.
             // Serving-only, as `newsd run` loads it: int8 holds no float weights.

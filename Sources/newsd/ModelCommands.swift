@@ -49,7 +49,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Write the suspect labels (text, teacher label, out-of-fold probabilities) to this CSV.") var suspectsOut: String?
 
     func run() throws {
-        if let warning = BLASCore.weakerKernelsWarning { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+        if let warning = BLASCore.weakerKernelsWarning { note("warning: \(warning)") }
         var cfg = TrainingConfiguration()
         cfg.epochs = epochs; cfg.learningRate = lr; cfg.headLearningRateMultiplier = headLrMultiplier; cfg.batchSize = batch; cfg.seed = seed; cfg.threads = threads
         cfg.validationFraction = validationFraction
