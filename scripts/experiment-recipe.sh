@@ -25,14 +25,18 @@
 # revealed), and the student trained on the cold-start rows plus those is the one scored.
 # entropy-balanced lets the predicted classes take turns, each giving its most uncertain row;
 # entropy-diverse passes over a row whose words mostly repeat a row already labelled or chosen.
+# bald (with --committee M, M >= 2) ranks by how much M cold-start students of different seeds
+# disagree (the mutual information of their predictions), which sets apart what the student does
+# not know yet from what is ambiguous to any reader (and to the teacher); with --committee, the
+# other strategies rank by the committee's mean probabilities.
 # --select-rounds R (default 1) spends the N - C in R equal rounds, each ranked by a student
 # trained on every label so far, as the live loop selects in many small rounds while the stream
 # arrives (scripts/experiment-distill.sh measures the loop itself, on one split). With --self-train as
 # well, the pool left after the last round is what self-training pseudo-labels. Its "train s"
 # includes the selecting students and their passes over the pool.
 # usage: scripts/experiment-recipe.sh [--data CSV] [--folds K] [--train-rows N] [--fresh] [NAME=FLAGS ...]
-#   (FLAGS may include --self-train M, --select margin|entropy|entropy-balanced|entropy-diverse|random, --select-rounds R and
-#   --cold C with --train-rows)
+#   (FLAGS may include --self-train M, --select margin|entropy|entropy-balanced|entropy-diverse|bald|random,
+#   --committee M, --select-rounds R and --cold C with --train-rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data/fpb-mixtral-train.csv; folds=5; recipes=(); fresh=0; rows=0
@@ -81,13 +85,20 @@ for recipe in "${recipes[@]}"; do
   if [[ " $flags " == *" --select "* ]]; then
     select=$(sed -E 's/.*--select ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select [^ ]+ ?//' <<< "$flags")
     [ "$rows" -gt 0 ] || { echo "--select needs --train-rows" >&2; exit 2; }
-    case $select in margin|entropy|entropy-balanced|entropy-diverse|random) ;; *) echo "--select: margin, entropy, entropy-balanced, entropy-diverse or random, not $select" >&2; exit 2;; esac
+    case $select in margin|entropy|entropy-balanced|entropy-diverse|bald|random) ;; *) echo "--select: margin, entropy, entropy-balanced, entropy-diverse, bald or random, not $select" >&2; exit 2;; esac
   fi
   if [[ " $flags " == *" --cold "* ]]; then
     cold=$(sed -E 's/.*--cold ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--cold [^ ]+ ?//' <<< "$flags")
     [ -n "$select" ] || { echo "$name: --cold needs --select" >&2; exit 2; }
     [[ $cold =~ ^[1-9][0-9]*$ ]] && [ "$cold" -lt "$rows" ] || { echo "$name: --cold: a whole number from 1 to $((rows - 1)), not $cold" >&2; exit 2; }
   fi
+  committee=1
+  if [[ " $flags " == *" --committee "* ]]; then
+    committee=$(sed -E 's/.*--committee ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--committee [^ ]+ ?//' <<< "$flags")
+    [ -n "$select" ] || { echo "$name: --committee needs --select" >&2; exit 2; }
+    [[ $committee =~ ^[1-9][0-9]*$ ]] || { echo "$name: --committee: a positive whole number, not $committee" >&2; exit 2; }
+  fi
+  [ "$select" != bald ] || [ "$committee" -ge 2 ] || { echo "$name: --select bald needs --committee 2 or more" >&2; exit 2; }
   if [[ " $flags " == *" --select-rounds "* ]]; then
     select_rounds=$(sed -E 's/.*--select-rounds ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select-rounds [^ ]+ ?//' <<< "$flags")
     [ -n "$select" ] || { echo "$name: --select-rounds needs --select" >&2; exit 2; }
@@ -113,22 +124,43 @@ csv.writer(open(sys.argv[3], 'w', newline='')).writerows([head] + body[:cold])
 csv.writer(open(sys.argv[4], 'w', newline='')).writerows([head] + body[cold:])
 PY
       for round in $(seq 1 "$select_rounds"); do
-        # shellcheck disable=SC2086 # the recipe's flags are words
-        "$newsd" train --data "$dir/selected$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
-          --no-early-exit $flags --out "$dir/cold$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
-        texts "$dir/pool$f.csv" \
-          | "$newsd" classify --model "$dir/cold$f" > "$dir/poolpred$f.jsonl"
-        python3 - "$dir/selected$f.csv" "$dir/pool$f.csv" "$dir/poolpred$f.jsonl" "$rows" "$select" "$f" "$round" "$select_rounds" <<'PY'
-import csv, json, random, re, sys
+        # --committee M: M cold-start students, the first with the recipe's seed and the others
+        # with the next seeds, rank the pool by their averaged probabilities (bald: by how much
+        # they disagree), as a committee tells what the student does not know from what is
+        # ambiguous to everyone.
+        seed=$(sed -nE 's/.*--seed ([^ ]+).*/\1/p' <<< "$flags"); seed=${seed:-42}; members=()
+        for m in $(seq 0 $((committee - 1))); do
+          member_flags=$flags; [ "$m" = 0 ] || member_flags="$(sed -E 's/--seed [^ ]+ ?//' <<< "$flags") --seed $((seed + m))"
+          # shellcheck disable=SC2086 # the recipe's flags are words
+          "$newsd" train --data "$dir/selected$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
+            --no-early-exit $member_flags --out "$dir/cold$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
+          members+=("$dir/poolpred$f-$m.jsonl")
+          texts "$dir/pool$f.csv" \
+            | "$newsd" classify --model "$dir/cold$f" > "${members[-1]}"
+          rm -rf "$dir/cold$f"
+        done
+        python3 - "$dir/selected$f.csv" "$dir/pool$f.csv" "$rows" "$select" "$f" "$round" "$select_rounds" "${members[@]}" <<'PY'
+import csv, json, math, random, re, sys
 labelled = list(csv.reader(open(sys.argv[1], newline=''))); pool = list(csv.reader(open(sys.argv[2], newline='')))
-preds = [json.loads(l) for l in open(sys.argv[3])]
+members = [[json.loads(l) for l in open(p)] for p in sys.argv[8:]]
 head, pool = pool[0], pool[1:]
-assert len(preds) == len(pool), (len(preds), len(pool))
-assert all(p['text'] == r[head.index('text')] for p, r in zip(preds, pool)), 'classify output out of step with the pool'
-n, strategy, fold, rnd, rounds = int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+for preds in members:
+    assert len(preds) == len(pool), (len(preds), len(pool))
+    assert all(p['text'] == r[head.index('text')] for p, r in zip(preds, pool)), 'classify output out of step with the pool'
+n, strategy, fold, rnd, rounds = int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 want = (n - (len(labelled) - 1)) // (rounds - rnd + 1)   # the budget left, shared by the rounds left
+H = lambda ps: -sum(p * math.log(p) for p in ps if p > 0)
+labels = sorted(members[0][0]['probabilities'])
+preds = members[0] if len(members) == 1 else []   # one member: its own label, margin and entropy
+for i in range(len(pool) if len(members) > 1 else 0):   # a committee: those of its mean probabilities
+    mean = [sum(m[i]['probabilities'][l] for m in members) / len(members) for l in labels]
+    top = sorted(mean, reverse=True)
+    preds.append({'label': labels[mean.index(top[0])], 'margin': top[0] - top[1], 'entropy': H(mean),
+                  # mutual information between the prediction and the member: what the committee disagrees on
+                  'bald': H(mean) - sum(H(m[i]['probabilities'].values()) for m in members) / len(members)})
 by_entropy = sorted(range(len(pool)), key=lambda i: -preds[i]['entropy'])
 if strategy == 'margin': order = sorted(range(len(pool)), key=lambda i: preds[i]['margin'])
+elif strategy == 'bald': order = sorted(range(len(pool)), key=lambda i: -preds[i]['bald'])
 elif strategy == 'entropy': order = by_entropy
 elif strategy == 'entropy-balanced':
     # The predicted classes take turns, each giving its most uncertain item: macro-F1 weighs the
@@ -153,7 +185,6 @@ csv.writer(open(sys.argv[1], 'w', newline='')).writerows(labelled + [pool[i] for
 csv.writer(open(sys.argv[2], 'w', newline='')).writerows([head] + [r for i, r in enumerate(pool) if i not in chosen])
 print(f"--select {strategy} round {rnd}/{rounds}: {len(labelled) - 1} labelled + {len(chosen)} chosen of {len(pool)}", file=sys.stderr)
 PY
-        rm -rf "$dir/cold$f"
       done
       trainset=$dir/selected$f.csv; unlabelled=$dir/pool$f.csv
     fi
