@@ -65,6 +65,26 @@ size_t newsd_int8_packed_size(int out, int in) {
     return (size_t)((out + NB - 1) / NB * NB) * (size_t)newsd_int8_row_bytes(in);
 }
 
+/// The symmetric scale of a row: max|row| / wmax, or 1 for an all-zero (or subnormal) row, which
+/// then quantises to zeros.
+static inline float symmetric_scale(const float *row, int in, int wmax) {
+    float m = 0;
+    for (int k = 0; k < in; k++) m = fmaxf(m, fabsf(row[k]));
+    return m > 1e-30f ? m / (float)wmax : 1.0f;
+}
+
+/// round(x / s) (to nearest, ties to even) within +-wmax.
+static inline int8_t symmetric_value(float x, float s, int wmax) {
+    long v = lrintf(x / s);
+    return (int8_t)(v > wmax ? wmax : (v < -wmax ? -wmax : v));
+}
+
+float newsd_int8_quantize_symmetric(const float *row, int in, int wmax, int8_t *q) {
+    float s = symmetric_scale(row, in, wmax);
+    for (int k = 0; k < in; k++) q[k] = symmetric_value(row[k], s, wmax);
+    return s;
+}
+
 // Packed layout: for each tile of 64 outputs, for each group of 4 inputs, four blocks of 16
 // outputs x 4 inputs (output-major inside a block): one vpdpbusd operand per 64 bytes, and the
 // four operands of a tile's step side by side (one pointer, one stream).
@@ -74,18 +94,14 @@ void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *
     for (int o = 0; o < outPadded; o++) {
         if (o >= out) continue;
         const float *row = w + (size_t)o * in;
-        float m = 0;
-        for (int k = 0; k < in; k++) m = fmaxf(m, fabsf(row[k]));
-        float s = m > 1e-30f ? m / (float)wmax : 1.0f;   // an all-zero (or subnormal) row stays zero
+        float s = symmetric_scale(row, in, wmax);
         scale[o] = s;
         int32_t sum = 0;
         int8_t *tile = packed + (size_t)(o / NB) * k4 * 4 * 64 + ((o % NB) / 16) * 64;
         for (int k = 0; k < in; k++) {
-            long v = lrintf(row[k] / s);
-            if (v > wmax) v = wmax;
-            if (v < -wmax) v = -wmax;
-            tile[(size_t)(k / 4) * 256 + (o % 16) * 4 + (k % 4)] = (int8_t)v;
-            sum += (int32_t)v;
+            int8_t v = symmetric_value(row[k], s, wmax);
+            tile[(size_t)(k / 4) * 256 + (o % 16) * 4 + (k % 4)] = v;
+            sum += v;
         }
         colsum[o] = sum;
     }

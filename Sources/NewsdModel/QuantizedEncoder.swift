@@ -93,14 +93,10 @@ final class QuantizedEmbeddings: @unchecked Sendable {
         layout = L
         words = .allocate(capacity: L.v * h)
         wordScales = .allocate(capacity: L.v)
+        // Symmetric, 127 steps a side (a lookup has no integer product to keep within 16 bits, so
+        // no need for the matrices' +-64), rounded as the matrices are.
         for r in 0..<L.v {
-            let row = e.pointer + L.word + r * h, q = words + r * h
-            var m: Float = 0
-            for i in 0..<h { m = max(m, abs(row[i])) }
-            // Symmetric, 127 steps a side; an all-zero row (unused vocabulary) keeps scale 0.
-            let scale = m / 127, inverse = m > 0 ? 127 / m : 0
-            wordScales[r] = scale
-            for i in 0..<h { q[i] = Int8(max(-127, min(127, (row[i] * inverse).rounded()))) }
+            wordScales[r] = newsd_int8_quantize_symmetric(e.pointer + L.word + r * h, Int32(h), 127, words + r * h)
         }
         rest = FloatBuffer(count: L.count - L.position)
         rest.pointer.update(from: e.pointer + L.position, count: rest.count)

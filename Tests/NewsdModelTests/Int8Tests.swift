@@ -71,6 +71,26 @@ import Testing
         return (w, bytes, scales, colsums, quantised)
     }
 
+    /// The word embeddings are quantised a row at a time by the function that quantises each
+    /// output channel of the packed matrices: the same scales and values (ties to even, clamped),
+    /// and an all-zero row gives zeros.
+    @Test func rowQuantisationIsThePackedWeightsOne() {
+        let out = 5, inDim = 37, wmax = Int8KernelPath.portable.weightMax
+        let p = Self.packed(out: out, inDim: inDim, seed: 11, path: .portable)
+        defer { p.bytes.deallocate() }
+        for o in 0..<out {
+            var q = [Int8](repeating: 0, count: inDim)
+            let scale = newsd_int8_quantize_symmetric(Array(p.w[(o * inDim)..<((o + 1) * inDim)]), Int32(inDim), wmax, &q)
+            #expect(scale == p.scales[o])
+            #expect(q.map(Int32.init) == Array(p.quantised[(o * inDim)..<((o + 1) * inDim)]))
+        }
+        var q = [Int8](repeating: 1, count: 6)
+        #expect(newsd_int8_quantize_symmetric([0.5, 1.5, 2.5, -2.5, -127, 127], 6, 127, &q) == 1)
+        #expect(q == [0, 2, 2, -2, -127, 127])
+        #expect(newsd_int8_quantize_symmetric([0, 0, 0], 3, 127, &q) == 1)
+        #expect(q.prefix(3) == [0, 0, 0])
+    }
+
     /// Random activations x[n][in] and their quantisation on `path` (to its range unless `max`).
     static func quantised(_ x: [Float], n: Int, inDim: Int, path: Int8KernelPath, max: Int32? = nil) -> (q: [UInt8], scales: [Float], zps: [Int32]) {
         let rows = Int(newsd_int8_padded_rows(Int32(n))), rb = Int(newsd_int8_row_bytes(Int32(inDim)))

@@ -52,6 +52,11 @@ size_t newsd_int8_packed_size(int out, int in);
 /// (16 outputs x 4 inputs per 64 bytes), scale[out] and colsum[out] = sum_k w_q[o][k].
 void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *packed, float *scale, int32_t *colsum);
 
+/// Quantises one row symmetric, as `newsd_int8_pack_weights` quantises each output channel:
+/// q[k] = round(row[k] / scale) within +-wmax (ties to even); returns scale = max|row| / wmax (1
+/// for an all-zero row, which quantises to zeros). Unpacked, for tables read a row at a time.
+float newsd_int8_quantize_symmetric(const float *row, int in, int wmax, int8_t *q);
+
 /// Quantises rows x[n][in] (row stride ldx) to u8 with a per-row scale and zero point:
 /// q = clamp(round(x / scale) + zp, 0, qmax); rows are `newsd_int8_row_bytes(in)` apart, and the
 /// padding rows up to `newsd_int8_padded_rows(n)` are filled with zeros.
