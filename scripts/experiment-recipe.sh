@@ -151,13 +151,15 @@ n, strategy, fold, rnd, rounds = int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 want = (n - (len(labelled) - 1)) // (rounds - rnd + 1)   # the budget left, shared by the rounds left
 H = lambda ps: -sum(p * math.log(p) for p in ps if p > 0)
 labels = sorted(members[0][0]['probabilities'])
-preds = members[0] if len(members) == 1 else []   # one member: its own label, margin and entropy
-for i in range(len(pool) if len(members) > 1 else 0):   # a committee: those of its mean probabilities
+def committee(i):
+    """The label, margin and entropy of the members' mean probabilities, and the mutual information
+    between the prediction and the member (bald): what the committee disagrees on."""
     mean = [sum(m[i]['probabilities'][l] for m in members) / len(members) for l in labels]
     top = sorted(mean, reverse=True)
-    preds.append({'label': labels[mean.index(top[0])], 'margin': top[0] - top[1], 'entropy': H(mean),
-                  # mutual information between the prediction and the member: what the committee disagrees on
-                  'bald': H(mean) - sum(H(m[i]['probabilities'].values()) for m in members) / len(members)})
+    return {'label': labels[mean.index(top[0])], 'margin': top[0] - top[1], 'entropy': H(mean),
+            'bald': H(mean) - sum(H(m[i]['probabilities'].values()) for m in members) / len(members)}
+# One student ranks by its own figures, as `newsd classify` gave them.
+preds = members[0] if len(members) == 1 else [committee(i) for i in range(len(pool))]
 by_entropy = sorted(range(len(pool)), key=lambda i: -preds[i]['entropy'])
 if strategy == 'margin': order = sorted(range(len(pool)), key=lambda i: preds[i]['margin'])
 elif strategy == 'bald': order = sorted(range(len(pool)), key=lambda i: -preds[i]['bald'])
