@@ -28,7 +28,7 @@
 # bald (with --committee M, M >= 2) ranks by how much M cold-start students of different seeds
 # disagree (the mutual information of their predictions), which sets apart what the student does
 # not know yet from what is ambiguous to any reader (and to the teacher); with --committee, the
-# other strategies rank by the committee's mean probabilities.
+# other ranking strategies rank by the committee's mean probabilities.
 # --select-rounds R (default 1) spends the N - C in R equal rounds, each ranked by a student
 # trained on every label so far, as the live loop selects in many small rounds while the stream
 # arrives (scripts/experiment-distill.sh measures the loop itself, on one split). With --self-train as
@@ -99,6 +99,7 @@ for recipe in "${recipes[@]}"; do
     [[ $committee =~ ^[1-9][0-9]*$ ]] || { echo "$name: --committee: a positive whole number, not $committee" >&2; exit 2; }
   fi
   [ "$select" != bald ] || [ "$committee" -ge 2 ] || { echo "$name: --select bald needs --committee 2 or more" >&2; exit 2; }
+  [ "$select" != random ] || [ "$committee" = 1 ] || { echo "$name: --select random ranks nothing: no --committee" >&2; exit 2; }
   if [[ " $flags " == *" --select-rounds "* ]]; then
     select_rounds=$(sed -E 's/.*--select-rounds ([^ ]+).*/\1/' <<< "$flags"); flags=$(sed -E 's/--select-rounds [^ ]+ ?//' <<< "$flags")
     [ -n "$select" ] || { echo "$name: --select-rounds needs --select" >&2; exit 2; }
@@ -128,9 +129,10 @@ PY
         # with the next seeds, rank the pool by their averaged probabilities (bald: by how much
         # they disagree), as a committee tells what the student does not know from what is
         # ambiguous to everyone.
-        seed=$(sed -nE 's/.*--seed ([^ ]+).*/\1/p' <<< "$flags"); seed=${seed:-42}; members=()
+        # (42 is `newsd train`'s default seed.)
+        seed=$(sed -nE 's/.*--seed[= ]([^ ]+).*/\1/p' <<< "$flags"); seed=${seed:-42}; members=()
         for m in $(seq 0 $((committee - 1))); do
-          member_flags=$flags; [ "$m" = 0 ] || member_flags="$(sed -E 's/--seed [^ ]+ ?//' <<< "$flags") --seed $((seed + m))"
+          member_flags=$flags; [ "$m" = 0 ] || member_flags="$(sed -E 's/--seed[= ][^ ]+ ?//' <<< "$flags") --seed $((seed + m))"
           # shellcheck disable=SC2086 # the recipe's flags are words
           "$newsd" train --data "$dir/selected$f.csv" --label-column label_llm_cot_multiple --soft-label-columns sc_iter1,sc_iter2,sc_iter3 \
             --no-early-exit $member_flags --out "$dir/cold$f" >> "$dir/train$f.txt" 2>> "$dir/train$f.log"
@@ -150,10 +152,10 @@ for preds in members:
 n, strategy, fold, rnd, rounds = int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 want = (n - (len(labelled) - 1)) // (rounds - rnd + 1)   # the budget left, shared by the rounds left
 H = lambda ps: -sum(p * math.log(p) for p in ps if p > 0)
-labels = sorted(members[0][0]['probabilities'])
 def committee(i):
     """The label, margin and entropy of the members' mean probabilities, and the mutual information
     between the prediction and the member (bald): what the committee disagrees on."""
+    labels = sorted(members[0][i]['probabilities'])
     mean = [sum(m[i]['probabilities'][l] for m in members) / len(members) for l in labels]
     top = sorted(mean, reverse=True)
     return {'label': labels[mean.index(top[0])], 'margin': top[0] - top[1], 'entropy': H(mean),

@@ -72,8 +72,8 @@ import Testing
     }
 
     /// The word embeddings are quantised a row at a time by the function that quantises each
-    /// output channel of the packed matrices: the same scales and values (ties to even, clamped),
-    /// and an all-zero row gives zeros.
+    /// output channel of the packed matrices: the same scales and values (ties to even), and an
+    /// all-zero row gives zeros.
     @Test func rowQuantisationIsThePackedWeightsOne() {
         let out = 5, inDim = 37, wmax = Int8KernelPath.portable.weightMax
         let p = Self.packed(out: out, inDim: inDim, seed: 11, path: .portable)
@@ -83,6 +83,7 @@ import Testing
             let scale = newsd_int8_quantize_symmetric(Array(p.w[(o * inDim)..<((o + 1) * inDim)]), Int32(inDim), wmax, &q)
             #expect(scale == p.scales[o])
             #expect(q.map(Int32.init) == Array(p.quantised[(o * inDim)..<((o + 1) * inDim)]))
+            #expect(q.reduce(0) { $0 + Int32($1) } == p.colsums[o])   // the packer's own sum of its values
         }
         var q = [Int8](repeating: 1, count: 6)
         #expect(newsd_int8_quantize_symmetric([0.5, 1.5, 2.5, -2.5, -127, 127], 6, 127, &q) == 1)

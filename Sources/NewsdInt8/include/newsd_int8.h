@@ -54,7 +54,8 @@ void newsd_int8_pack_weights(const float *w, int out, int in, int wmax, int8_t *
 
 /// Quantises one row symmetric, as `newsd_int8_pack_weights` quantises each output channel:
 /// q[k] = round(row[k] / scale) within +-wmax (ties to even); returns scale = max|row| / wmax (1
-/// for an all-zero row, which quantises to zeros). Unpacked, for tables read a row at a time.
+/// for an all-zero row, which quantises to zeros); wmax <= 127. Unpacked, for tables read a row
+/// at a time.
 float newsd_int8_quantize_symmetric(const float *row, int in, int wmax, int8_t *q);
 
 /// Quantises rows x[n][in] (row stride ldx) to u8 with a per-row scale and zero point:
