@@ -9,10 +9,19 @@ cd "$(dirname "$0")/.."
 export NEWSD_BASE_MODEL_DIR="$PWD/.models/all-MiniLM-L6-v2"
 was_running=no; ./scripts/pg.sh status >/dev/null 2>&1 && was_running=yes
 export NEWSD_TEST_POSTGRES_URL="$(./scripts/pg.sh start)"
-# A cluster this run started is stopped when it ends (CI leaves nothing running).
-[ $was_running = no ] && trap './scripts/pg.sh stop' EXIT
+# The tests' scratch files (configurations, logs, models, sockets: a few hundred folders a run)
+# go to one folder per run, through TMPDIR: removed when the run passes, kept and named when it
+# fails, for the daemons' logs.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/newsd-test-run.XXXXXX")
+finish() {
+  local status=$?
+  # A cluster this run started is stopped when it ends (CI leaves nothing running).
+  if [ $was_running = no ]; then ./scripts/pg.sh stop; fi
+  if [ "$status" = 0 ]; then rm -rf "$scratch"; else echo "the tests' scratch files are kept in $scratch" >&2; fi
+}
+trap finish EXIT
 # A cluster kept running between runs keeps no databases of earlier runs.
 [ $was_running = yes ] && ./scripts/pg.sh drop-test-databases
 swift build --build-tests
 export NEWSD_BINARY="$(swift build --show-bin-path)/newsd"
-swift test --skip-build "$@"
+TMPDIR=$scratch swift test --skip-build "$@"
