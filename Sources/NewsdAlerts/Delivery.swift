@@ -157,7 +157,8 @@ public final class AlertDelivery: Sendable {
     /// Stops the HTTP thread.
     public func shutdown() { http.shutdown() }
 
-    /// Claims up to `limit` due deliveries (lease: twice the request timeout plus a minute).
+    /// Claims up to `limit` due deliveries for `leaseSeconds` (`pass`: every claimed row's request
+    /// timeout plus a minute), counting the attempt.
     public static func claim(_ db: PostgresConnection, limit: Int, leaseSeconds: Double) throws -> [OutboxItem] {
         try db.query("""
             UPDATE alert_outbox o SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => \(leaseSeconds))
@@ -182,6 +183,18 @@ public final class AlertDelivery: Sendable {
                 WHERE id = \(item.id) AND attempts = \(item.attempts) AND delivered_at IS NULL
                 """).affected == 1 else { return }
             try db.query("SELECT pg_notify('newsd_alerts', \(item.payload))")
+        }
+    }
+
+    /// Hands claimed deliveries back unsent: due at once, with the attempt their claim counted
+    /// undone (it was never made). Only while the claim is ours: a row another host has claimed
+    /// since (a later attempt) is left to it.
+    public static func release(_ db: PostgresConnection, _ items: [OutboxItem]) throws {
+        for item in items {
+            try db.query("""
+                UPDATE alert_outbox SET attempts = attempts - 1, next_attempt_at = now()
+                WHERE id = \(item.id) AND delivered_at IS NULL AND failed_at IS NULL AND attempts = \(item.attempts)
+                """)
         }
     }
 
@@ -242,14 +255,22 @@ public final class AlertDelivery: Sendable {
     /// outlasts sending them one after another.
     static let claimSize = 4
 
-    /// One pass: claims due deliveries and sends them; returns how many were handled. A row that
+    /// One pass: claims due deliveries and sends them; returns how many were sent. A row that
     /// fails (a receiver down, a NOTIFY Postgres refuses) is rescheduled or marked failed on its
-    /// own and never holds up the others; `stop` ends the pass between rows.
+    /// own and never holds up the others; `stop` ends the pass between rows, handing the rows not
+    /// sent back at once (not when the lease ends, 100 s with the default timeout: a restart or
+    /// another host delivers them now).
     public func pass(_ database: BlockingDatabase, stop: StopFlag? = nil) async throws -> Int {
         let lease = configuration.deliveryTimeoutSeconds.value * Double(Self.claimSize) + 60
         let items = try await database.run("claim alert deliveries") { try Self.claim($0, limit: Self.claimSize, leaseSeconds: lease) }
+        var sent = 0
         for item in items {
-            if stop?.isSet == true { break }   // the rest comes back when the lease ends
+            if stop?.isSet == true {
+                let unsent = Array(items[sent...])
+                try await database.run("release alert deliveries") { try Self.release($0, unsent) }
+                break
+            }
+            sent += 1
             if item.sink == "notify" {
                 do {
                     try await database.run("notify alert") { try Self.deliverNotify($0, item) }
@@ -277,6 +298,6 @@ public final class AlertDelivery: Sendable {
                 logger.error("alert delivery refused by the receiver; not retried", metadata: ["alert": "\(item.alertID)", "sink": "\(item.sink)", "error": "\(why)"])
             }
         }
-        return items.count
+        return sent
     }
 }

@@ -271,6 +271,42 @@ struct AlertsTests {
         await webhook.stop()
     }
 
+    /// A host stopping between claiming deliveries and sending them hands them back: the next
+    /// host sends them at once, not when the claim's lease ends (100 s with the default timeout;
+    /// a CI run of `endToEnd` waited that long after its hosts restarted).
+    @Test("a delivery claimed by a host that stops is handed back unsent: the next pass sends it at once, as its first attempt")
+    func stoppingHostHandsItsClaimsBack() async throws {
+        let database = try Harness.freshDatabase()
+        let db = try PostgresConnection(database)
+        try Schema.migrate(db)
+        let alert: Int64 = try db.query("""
+            INSERT INTO alerts (company_id, rule, severity, state, window_start, window_end, observed_share, baseline_share,
+                                window_weight, window_negative, window_items, p_value, parameters, raised_by)
+            VALUES ('ACME', 'shift', 'warning', 'firing', now() - interval '1 minute', now(), 0.9, 0.1, 10, 9, 10, 0.001, '{}', 'test')
+            RETURNING id
+            """).single().decode("id")
+        try db.execute("INSERT INTO alert_outbox (alert_id, sink, event, idempotency_key, payload) VALUES ($1, 'webhook', 'firing', 'key-1', '{}')", ["\(alert)"])
+        let webhook = try WebhookReceiver()
+        try await webhook.start()
+        var c = Self.configuration(database: database, teacher: nil)
+        c.alerts.webhookURL = webhook.url
+        let delivery = try AlertDelivery(configuration: c.alerts, logger: Harness.logger, metrics: NewsdMetrics(), secret: nil)
+        let blocking = BlockingDatabase(url: database, label: "newsd-alerts-tests-delivery", logger: Harness.logger)
+        let stopping = StopFlag()
+        stopping.set()
+        #expect(try await delivery.pass(blocking, stop: stopping) == 0)
+        #expect(webhook.received.value.isEmpty)
+        let row = try db.query("SELECT attempts, next_attempt_at <= now() AS due FROM alert_outbox").single()
+        #expect(try row.decode("attempts", as: Int.self) == 0)
+        #expect(try row.decode("due", as: Bool.self))
+        #expect(try await delivery.pass(blocking) == 1)
+        #expect(webhook.accepted.map(\.attempt) == ["1"])
+        #expect(try Harness.count(database, "SELECT count(*) FROM alert_outbox WHERE delivered_at IS NOT NULL") == 1)
+        blocking.stop()
+        delivery.shutdown()
+        await webhook.stop()
+    }
+
     @Test("a teacher that contradicts the drivers suppresses the alert and counts the student's errors")
     func suppressed() async throws {
         let database = try Harness.freshDatabase()
