@@ -17,7 +17,7 @@ public struct HeadlessBrowser: Sendable {
         // Standard error goes to a file: read after standard output, a pipe could fill up and
         // stall the browser.
         let out = Pipe(), errorLog = profile + ".stderr"
-        FileManager.default.createFile(atPath: errorLog, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorLog, contents: nil)   // if that fails, the browser inherits our stderr
         p.standardOutput = out
         p.standardError = FileHandle(forWritingAtPath: errorLog)
         defer { try? FileManager.default.removeItem(atPath: profile); try? FileManager.default.removeItem(atPath: errorLog) }

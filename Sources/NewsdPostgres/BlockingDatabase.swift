@@ -46,6 +46,7 @@ public final class BlockingDatabase: @unchecked Sendable {
     }
 
     /// Runs `body` with the connection on the database queue, retrying retriable failures.
+    @discardableResult
     public func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             queue.async { [self] in continuation.resume(with: Result { try runBlocking(what, body) }) }
