@@ -233,7 +233,8 @@ struct AlertsTests {
         try await Self.waitUntil("the alert in Alertmanager", timeout: 30) { alertmanager.alert(id: id) != nil }
         let shown = alertmanager.alert(id: id)!
         #expect((shown["labels"] as? [String: String])?["company"] == "ACME")
-        #expect(((shown["annotations"] as? [String: String])?["top_sentences"] ?? "").contains("profit warning"))
+        let topSentences = (shown["annotations"] as? [String: String])?["top_sentences"] ?? ""
+        #expect(topSentences.contains("profit warning"))
         // NOTIFY arrived once.
         var notes: [(channel: String, payload: String)] = []
         try await Self.waitUntil("NOTIFY newsd_alerts", timeout: 20) { notes += try listener.notifications(); return !notes.isEmpty }

@@ -230,7 +230,7 @@ final class DaemonProcess: @unchecked Sendable {
     /// Any newsd subcommand.
     init(arguments: [String], name: String, environment: [String: String] = [:], outputToLog: Bool = false) throws {
         log = Harness.temporaryDirectory().appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)   // a failure shows at the FileHandle below
         process.executableURL = Self.binary
         process.arguments = arguments
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }

@@ -402,7 +402,7 @@ final class PrometheusServer: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: {
             let log = directory.appendingPathComponent("prometheus.log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)   // a failure shows at the FileHandle
             return log
         }())
         try process.run()

@@ -17,10 +17,10 @@ struct RecordingLogHandler: LogHandler {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+    func log(event: LogEvent) {
         // One lock for both, so the two lists stay aligned.
         lines.withLock { l in
-            l.append(("\(message)", self.metadata.merging(metadata ?? [:]) { $1 }))
+            l.append(("\(event.message)", self.metadata.merging(event.metadata ?? [:]) { $1 }))
             times?.withLock { $0.append(Date()) }
         }
     }
