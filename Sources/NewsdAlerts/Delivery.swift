@@ -255,7 +255,7 @@ public final class AlertDelivery: Sendable {
     /// outlasts sending them one after another.
     static let claimSize = 4
 
-    /// One pass: claims due deliveries and sends them; returns how many were sent. A row that
+    /// One pass: claims due deliveries and sends them; returns how many it tried. A row that
     /// fails (a receiver down, a NOTIFY Postgres refuses) is rescheduled or marked failed on its
     /// own and never holds up the others; `stop` ends the pass between rows, handing the rows not
     /// sent back at once (not when the lease ends, 100 s with the default timeout: a restart or
@@ -263,14 +263,14 @@ public final class AlertDelivery: Sendable {
     public func pass(_ database: BlockingDatabase, stop: StopFlag? = nil) async throws -> Int {
         let lease = configuration.deliveryTimeoutSeconds.value * Double(Self.claimSize) + 60
         let items = try await database.run("claim alert deliveries") { try Self.claim($0, limit: Self.claimSize, leaseSeconds: lease) }
-        var sent = 0
+        var tried = 0
         for item in items {
             if stop?.isSet == true {
-                let unsent = Array(items[sent...])
+                let unsent = Array(items[tried...])
                 try await database.run("release alert deliveries") { try Self.release($0, unsent) }
                 break
             }
-            sent += 1
+            tried += 1
             if item.sink == "notify" {
                 do {
                     try await database.run("notify alert") { try Self.deliverNotify($0, item) }
@@ -298,6 +298,6 @@ public final class AlertDelivery: Sendable {
                 logger.error("alert delivery refused by the receiver; not retried", metadata: ["alert": "\(item.alertID)", "sink": "\(item.sink)", "error": "\(why)"])
             }
         }
-        return sent
+        return tried
     }
 }
